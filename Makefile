@@ -1,0 +1,54 @@
+# LimeLight — every target installs what it needs into ./.venv (pinned, see requirements/).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# Shared real data (WIDER FACE, weights, clips); never copied into the repo.
+LIMELIGHT_DATA ?= $(abspath ../shared/data)
+export LIMELIGHT_DATA
+export TF_USE_LEGACY_KERAS := 1
+export TF_CPP_MIN_LOG_LEVEL := 2
+
+RUNTIME_STAMP := $(VENV)/.runtime-installed
+DEV_STAMP := $(VENV)/.dev-installed
+
+.PHONY: help install install-dev demo test model bench clean
+
+help:
+	@echo "make demo   - install and anonymize a demo video (demo/)"
+	@echo "make test   - install everything and run the test suite"
+	@echo "make model  - rebuild the int8 detector from the shared data (model_opt/)"
+	@echo "make bench  - print benchmark ratios (bench/)"
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(RUNTIME_STAMP): requirements/runtime.txt requirements/nodeps.txt pyproject.toml | $(VENV)/bin/python
+	$(BIN)/pip install -q -r requirements/runtime.txt
+	$(BIN)/pip install -q --no-deps face-recognition==1.3.0
+	$(BIN)/pip install -q --no-deps -e .
+	touch $@
+
+$(DEV_STAMP): $(RUNTIME_STAMP) requirements/dev.txt requirements/nodeps.txt
+	$(BIN)/pip install -q -r requirements/runtime.txt -r requirements/dev.txt
+	$(BIN)/pip install -q --no-deps -r requirements/nodeps.txt
+	touch $@
+
+install: $(RUNTIME_STAMP)
+install-dev: $(DEV_STAMP)
+
+demo: $(RUNTIME_STAMP)
+	$(BIN)/python -m limelight.demo --out demo
+
+test: $(DEV_STAMP)
+	$(BIN)/python -m pytest -q
+
+model: $(DEV_STAMP)
+	$(BIN)/python -m model_opt.pipeline --data $(LIMELIGHT_DATA)
+
+bench: $(DEV_STAMP)
+	$(BIN)/python bench/detector.py --data $(LIMELIGHT_DATA)
+
+clean:
+	rm -rf $(VENV) demo bench/out .pytest_cache

@@ -1,0 +1,1 @@
+"""LimeLight: selective face anonymization for video (every face blurred except consented ones)."""
