@@ -20,6 +20,12 @@ class AnchorConfig:
     steps: tuple[int, ...] = (8, 16, 32)
     variances: tuple[float, float] = (0.1, 0.2)
 
+    def __post_init__(self):
+        if len(self.min_sizes) != len(self.steps) or len({len(m) for m in self.min_sizes}) != 1:
+            raise ValueError(
+                f"anchor config needs one min_sizes entry per step, all of one length: {self.min_sizes} / {self.steps}"
+            )
+
     @property
     def anchors_per_cell(self) -> int:
         return len(self.min_sizes[0])

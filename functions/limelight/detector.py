@@ -1,0 +1,164 @@
+"""The face detector at run time: the shipped int8 RetinaFace through the LiteRT interpreter.
+
+Contract (DESIGN.md): `detector(frame_rgb) -> ndarray (N, 5)` rows x1, y1, x2, y2, score in frame
+pixels; no face is shape (0, 5). The input size is set once per frame size: the long side is scaled
+to `detect_size` and each side padded up to a multiple of 32 (no letterbox to a square), and the
+anchors are computed for that size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Protocol
+
+import cv2
+import numpy as np
+
+from limelight.anchors import AnchorConfig, postprocess, prior_boxes
+from limelight.errors import LimeLightError
+
+MODEL_NAME = "retinaface_mnet025_pruned_int8"
+STRIDE = 32  # input sides must be multiples of the coarsest feature map's stride
+
+
+class ModelError(LimeLightError):
+    """The detector model is missing or cannot be loaded."""
+
+
+def default_model_path() -> Path:
+    """The int8 model shipped as package data."""
+    return Path(str(resources.files("limelight") / "models" / f"{MODEL_NAME}.tflite"))
+
+
+def _interpreter_class():
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:  # edge boxes that only have the legacy runtime
+        from tflite_runtime.interpreter import Interpreter
+    return Interpreter
+
+
+class Runner(Protocol):
+    """Runs the network on one padded RGB uint8 batch (1, H, W, 3) -> (loc (A, 4), face score (A,))."""
+
+    def __call__(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+class LiteRTRunner:
+    """A TFLite model with a dynamic (1, H, W, 3) input, resized when the input size changes."""
+
+    def __init__(self, model_path: str | Path, num_threads: int = 2):
+        path = Path(model_path)
+        if not path.is_file():
+            raise ModelError(f"{path}: detector model not found")
+        try:
+            self.interpreter = _interpreter_class()(model_path=str(path), num_threads=num_threads)
+        except (ValueError, RuntimeError) as e:
+            raise ModelError(f"{path}: cannot load detector model ({e})") from None
+        self._input = self.interpreter.get_input_details()[0]
+        self.input_dtype = self._input["dtype"]
+        self._shape: tuple[int, ...] | None = None
+        self._loc = self._score = None
+
+    def _resize(self, shape: tuple[int, ...]) -> None:
+        self.interpreter.resize_tensor_input(self._input["index"], list(shape))
+        self.interpreter.allocate_tensors()
+        outputs = self.interpreter.get_output_details()
+        # Outputs are told apart by rank: loc is (1, A, 4), the face score (1, A).
+        self._loc = next(o["index"] for o in outputs if len(o["shape"]) == 3)
+        self._score = next(o["index"] for o in outputs if len(o["shape"]) == 2)
+        self._shape = shape
+
+    def __call__(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if batch.shape != self._shape:
+            self._resize(batch.shape)
+        if self.input_dtype != np.uint8:  # a float32 export takes the same 0..255 RGB values
+            batch = batch.astype(self.input_dtype)
+        self.interpreter.set_tensor(self._input["index"], batch)
+        self.interpreter.invoke()
+        return self.interpreter.get_tensor(self._loc)[0], self.interpreter.get_tensor(self._score)[0]
+
+
+@dataclass(frozen=True)
+class InputGeometry:
+    """How a frame of `frame_size` maps onto the network input."""
+
+    frame_size: tuple[int, int]  # (height, width)
+    resized: tuple[int, int]  # (height, width) after scaling
+    padded: tuple[int, int]  # (height, width), multiples of STRIDE
+    scale: float  # network pixels per frame pixel
+
+    @classmethod
+    def for_frame(cls, height: int, width: int, detect_size: int | None) -> "InputGeometry":
+        """`detect_size` is the long side in network pixels; None keeps the frame's own size."""
+        scale = 1.0 if not detect_size else detect_size / max(height, width)
+        rh, rw = max(1, round(height * scale)), max(1, round(width * scale))
+        ph, pw = -(-rh // STRIDE) * STRIDE, -(-rw // STRIDE) * STRIDE
+        return cls((height, width), (rh, rw), (ph, pw), scale)
+
+
+class Detector:
+    """Face detector: RGB uint8 frame -> (N, 5) x1, y1, x2, y2, score in frame pixels."""
+
+    def __init__(
+        self,
+        runner: Runner | None = None,
+        *,
+        detect_size: int | None = 640,
+        threshold: float = 0.5,
+        nms_iou: float = 0.4,
+        anchors: AnchorConfig = AnchorConfig(),
+        max_side: int = 1600,
+    ):
+        self.runner = runner if runner is not None else LiteRTRunner(default_model_path())
+        self.detect_size, self.threshold, self.nms_iou = detect_size, threshold, nms_iou
+        self.anchors, self.max_side = anchors, max_side
+        self._geometry: InputGeometry | None = None
+        self._priors: np.ndarray | None = None
+        self._canvas: np.ndarray | None = None
+
+    def _prepare(self, height: int, width: int) -> InputGeometry:
+        size = self.detect_size or min(max(height, width), self.max_side)
+        geo = InputGeometry.for_frame(height, width, size)
+        self._geometry = geo
+        self._priors = prior_boxes(*geo.padded, self.anchors)
+        # The padding stays black: a fresh canvas per input size, the image part overwritten per frame.
+        self._canvas = np.zeros((1, *geo.padded, 3), np.uint8)
+        return geo
+
+    @property
+    def geometry(self) -> InputGeometry | None:
+        return self._geometry
+
+    def __call__(self, frame: np.ndarray) -> np.ndarray:
+        h, w = frame.shape[:2]
+        geo = self._geometry
+        if geo is None or geo.frame_size != (h, w):
+            geo = self._prepare(h, w)
+        rh, rw = geo.resized
+        if (rh, rw) == (h, w):
+            self._canvas[0, :h, :w] = frame
+        else:
+            interp = cv2.INTER_AREA if geo.scale < 1 else cv2.INTER_LINEAR
+            cv2.resize(frame, (rw, rh), dst=self._canvas[0, :rh, :rw], interpolation=interp)
+        loc, score = self.runner(self._canvas)
+        dets = postprocess(loc, score, self._priors, self.threshold, self.nms_iou, self.anchors)
+        if len(dets):
+            dets[:, :4] /= geo.scale
+            dets[:, [1, 3]] = np.clip(dets[:, [1, 3]], 0, h)
+            dets[:, [0, 2]] = np.clip(dets[:, [0, 2]], 0, w)
+        return dets
+
+
+def model_metadata(model_path: Path | None = None) -> dict:
+    """The metadata JSON written next to the model by model_opt, plus the file's sha256."""
+    path = Path(model_path) if model_path else default_model_path()
+    meta_path = path.with_suffix(".json")
+    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    meta["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    meta.setdefault("name", path.stem)
+    return meta

@@ -1,0 +1,643 @@
+"""Streaming video reading and writing on PyAV.
+
+Contract of `transcode` (see docs/DESIGN.md, "Video rules"):
+
+- frames stream one by one (memory does not grow with video length) and are handed out as RGB
+  `np.ndarray` (H, W, 3) uint8 in *coded* orientation (the display matrix is not applied; see
+  `VideoInfo.rotation`);
+- the processed frames are re-encoded with libx264 (CRF), every frame keeps its pts, so frame
+  count, fractional / variable frame rates, the start offset and the duration are kept;
+- every audio stream is copied packet for packet, bit-exact (no re-encode); subtitle and data
+  streams are dropped;
+- rotation (display matrix), colour tags, sample aspect ratio and container metadata are kept;
+- the output appears atomically: it is written to a hidden temporary file next to the
+  destination and renamed only on success; on failure nothing is left behind;
+- the input is never modified.
+
+Failures are reported as `InputError` / `OutputError` (one-line messages naming the file).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+from av.sidedata.sidedata import Type as SideDataType
+from av.stream import Disposition
+from av.video.reformatter import Interpolation
+
+from limelight.errors import InputError, OutputError
+
+__all__ = [
+    "EncodeOptions",
+    "Frame",
+    "TranscodeStats",
+    "VideoInfo",
+    "iter_frames",
+    "probe",
+    "transcode",
+]
+
+PRESETS = (
+    "ultrafast",
+    "superfast",
+    "veryfast",
+    "faster",
+    "fast",
+    "medium",
+    "slow",
+    "slower",
+    "veryslow",
+    "placebo",
+)
+
+# 4:2:0 8-bit formats libx264 accepts; any other input format is encoded as yuv420p.
+_KEPT_PIX_FMTS = frozenset({"yuv420p", "yuvj420p", "nv12", "nv21"})
+
+# Container tags describing the old file/encoder rather than the content; the muxer writes its own.
+_DROPPED_CONTAINER_TAGS = frozenset({"major_brand", "minor_version", "compatible_brands", "encoder"})
+
+# Video stream tags made stale by re-encoding (Matroska statistics, encoder name) or replaced by
+# the display matrix (`rotate`). Compared in lower case.
+_DROPPED_VIDEO_TAGS = frozenset(
+    {
+        "encoder",
+        "rotate",
+        "bps",
+        "duration",
+        "number_of_bytes",
+        "number_of_frames",
+        "_statistics_tags",
+        "_statistics_writing_app",
+        "_statistics_writing_date_utc",
+    }
+)
+
+
+# swscale's default YUV->RGB path is biased (about -1.3 levels per channel against exact BT.709),
+# so a transcode darkens the video by about one level; accurate rounding with full chroma
+# interpolation is exact (bias < 0.02) but about 3x slower (720p: ~11 ms instead of ~4 ms per
+# frame). The RGB->YUV side is exact with the defaults.
+_FAST_RGB = Interpolation.BILINEAR
+_EXACT_RGB = Interpolation.BILINEAR | Interpolation.ACCURATE_RND | Interpolation.FULL_CHR_H_INT
+
+
+@dataclass(frozen=True)
+class EncodeOptions:
+    """Settings of the H.264 (libx264) encoder used for the processed video.
+
+    crf: constant rate factor, 0-51; 18 is visually close to typical camera/web inputs.
+    preset: libx264 speed/size trade-off (`PRESETS`); "veryfast" keeps 720p above real time.
+    threads: encoder, decoder and colour-conversion threads; 0 lets FFmpeg choose.
+    pix_fmt: output pixel format; None keeps the input's if it is 4:2:0 8-bit, else yuv420p.
+    exact_rgb: exact YUV->RGB conversion of the decoded frames; the default fast one leaves
+        the output about one level darker but saves ~7 ms per 720p frame.
+    """
+
+    crf: int = 18
+    preset: str = "veryfast"
+    threads: int = 0
+    pix_fmt: str | None = None
+    exact_rgb: bool = False
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.crf <= 51:
+            raise ValueError(f"crf must be within 0..51, got {self.crf}")
+        if self.preset not in PRESETS:
+            raise ValueError(f"preset must be one of {', '.join(PRESETS)}; got {self.preset!r}")
+        if self.threads < 0:
+            raise ValueError(f"threads must be >= 0, got {self.threads}")
+        if self.pix_fmt is not None and self.pix_fmt not in _KEPT_PIX_FMTS:
+            raise ValueError(f"pix_fmt must be one of {sorted(_KEPT_PIX_FMTS)}; got {self.pix_fmt!r}")
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What `probe` reports about a video file (its first video stream).
+
+    coded_width/coded_height: size of the decoded frames (what `iter_frames` yields).
+    width/height: displayed size, i.e. after applying `rotation`.
+    rotation: counter-clockwise degrees of the display matrix, in [-180, 180] (0 if none);
+        a phone portrait clip usually reads -90. Frames are always handed out unrotated.
+    fps: average frame rate (may be fractional, e.g. 30000/1001).
+    frame_count: from the container index, or counted packets when the container does not say.
+    duration: seconds of the video stream (container duration as fallback).
+    start_time: seconds of the first video timestamp (non-zero when video starts late).
+    """
+
+    path: Path
+    width: int
+    height: int
+    coded_width: int
+    coded_height: int
+    rotation: int
+    fps: Fraction
+    frame_count: int
+    duration: float
+    time_base: Fraction
+    start_time: float
+    audio_streams: int
+    codec: str
+    pix_fmt: str
+    sample_aspect_ratio: Fraction | None
+
+    @property
+    def has_audio(self) -> bool:
+        return self.audio_streams > 0
+
+
+@dataclass(slots=True)
+class Frame:
+    """One decoded video frame travelling through `transcode(transform=...)`.
+
+    index: 0-based decode order (= presentation order); pts: timestamp in the video stream's
+    time base; time: pts in seconds; rgb: (H, W, 3) uint8 pixels, may be modified in place or
+    replaced by an array of the same shape.
+    """
+
+    index: int
+    pts: int
+    time: float
+    rgb: np.ndarray
+
+
+@dataclass(frozen=True)
+class TranscodeStats:
+    """Outcome of a `transcode`: file written, frames encoded, audio packets copied, wall time."""
+
+    output: Path
+    frames: int
+    audio_packets: int
+    seconds: float
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+
+Transform = Callable[[Iterator[Frame]], Iterable[Frame]]
+
+
+def probe(path: str | os.PathLike[str]) -> VideoInfo:
+    """Describe the first video stream of `path`; decodes only the first frame.
+
+    Raises InputError when the file is missing, empty, unreadable, or has no decodable video.
+    """
+    p = Path(path)
+    with _open_input(p) as container:
+        stream = _video_stream(container)
+        cc = stream.codec_context
+        first = next(_decoded_frames(container, p), None)
+        if first is None:
+            raise InputError(f"{p}: no decodable video frame")
+        rotation = int(first.rotation)
+        frame_count = stream.frames or _count_video_packets(container, p)
+        tb = stream.time_base
+        if stream.duration is not None and tb is not None:
+            duration = float(stream.duration * tb)
+        elif container.duration is not None:
+            duration = container.duration / av.time_base
+        else:
+            duration = 0.0
+        start = stream.start_time if stream.start_time is not None else first.pts or 0
+        coded_w, coded_h = first.width, first.height
+        turned = rotation % 180 == 90
+        return VideoInfo(
+            path=p,
+            width=coded_h if turned else coded_w,
+            height=coded_w if turned else coded_h,
+            coded_width=coded_w,
+            coded_height=coded_h,
+            rotation=rotation,
+            fps=_frame_rate(stream),
+            frame_count=frame_count,
+            duration=duration,
+            time_base=tb,
+            start_time=float(start * tb) if tb is not None else 0.0,
+            audio_streams=len(container.streams.audio),
+            codec=cc.name,
+            pix_fmt=first.format.name,
+            sample_aspect_ratio=_sample_aspect_ratio(stream),
+        )
+
+
+def iter_frames(
+    path: str | os.PathLike[str], *, exact_rgb: bool = False
+) -> Iterator[tuple[int, float, np.ndarray]]:
+    """Yield (index, time in seconds, RGB (H, W, 3) uint8) for each frame, in presentation order.
+
+    Streams: one frame is decoded per step. `exact_rgb` as in `EncodeOptions`.
+    Raises InputError for unusable or corrupt input.
+    """
+    p = Path(path)
+    with _open_input(p) as container:
+        for frame in _frames(container, p, exact_rgb=exact_rgb):
+            yield frame.index, frame.time, frame.rgb
+
+
+def transcode(
+    src: str | os.PathLike[str],
+    dst: str | os.PathLike[str],
+    process: Callable[[np.ndarray, int], np.ndarray] | None = None,
+    options: EncodeOptions = EncodeOptions(),
+    progress: Callable[[int], None] | None = None,
+    *,
+    transform: Transform | None = None,
+) -> TranscodeStats:
+    """Re-encode the video of `src` into `dst` through a frame callback; keep everything else.
+
+    process(rgb, index) returns the frame to encode (it may modify `rgb` in place and return it).
+    transform(frames) is the look-ahead alternative: it receives an iterator of `Frame` and must
+    yield every one of them exactly once, in order (pts unchanged), but may hold some back
+    (audio keeps being copied meanwhile; the muxer interleaves by timestamp). Give at most one
+    of the two; with neither, frames are re-encoded unchanged.
+    progress(n) is called after each encoded frame with the number of frames encoded so far.
+
+    The container format follows the extension of `dst`. `dst` is replaced atomically on success
+    only. Raises InputError (input unusable), OutputError (cannot write `dst`, or `dst` is `src`),
+    ValueError (a transform broke its contract, or a frame has the wrong shape/dtype); any
+    exception from the callbacks propagates unchanged, leaving no output file.
+    """
+    if process is not None and transform is not None:
+        raise ValueError("give either process or transform, not both")
+    src_p, dst_p = Path(src), Path(dst)
+    _check_input_file(src_p)
+    _check_output_path(src_p, dst_p)
+    if transform is None:
+        transform = _per_frame(process) if process is not None else _identity
+
+    started = time.perf_counter()
+    with _open_input(src_p) as container:
+        tmp = dst_p.with_name(f".{dst_p.stem}.part-{secrets.token_hex(4)}{dst_p.suffix}")
+        writer: _Writer | None = None
+        try:
+            writer = _Writer(container, tmp, dst_p, options)
+            decoded = _frames(container, src_p, writer, exact_rgb=options.exact_rgb)
+            frames = writer.encode_all(transform(decoded), progress)
+            writer.close()
+            os.replace(tmp, dst_p)
+        except BaseException:
+            if writer is not None:
+                writer.abort()
+            tmp.unlink(missing_ok=True)
+            raise
+    return TranscodeStats(
+        output=dst_p,
+        frames=frames,
+        audio_packets=writer.audio_packets,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _identity(frames: Iterator[Frame]) -> Iterator[Frame]:
+    return frames
+
+
+def _per_frame(process: Callable[[np.ndarray, int], np.ndarray]) -> Transform:
+    def run(frames: Iterator[Frame]) -> Iterator[Frame]:
+        for frame in frames:
+            frame.rgb = process(frame.rgb, frame.index)
+            yield frame
+
+    return run
+
+
+def _one_line(error: BaseException) -> str:
+    """FFmpeg's reason without errno or file name (the caller's message names the file)."""
+    text = getattr(error, "strerror", None) or str(error) or type(error).__name__
+    return " ".join(str(text).split())
+
+
+def _check_input_file(path: Path) -> None:
+    if not path.exists():
+        raise InputError(f"{path}: file not found")
+    if not path.is_file():
+        raise InputError(f"{path}: not a regular file")
+    if path.stat().st_size == 0:
+        raise InputError(f"{path}: empty file (0 bytes)")
+
+
+def _check_output_path(src: Path, dst: Path) -> None:
+    if src.resolve() == dst.resolve() or (dst.exists() and os.path.samefile(src, dst)):
+        raise OutputError(f"{dst}: output would overwrite the input")
+    folder = dst.parent
+    if not folder.is_dir():
+        raise OutputError(f"{dst}: destination folder does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise OutputError(f"{dst}: destination folder is not writable")
+    if not dst.suffix:
+        raise OutputError(f"{dst}: no file extension to choose the container format from")
+
+
+def _open_input(path: Path) -> av.container.InputContainer:
+    """Open `path` for decoding, or raise InputError; the container has a video stream."""
+    _check_input_file(path)
+    try:
+        container = av.open(str(path), mode="r")
+    except (av.FFmpegError, OSError, UnicodeDecodeError) as error:
+        raise InputError(f"{path}: not a readable video ({_one_line(error)})") from error
+    if _video_stream(container) is None:
+        container.close()
+        raise InputError(f"{path}: no video stream")
+    size = path.stat().st_size
+    end = _indexed_end(container)
+    if end > size:
+        container.close()
+        raise InputError(f"{path}: truncated (media data ends at byte {end}, file has {size})")
+    return container
+
+
+def _indexed_end(container: av.container.InputContainer) -> int:
+    """Byte offset where the last indexed packet ends (0 without an index).
+
+    MP4/MOV demuxers index every sample from the header; when the header sits at the front
+    (faststart) a truncated file opens fine and decoding just stops early, so compare the index
+    with the file size. Each stream's last entry is its furthest one in an interleaved file.
+    """
+    end = 0
+    for stream in (*container.streams.video, *container.streams.audio):
+        entries = stream.index_entries
+        if len(entries):
+            last = entries[len(entries) - 1]
+            end = max(end, last.pos + last.size)
+    return end
+
+
+def _video_stream(container: av.container.Container) -> av.video.stream.VideoStream | None:
+    """The first real video stream; cover art in audio files (attached pictures) does not count."""
+    for stream in container.streams.video:
+        if not stream.disposition & Disposition.attached_pic:
+            return stream
+    return None
+
+
+def _frame_rate(stream: av.video.stream.VideoStream) -> Fraction:
+    rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+    return Fraction(rate) if rate else Fraction(0)
+
+
+def _sample_aspect_ratio(stream: av.video.stream.VideoStream) -> Fraction | None:
+    sar = stream.codec_context.sample_aspect_ratio or stream.sample_aspect_ratio
+    return Fraction(sar) if sar else None
+
+
+def _count_video_packets(container: av.container.InputContainer, path: Path) -> int:
+    container.seek(0)
+    try:
+        return sum(1 for packet in container.demux(_video_stream(container)) if packet.size)
+    except av.FFmpegError as error:
+        raise InputError(f"{path}: corrupt or truncated ({_one_line(error)})") from error
+
+
+def _decoded_frames(
+    container: av.container.InputContainer, path: Path, writer: _Writer | None = None
+) -> Iterator[av.VideoFrame]:
+    """Decoded frames of the first video stream; audio packets go to `writer` when given.
+
+    The input is demuxed once, so audio reaches the writer in file order while video decodes.
+    Only demuxing/decoding errors become InputError; errors of the writer propagate as they are.
+    """
+    video = _video_stream(container)
+    video.thread_type = "AUTO"
+    video.codec_context.thread_count = writer.threads if writer is not None else 0
+    audios = list(container.streams.audio) if writer is not None else []
+    packets = container.demux(video, *audios)
+    while True:
+        try:
+            packet = next(packets)
+            frames = packet.decode() if packet.stream.type == "video" else None
+        except StopIteration:
+            return
+        except av.FFmpegError as error:
+            raise InputError(f"{path}: corrupt or truncated ({_one_line(error)})") from error
+        if frames is None:
+            # A zero-size packet only marks the end of a stream for the decoder.
+            if packet.size:
+                writer.copy_audio(packet)
+            continue
+        yield from frames
+
+
+def _frames(
+    container: av.container.InputContainer,
+    path: Path,
+    writer: _Writer | None = None,
+    *,
+    exact_rgb: bool = False,
+) -> Iterator[Frame]:
+    """`Frame`s with strictly increasing pts (repairs missing or repeated decoder timestamps)."""
+    stream = _video_stream(container)
+    tb = stream.time_base
+    rate = _frame_rate(stream)
+    step = max(1, round(1 / (rate * tb))) if rate and tb else 1
+    flags = _EXACT_RGB if exact_rgb else _FAST_RGB
+    last_pts: int | None = None
+    index = 0
+    for vframe in _decoded_frames(container, path, writer):
+        pts = vframe.pts
+        if pts is None:
+            pts = 0 if last_pts is None else last_pts + step
+        elif last_pts is not None and pts <= last_pts:
+            # The encoder rejects non-increasing pts; only broken inputs get here.
+            pts = last_pts + 1
+        if writer is not None:
+            if index == 0:
+                writer.start(vframe)
+            writer.issued(pts)
+        rgb = vframe.to_ndarray(format="rgb24", interpolation=flags)
+        yield Frame(index=index, pts=pts, time=float(pts * tb) if tb else 0.0, rgb=rgb)
+        last_pts = pts
+        index += 1
+    if index == 0:
+        raise InputError(f"{path}: no decodable video frame")
+    if writer is not None:
+        writer.input_done()
+
+
+class _Writer:
+    """Output container: libx264 video stream plus stream copies of the input's audio.
+
+    The video stream is configured from the first decoded frame (size, colour, display matrix);
+    until then audio packets are held, because the first mux writes the header and freezes
+    every stream's settings.
+    """
+
+    def __init__(
+        self, src: av.container.InputContainer, tmp: Path, dst: Path, options: EncodeOptions
+    ) -> None:
+        self.dst = dst
+        self.threads = options.threads
+        self.audio_packets = 0
+        self._options = options
+        self._in_video = _video_stream(src)
+        self._pending: list[av.Packet] | None = []
+        self._expected: deque[int] = deque()
+        self._input_done = False
+        self._pixel_tags: tuple[int, int] = (2, 0)  # (colorspace, range): unspecified until start()
+        try:
+            self._out = av.open(str(tmp), mode="w")
+        except (av.FFmpegError, OSError, ValueError) as error:
+            raise OutputError(f"{dst}: cannot create output ({_one_line(error)})") from error
+        try:
+            self._setup_streams(src)
+        except BaseException:
+            self.abort()
+            raise
+
+    def _setup_streams(self, src: av.container.InputContainer) -> None:
+        for key, value in src.metadata.items():
+            if key not in _DROPPED_CONTAINER_TAGS:
+                self._out.metadata[key] = value
+        iv = self._in_video
+        rate = _frame_rate(iv)
+        try:
+            self._video = self._out.add_stream("libx264", rate=rate or None)
+        except (av.FFmpegError, ValueError) as error:
+            raise OutputError(f"{self.dst}: cannot store H.264 video ({_one_line(error)})") from error
+        # Stream.metadata is a plain dict copied into the stream at header time; assigning a new
+        # dict would be forwarded to the codec context by PyAV's __setattr__, so update in place.
+        self._video.metadata.update(
+            (k, v) for k, v in iv.metadata.items() if k.lower() not in _DROPPED_VIDEO_TAGS
+        )
+        self._video.disposition = iv.disposition
+        self._audio: dict[int, av.audio.stream.AudioStream] = {}
+        for ia in src.streams.audio:
+            try:
+                oa = self._out.add_stream_from_template(ia)
+            except (av.FFmpegError, ValueError) as error:
+                raise OutputError(
+                    f"{self.dst}: cannot copy audio codec {ia.codec_context.name!r} "
+                    f"into this container ({_one_line(error)})"
+                ) from error
+            oa.metadata.update(ia.metadata)
+            oa.disposition = ia.disposition
+            self._audio[ia.index] = oa
+
+    def start(self, first: av.VideoFrame) -> None:
+        """Configure the encoder from the first decoded frame, then release held audio."""
+        iv, ov = self._in_video, self._video
+        cc = ov.codec_context
+        # Same time base as the input: every output pts equals the input frame's pts.
+        ov.time_base = iv.time_base
+        cc.time_base = iv.time_base
+        cc.width, cc.height = first.width, first.height
+        in_fmt = first.format.name
+        cc.pix_fmt = self._options.pix_fmt or (in_fmt if in_fmt in _KEPT_PIX_FMTS else "yuv420p")
+        cc.thread_type = "AUTO"
+        cc.thread_count = self.threads
+        cc.options = {"crf": str(self._options.crf), "preset": self._options.preset}
+        sar = _sample_aspect_ratio(iv)
+        if sar:
+            cc.sample_aspect_ratio = sar
+        cc.color_primaries = first.color_primaries
+        cc.color_trc = first.color_trc
+        cc.colorspace = first.colorspace
+        cc.color_range = first.color_range
+        # The encoder converts RGB->YUV with the matrix/range tagged on the RGB frame; untagged
+        # it assumes BT.601 limited, which shifts colours of BT.709 (HD) or full-range sources.
+        self._pixel_tags = (first.colorspace, first.color_range)
+        matrix = first.side_data.get(SideDataType.DISPLAYMATRIX)
+        if matrix is not None:
+            ov.set_display_matrix(np.frombuffer(bytes(matrix), dtype=np.int32).tolist())
+        pending, self._pending = self._pending, None
+        for packet in pending or ():
+            self._mux(packet)
+
+    def copy_audio(self, packet: av.Packet) -> None:
+        """Mux an input audio packet unchanged (PyAV rescales pts/dts if the time base differs)."""
+        packet.stream = self._audio[packet.stream.index]
+        self.audio_packets += 1
+        if self._pending is not None:
+            self._pending.append(packet)
+        else:
+            self._mux(packet)
+
+    def encode_all(
+        self, frames: Iterable[Frame], progress: Callable[[int], None] | None
+    ) -> int:
+        """Encode frames in order, checking each against the pts the decoder handed out."""
+        count = 0
+        for frame in self._checked(frames):
+            self._encode(frame)
+            count += 1
+            if progress is not None:
+                progress(count)
+        for packet in self._encode_packets(None):
+            self._mux(packet)
+        return count
+
+    def issued(self, pts: int) -> None:
+        """Record a frame handed to the transform (called by `_frames`)."""
+        self._expected.append(pts)
+
+    def input_done(self) -> None:
+        """Record that the input was read to its end (called by `_frames`)."""
+        self._input_done = True
+
+    def _checked(self, frames: Iterable[Frame]) -> Iterator[Frame]:
+        """Enforce the transform contract: every issued frame comes back once, in order."""
+        index = 0
+        for frame in frames:
+            if not self._expected or frame.index != index or frame.pts != self._expected[0]:
+                due = f"frame {index} (pts {self._expected[0]})" if self._expected else "nothing"
+                raise ValueError(
+                    f"transform yielded frame {frame.index} (pts {frame.pts}) where {due} was due"
+                )
+            self._expected.popleft()
+            index += 1
+            yield frame
+        if self._expected or not self._input_done:
+            raise ValueError(f"transform stopped after {index} frames without returning them all")
+
+    def _encode(self, frame: Frame) -> None:
+        rgb = frame.rgb
+        cc = self._video.codec_context
+        if rgb.dtype != np.uint8 or rgb.shape != (cc.height, cc.width, 3):
+            raise ValueError(
+                f"frame {frame.index}: expected uint8 array of shape {(cc.height, cc.width, 3)}, "
+                f"got {rgb.dtype} {rgb.shape}"
+            )
+        # Zero-copy wrap: the encoder converts it to YUV inside encode(), before `rgb` can change.
+        vframe = av.VideoFrame.from_numpy_buffer(np.ascontiguousarray(rgb), format="rgb24")
+        vframe.pts = frame.pts
+        # The input time base, not self._video.time_base: the muxer may have changed the
+        # stream's (MP4 raises 1/50 to 1/12800) and PyAV would rescale pts into the coarse one.
+        vframe.time_base = self._in_video.time_base
+        vframe.colorspace, vframe.color_range = self._pixel_tags
+        for packet in self._encode_packets(vframe):
+            self._mux(packet)
+
+    def _encode_packets(self, vframe: av.VideoFrame | None) -> list[av.Packet]:
+        try:
+            return self._video.encode(vframe)
+        except av.FFmpegError as error:
+            raise OutputError(f"{self.dst}: H.264 encoding failed ({_one_line(error)})") from error
+
+    def _mux(self, packet: av.Packet) -> None:
+        try:
+            self._out.mux(packet)
+        except (av.FFmpegError, OSError, ValueError) as error:
+            raise OutputError(f"{self.dst}: cannot write ({_one_line(error)})") from error
+
+    def close(self) -> None:
+        """Write the trailer; the file is complete afterwards."""
+        try:
+            self._out.close()
+        except (av.FFmpegError, OSError) as error:
+            raise OutputError(f"{self.dst}: cannot finish writing ({_one_line(error)})") from error
+
+    def abort(self) -> None:
+        """Release the output file after a failure (its content is discarded by the caller)."""
+        try:
+            self._out.close()
+        except Exception:
+            # The file is deleted next; a failing trailer write must not mask the first error.
+            pass

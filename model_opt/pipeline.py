@@ -1,0 +1,219 @@
+"""`make model`: float weights -> pruned + fine-tuned -> full int8 TFLite + metadata, evaluated.
+
+Each stage is a function from paths to paths; a stage whose output exists is not redone, so an
+interrupted run resumes (the fine-tune also resumes from its own checkpoints).
+
+    python -m model_opt.pipeline --data ../shared/data [--work model_opt/work] [--out functions/limelight/models]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import os
+import platform
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+
+from limelight.detector import MODEL_NAME, InputGeometry, LiteRTRunner  # noqa: E402
+from model_opt.retinaface import RetinaFaceConfig, build_core, load_torch_state  # noqa: E402
+from model_opt.torch_legacy import load_state_dict  # noqa: E402
+
+log = logging.getLogger("model_opt")
+REPO = Path(__file__).resolve().parent.parent
+WEIGHTS = "weights/retinaface_mnet025/mobilenet0.25_Final.pth"
+REFERENCE_ONNX = "weights/retinaface_mnet025/retinaface_mbnet0.25.onnx"
+TRAIN_GT = "widerface/train/wider_face_train_bbx_gt.subset.txt"
+TRAIN_IMAGES = "widerface/train/WIDER_train/images"
+CALIBRATION_COUNT = 320
+CALIBRATION_SIZE = 640
+LATENCY_SHAPE = (384, 640)  # H, W: a 16:9 frame at long side 640, padded to a multiple of 32
+LATENCY_RUNS = 60
+EVAL_SIZES = {"640": 640, "original": None}  # original = the image's own size, long side capped at 1600
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def float_model(data: Path, config: RetinaFaceConfig = RetinaFaceConfig()):
+    """The float RetinaFace with the WIDER FACE-trained weights."""
+    model = build_core(config)
+    load_torch_state(model, load_state_dict(data / WEIGHTS))
+    return model
+
+
+def stage_finetune(data: Path, work: Path, settings) -> Path:
+    """Prune + fine-tune; writes `work/pruned.weights.h5` (stripped, plain layers)."""
+    from model_opt.data import read_bbx_gt
+    from model_opt.train import prune_and_finetune
+
+    out = work / "pruned.weights.h5"
+    if out.exists():
+        return out
+    samples = read_bbx_gt(data / TRAIN_GT, data / TRAIN_IMAGES)
+    pruned = prune_and_finetune(float_model(data), samples, RetinaFaceConfig(), settings, work / "finetune")
+    tmp = out.with_name("pruned.tmp.weights.h5")
+    pruned.save_weights(str(tmp))
+    tmp.replace(out)
+    return out
+
+
+def pruned_model(weights: Path, config: RetinaFaceConfig = RetinaFaceConfig()):
+    model = build_core(config)
+    model.load_weights(str(weights))
+    return model
+
+
+def calibration_images(images: list[Path], size: int = CALIBRATION_SIZE):
+    """Images as the runtime feeds them: long side `size`, padded with black to multiples of 32."""
+    def generate():
+        for path in images:
+            rgb = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+            geo = InputGeometry.for_frame(*rgb.shape[:2], size)
+            canvas = np.zeros((*geo.padded, 3), np.uint8)
+            canvas[: geo.resized[0], : geo.resized[1]] = cv2.resize(rgb, geo.resized[::-1], interpolation=cv2.INTER_AREA)
+            yield canvas
+    return generate
+
+
+def stage_export(data: Path, work: Path, out_dir: Path, pruned_weights: Path) -> dict:
+    """Write the float32 TFLite baselines (work/) and the shipped int8 model (out_dir/)."""
+    from model_opt.export import to_float_tflite, to_int8_tflite, write_atomically
+
+    int8_path = out_dir / f"{MODEL_NAME}.tflite"
+    info_path = work / "export.json"
+    if int8_path.exists() and info_path.exists():
+        return json.loads(info_path.read_text())
+    write_atomically(work / "float.tflite", to_float_tflite(float_model(data)))
+    pruned = pruned_model(pruned_weights)
+    write_atomically(work / "pruned_float.tflite", to_float_tflite(pruned))
+    rng = np.random.default_rng(0)
+    train = sorted((data / TRAIN_IMAGES).rglob("*.jpg"))
+    chosen = [train[i] for i in sorted(rng.choice(len(train), CALIBRATION_COUNT, replace=False))]
+    model, count = to_int8_tflite(pruned, calibration_images(chosen))
+    write_atomically(int8_path, model)
+    info = {"calibration_images": count, "calibration_source": "WIDER FACE train subset, long side 640"}
+    write_atomically(info_path, json.dumps(info).encode())
+    return info
+
+
+def latency_ms(model_path: Path, shape=LATENCY_SHAPE, runs: int = LATENCY_RUNS, threads: int = 2) -> float:
+    """Median LiteRT invoke time in ms for one (1, H, W, 3) input."""
+    runner = LiteRTRunner(model_path, num_threads=threads)
+    batch = np.random.default_rng(0).integers(0, 256, (1, *shape, 3), dtype=np.uint8)
+    for _ in range(5):
+        runner(batch)
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        runner(batch)
+        times.append((time.perf_counter() - t) * 1000)
+    return float(np.median(times))
+
+
+def measure(data: Path, models: dict[str, Path], limit: int | None = None) -> dict:
+    """AP table (each model x each eval size) and side-by-side latency, for bench/ and the metadata."""
+    from model_opt.evaluate import widerface_ap
+
+    table = {}
+    for name, path in models.items():
+        runner = LiteRTRunner(path, num_threads=2)
+        table[name] = {size: widerface_ap(runner, data, detect, limit) for size, detect in EVAL_SIZES.items()}
+        log.info("evaluated %s: %s", name, table[name])
+    # Latency side by side, interleaved so machine noise hits both alike.
+    lat = {name: [] for name in models}
+    for _ in range(3):
+        for name, path in models.items():
+            lat[name].append(latency_ms(path))
+    latency = {name: float(np.median(v)) for name, v in lat.items()}
+    return {"ap": table, "latency_ms": latency, "latency_input": list(LATENCY_SHAPE), "latency_threads": 2}
+
+
+def versions() -> dict:
+    import ai_edge_litert
+    import tensorflow as tf
+    import tensorflow_model_optimization as tfmot
+
+    return {
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "tensorflow_model_optimization": tfmot.__version__,
+        "ai_edge_litert": getattr(ai_edge_litert, "__version__", "unknown"),
+        "numpy": np.__version__,
+    }
+
+
+def stage_metadata(data: Path, work: Path, out_dir: Path, settings, export_info: dict, pruned_weights: Path) -> Path:
+    """Evaluate float / pruned float / pruned int8 and write `<name>.json` beside the int8 model."""
+    from model_opt.train import kernel_sparsity
+
+    int8_path = out_dir / f"{MODEL_NAME}.tflite"
+    results_path = work / "measure.json"
+    if results_path.exists():
+        results = json.loads(results_path.read_text())
+    else:
+        results = measure(data, {"float": work / "float.tflite", "pruned_float": work / "pruned_float.tflite", "pruned_int8": int8_path})
+        results_path.write_text(json.dumps(results, indent=1))
+    meta = {
+        "name": MODEL_NAME,
+        "architecture": "RetinaFace-MobileNet0.25 (MobileNetV1-0.25, 3-level FPN, SSH, 2 anchors/cell)",
+        "source_weights": {"file": WEIGHTS, "sha256": sha256(data / WEIGHTS), "license": "MIT (biubug6/Pytorch_Retinaface)"},
+        "training_data": "WIDER FACE train subset (1,239 images) - non-commercial research licence",
+        "pruning": {**asdict(settings), "achieved_sparsity": kernel_sparsity(pruned_model(pruned_weights))},
+        "quantization": {"type": "full int8 (weights and activations), post-training", **export_info},
+        "input": {"layout": "NHWC (1, H, W, 3), H and W multiples of 32, dynamic", "dtype": "uint8", "color": "RGB",
+                  "range": "0..255 (scale 1, zero point 0); BGR swap and mean (104,117,123) inside the model"},
+        "outputs": {"loc": "(1, A, 4) offsets, variances (0.1, 0.2)", "score": "(1, A) face probability"},
+        "anchors": {"min_sizes": [[16, 32], [64, 128], [256, 512]], "steps": [8, 16, 32], "variances": [0.1, 0.2]},
+        "evaluation": {"protocol": "official WIDER FACE (IoU 0.5, easy/medium/hard keep lists, VOC AP)",
+                       "images": "local val subset: 315 images of 3 events (Parade, Interview, Family_Group)",
+                       **results},
+        "file_bytes": int8_path.stat().st_size,
+        "tool_versions": versions(),
+    }
+    path = int8_path.with_suffix(".json")
+    path.write_text(json.dumps(meta, indent=1) + "\n")
+    return path
+
+
+def check_parity(data: Path, images: int = 5) -> float:
+    """Largest score difference between the float Keras model and the reference ONNX on real images.
+
+    Raises AssertionError-free `ParityError` when boxes differ by > 1 px or scores by > 1e-3."""
+    from model_opt.parity import compare_with_onnx
+
+    return compare_with_onnx(float_model(data), data / REFERENCE_ONNX, data, images)
+
+
+def main(argv: list[str] | None = None) -> None:
+    from model_opt.train import PruneSettings
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", type=Path, default=Path(os.environ.get("LIMELIGHT_DATA", REPO.parent / "shared" / "data")))
+    p.add_argument("--work", type=Path, default=REPO / "model_opt" / "work")
+    p.add_argument("--out", type=Path, default=REPO / "functions" / "limelight" / "models")
+    p.add_argument("--stage", choices=["finetune", "all"], default="all")
+    p.add_argument("--steps", type=int, default=None, help="fine-tune steps (default: PruneSettings)")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    settings = PruneSettings() if args.steps is None else replace(PruneSettings(), steps=args.steps)
+    args.work.mkdir(parents=True, exist_ok=True)
+    log.info("parity with the reference ONNX: max score difference %.2e", check_parity(args.data))
+    weights = stage_finetune(args.data, args.work, settings)
+    if args.stage == "finetune":
+        return
+    info = stage_export(args.data, args.work, args.out, weights)
+    log.info("metadata written to %s", stage_metadata(args.data, args.work, args.out, settings, info, weights))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,173 @@
+"""Prune (tfmot, polynomial schedule) and fine-tune RetinaFace with the multibox loss.
+
+The loss is RetinaFace's: smooth-L1 on the offsets of positive anchors (weight 2) plus softmax
+cross-entropy on the positives and the hardest negatives (3 per positive), both divided by the
+number of positives. Batch-norm layers are frozen: with the small batches a 2-core machine affords,
+re-estimating their statistics would only add noise to well-trained ones.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+import tensorflow_model_optimization as tfmot  # noqa: E402
+import tf_keras as keras  # noqa: E402
+
+from limelight.anchors import prior_boxes  # noqa: E402
+from model_opt.data import Sample, training_examples  # noqa: E402
+from model_opt.retinaface import RetinaFaceConfig, build_core, copy_weights_by_name  # noqa: E402
+
+log = logging.getLogger(__name__)
+LOC_WEIGHT = 2.0
+NEG_PER_POS = 3
+
+
+@dataclass(frozen=True)
+class PruneSettings:
+    target_sparsity: float = 0.5
+    steps: int = 900
+    prune_end_fraction: float = 0.5  # sparsity ramps up over this share of the steps, then holds
+    prune_frequency: int = 50
+    batch_size: int = 8
+    image_size: int = 480
+    learning_rate: float = 3e-4
+    seed: int = 0
+    checkpoint_every: int = 100
+
+
+def multibox_loss(y_true, y_pred):
+    """y_true (B, A, 5): offsets + label; y_pred (B, A, 6): offsets + 2 class logits."""
+    loc_t, label = y_true[..., :4], y_true[..., 4]
+    loc_p, logits = y_pred[..., :4], y_pred[..., 4:6]
+    pos = label > 0.5
+    num_pos = tf.reduce_sum(tf.cast(pos, tf.float32), axis=1)  # (B,)
+    ce = tf.nn.sparse_softmax_cross_entropy_with_logits(tf.cast(pos, tf.int32), logits)  # (B, A)
+    neg_ce = tf.where(pos, tf.zeros_like(ce), ce)
+    # rank of each anchor's background loss within its image, hardest first
+    rank = tf.argsort(tf.argsort(neg_ce, axis=1, direction="DESCENDING"), axis=1)
+    num_anchors = tf.cast(tf.shape(label)[1], tf.float32)
+    num_neg = tf.minimum(NEG_PER_POS * tf.maximum(num_pos, 1.0), num_anchors - 1.0)
+    neg = tf.cast(rank, tf.float32) < num_neg[:, None]
+    n = tf.maximum(tf.reduce_sum(num_pos), 1.0)
+    conf_loss = tf.reduce_sum(tf.where(pos | neg, ce, tf.zeros_like(ce))) / n
+    huber = tf.reduce_sum(_smooth_l1(loc_t - loc_p), axis=-1)
+    loc_loss = tf.reduce_sum(tf.where(pos, huber, tf.zeros_like(huber))) / n
+    return LOC_WEIGHT * loc_loss + conf_loss
+
+
+def _smooth_l1(d):
+    a = tf.abs(d)
+    return tf.where(a < 1.0, 0.5 * d * d, a - 0.5)
+
+
+def _prune_wrap(schedule):
+    def wrap(layer):
+        return tfmot.sparsity.keras.prune_low_magnitude(layer, pruning_schedule=schedule)
+    return wrap
+
+
+def build_prunable(float_core: keras.Model, config: RetinaFaceConfig, settings: PruneSettings, size: int) -> keras.Model:
+    """A fresh copy of `float_core` whose backbone/FPN/SSH convolutions are wrapped for pruning.
+
+    Built from scratch (not `clone_model`) so no layer is shared with the float model."""
+    end = max(1, int(settings.steps * settings.prune_end_fraction))
+    schedule = tfmot.sparsity.keras.PolynomialDecay(
+        initial_sparsity=0.0, final_sparsity=settings.target_sparsity, begin_step=0, end_step=end,
+        frequency=settings.prune_frequency,
+    )
+    prune = _prune_wrap(schedule)
+
+    def wrap(layer):
+        # Heads stay dense: they are 0.6% of the weights and decide every score and box.
+        return layer if "Head" in layer.name else prune(layer)
+
+    pruned = build_core(config, (size, size), wrap=wrap)
+    copy_weights_by_name(float_core, pruned)
+    for layer in pruned.layers:
+        if isinstance(getattr(layer, "layer", layer), keras.layers.BatchNormalization):
+            layer.trainable = False
+    return pruned
+
+
+def kernel_sparsity(model: keras.Model) -> dict[str, float]:
+    """Share of exact zeros in the pruned (wrapped or formerly wrapped) kernels and in all conv kernels."""
+    pruned_zero = pruned_total = all_zero = all_total = 0
+    for layer in model.layers:
+        inner = getattr(layer, "layer", layer)
+        if not isinstance(inner, keras.layers.Conv2D) or inner.name == "preprocess":
+            continue
+        k = inner.kernel.numpy()
+        zeros = int(np.sum(k == 0))
+        all_zero, all_total = all_zero + zeros, all_total + k.size
+        if not isinstance(inner, keras.layers.DepthwiseConv2D) and "Head" not in inner.name:
+            pruned_zero, pruned_total = pruned_zero + zeros, pruned_total + k.size
+    return {
+        "prunable_kernels": pruned_zero / max(pruned_total, 1),
+        "all_conv_kernels": all_zero / max(all_total, 1),
+        "prunable_params": pruned_total,
+        "all_conv_params": all_total,
+    }
+
+
+def _dataset(samples: list[Sample], config: RetinaFaceConfig, settings: PruneSettings, start_step: int):
+    size = settings.image_size
+    gen = lambda: training_examples(samples, size, config.anchors, settings.seed + start_step)  # noqa: E731
+    n_anchors = len(prior_boxes(size, size, config.anchors))
+    ds = tf.data.Dataset.from_generator(
+        gen,
+        output_signature=(tf.TensorSpec((size, size, 3), tf.float32), tf.TensorSpec((n_anchors, 5), tf.float32)),
+    )
+    return ds.batch(settings.batch_size).prefetch(2)
+
+
+def prune_and_finetune(
+    float_core: keras.Model,
+    samples: list[Sample],
+    config: RetinaFaceConfig,
+    settings: PruneSettings,
+    work_dir: Path,
+) -> keras.Model:
+    """Prune + fine-tune, resuming from `work_dir` checkpoints; returns the stripped (plain) core model."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    model = build_prunable(float_core, config, settings, settings.image_size)
+    train_view = keras.Model(model.inputs, keras.layers.Concatenate(axis=-1)(model.outputs[:2]))
+    state_file, ckpt = work_dir / "state.json", work_dir / "ckpt" / "weights"
+    start = 0
+    if state_file.exists() and json.loads(state_file.read_text()).get("settings") == asdict(settings):
+        start = json.loads(state_file.read_text())["step"]
+        model.load_weights(str(ckpt)).expect_partial()
+        log.info("resuming fine-tune", extra={"step": start})
+    if start < settings.steps:
+        lr = keras.optimizers.schedules.CosineDecay(settings.learning_rate, settings.steps, alpha=0.1)
+        opt = keras.optimizers.SGD(learning_rate=lr, momentum=0.9)
+        train_view.compile(optimizer=opt, loss=multibox_loss)
+        opt.iterations.assign(start)  # the learning-rate schedule resumes where it stopped
+        per_epoch = settings.checkpoint_every
+
+        class Save(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                step = start + (epoch + 1) * per_epoch
+                model.save_weights(str(ckpt))
+                state_file.write_text(json.dumps({"step": step, "loss": logs.get("loss"), "settings": asdict(settings)}))
+                log.info("checkpoint", extra={"step": step, "loss": logs.get("loss")})
+
+        epochs = -(-(settings.steps - start) // per_epoch)
+        train_view.fit(
+            _dataset(samples, config, settings, start),
+            steps_per_epoch=per_epoch,
+            epochs=epochs,
+            callbacks=[tfmot.sparsity.keras.UpdatePruningStep(), Save(), keras.callbacks.CSVLogger(str(work_dir / "loss.csv"), append=True)],
+            verbose=2,
+        )
+    stripped = tfmot.sparsity.keras.strip_pruning(model)
+    plain = build_core(config)  # input size free again
+    copy_weights_by_name(stripped, plain)
+    return plain

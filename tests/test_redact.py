@@ -1,0 +1,155 @@
+"""Behaviour of per-frame redaction (functions/limelight/redact.py)."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from limelight.redact import KEPT_COLOUR, REDACTED_COLOUR, Mode, RedactError, RedactOptions, Shape, mark, redact
+
+ALL_OPTIONS = [RedactOptions(mode=m, shape=s) for m in Mode for s in Shape]
+
+
+def noise_frame(height: int = 360, width: int = 480, seed: int = 0) -> np.ndarray:
+    """Per-pixel random RGB: every pixel is detail a redaction must remove."""
+    return np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+
+
+def laplacian_std(image: np.ndarray) -> float:
+    gray = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY).astype(np.float32)
+    return float(cv2.Laplacian(gray, cv2.CV_32F).std())
+
+
+def boxes(*rows: tuple[float, float, float, float]) -> np.ndarray:
+    return np.array([[*r, 0.9] for r in rows], np.float32).reshape(-1, 5)
+
+
+@pytest.mark.parametrize("options", ALL_OPTIONS, ids=lambda o: f"{o.mode}-{o.shape}")
+def test_pixels_outside_the_scaled_box_are_unchanged(options):
+    # GIVEN a textured frame and a 100 px face, which scale 1.3 grows to x, y in [85, 215)
+    frame = noise_frame()
+    original = frame.copy()
+    # WHEN it is redacted
+    redact(frame, boxes((100, 100, 200, 200)), options)
+    # THEN the scaled box changed and nothing outside it did
+    inside = np.zeros(frame.shape[:2], bool)
+    inside[85:215, 85:215] = True
+    assert (frame[~inside] == original[~inside]).all()
+    assert (frame[inside] != original[inside]).any()
+
+
+@pytest.mark.parametrize("mode", [Mode.BLUR, Mode.PIXELATE])
+@pytest.mark.parametrize("shape", list(Shape))
+def test_blur_and_pixelate_remove_fine_detail(mode, shape):
+    # GIVEN a 120 px face of random noise
+    frame = noise_frame()
+    before = laplacian_std(frame[100:220, 100:220])
+    # WHEN it is blurred or pixelated
+    redact(frame, boxes((100, 100, 220, 220)), RedactOptions(mode=mode, shape=shape))
+    # THEN the face keeps < 10% of its detail: all of the box, or the part of it inside the ellipse
+    # (which, at scale 1.3 < sqrt(2), leaves out the box's corners)
+    face = np.s_[100:220, 100:220] if shape is Shape.BOX else np.s_[110:210, 110:210]
+    assert laplacian_std(frame[face]) < 0.1 * before
+
+
+def test_ellipse_keeps_the_corners_of_the_region_and_box_replaces_them():
+    # GIVEN the same textured frame twice
+    ellipse, box = noise_frame(), noise_frame()
+    original = noise_frame()
+    # WHEN one is redacted with an ellipse and one with a box
+    redact(ellipse, boxes((100, 100, 200, 200)), RedactOptions(shape=Shape.ELLIPSE))
+    redact(box, boxes((100, 100, 200, 200)), RedactOptions(shape=Shape.BOX))
+    # THEN the 10 x 10 corners of the 130 px region are original in the ellipse case only
+    corners = (np.s_[85:95, 85:95], np.s_[85:95, 205:215], np.s_[205:215, 85:95], np.s_[205:215, 205:215])
+    for corner in corners:
+        assert (ellipse[corner] == original[corner]).all()
+        assert (box[corner] != original[corner]).any()
+    # AND the centre is redacted in both
+    assert (ellipse[140:160, 140:160] == box[140:160, 140:160]).all()
+
+
+def test_solid_fills_the_region_with_black():
+    # GIVEN a textured frame
+    frame = noise_frame()
+    # WHEN a face is redacted as a solid box
+    redact(frame, boxes((100, 100, 200, 200)), RedactOptions(mode=Mode.SOLID, shape=Shape.BOX))
+    # THEN the whole scaled region is one value, black
+    assert np.unique(frame[85:215, 85:215]).tolist() == [0]
+
+
+@pytest.mark.parametrize("size", [24, 240])
+def test_small_and_large_faces_are_equally_anonymised(size):
+    # GIVEN the same 16 x 16 random "face" drawn at 24 px and at 240 px
+    pattern = np.random.default_rng(3).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    frame = np.full((400, 400, 3), 128, np.uint8)
+    frame[50 : 50 + size, 50 : 50 + size] = cv2.resize(pattern, (size, size), interpolation=cv2.INTER_NEAREST)
+    face = boxes((50, 50, 50 + size, 50 + size))
+    blurred, pixelated = frame.copy(), frame.copy()
+    # WHEN blurred and pixelated
+    redact(blurred, face, RedactOptions(mode=Mode.BLUR, shape=Shape.BOX))
+    redact(pixelated, face, RedactOptions(mode=Mode.PIXELATE, shape=Shape.BOX))
+    # THEN at the pattern's own resolution the blurred face hardly correlates with the original
+    def at_16(image: np.ndarray) -> np.ndarray:
+        face_pixels = image[50 : 50 + size, 50 : 50 + size]
+        return cv2.resize(face_pixels, (16, 16), interpolation=cv2.INTER_AREA).astype(float).ravel()
+
+    assert abs(np.corrcoef(at_16(frame), at_16(blurred))[0, 1]) < 0.3
+    # AND the pixelated region has 10 blocks across whatever the face size (run lengths along a row)
+    row = pixelated[50 + size // 2, 50 - int(0.15 * size) : 50 + size + int(0.15 * size)].astype(int)
+    changes = np.flatnonzero(np.abs(np.diff(row, axis=0)).sum(axis=1))
+    assert len(changes) + 1 == 10
+
+
+def test_boxes_partly_or_wholly_outside_the_frame():
+    # GIVEN a face centred on the top-left corner and a face entirely off-frame
+    frame = noise_frame()
+    original = frame.copy()
+    # WHEN they are redacted with a solid ellipse
+    redact(frame, boxes((-40, -40, 40, 40), (1000, 1000, 1100, 1100)), RedactOptions(mode=Mode.SOLID))
+    # THEN the visible quarter is filled up to the frame corner (the ellipse is that of the whole box)
+    assert (frame[:20, :20] == 0).all()
+    # AND the frame beyond the scaled box (52 px) is untouched
+    assert (frame[53:, :] == original[53:, :]).all() and (frame[:, 53:] == original[:, 53:]).all()
+
+
+@pytest.mark.parametrize("empty", [np.zeros((0, 5), np.float32), np.zeros((0, 4)), []])
+def test_no_boxes_is_a_no_op(empty):
+    # GIVEN a frame and no faces
+    frame = noise_frame()
+    original = frame.copy()
+    # WHEN redacted and marked
+    redact(frame, empty, RedactOptions())
+    mark(frame, empty, kept=[])
+    # THEN nothing changed
+    assert (frame == original).all()
+
+
+def test_mark_outlines_kept_faces_in_green_and_redacted_faces_in_red():
+    # GIVEN a black frame with a consented face and a redacted one
+    frame = np.zeros((360, 640, 3), np.uint8)
+    # WHEN marked with labels
+    mark(frame, boxes((100, 100, 200, 200), (300, 100, 400, 200)), kept=[True, False], labels=["alice", "#7"])
+    # THEN each box edge has its colour, the inside is untouched, and the labels are drawn above
+    assert tuple(frame[150, 100]) == KEPT_COLOUR and tuple(frame[100, 150]) == KEPT_COLOUR
+    assert tuple(frame[150, 399]) == REDACTED_COLOUR and tuple(frame[199, 350]) == REDACTED_COLOUR
+    assert not frame[110:190, 110:190].any()
+    assert (frame[80:98, 100:200] == KEPT_COLOUR).all(axis=2).any()
+    assert (frame[80:98, 300:400] == REDACTED_COLOUR).all(axis=2).any()
+
+
+def test_invalid_inputs_raise_redact_errors():
+    # GIVEN / WHEN / THEN unknown modes, bad scales, bad frames, bad boxes and mismatched flags are refused
+    assert RedactOptions(mode="pixelate", shape="box").mode is Mode.PIXELATE  # strings from a CLI or event
+    with pytest.raises(RedactError, match="mode"):
+        RedactOptions(mode="smudge")
+    with pytest.raises(RedactError, match="scale"):
+        RedactOptions(scale=0)
+    with pytest.raises(RedactError, match="uint8"):
+        redact(np.zeros((10, 10, 3), np.float32), boxes((0, 0, 5, 5)))
+    with pytest.raises(RedactError, match="C-ordered"):
+        redact(noise_frame()[::-1], boxes((0, 0, 5, 5)))
+    with pytest.raises(RedactError, match="finite"):
+        redact(noise_frame(), np.array([[np.nan, 0, 5, 5]]))
+    with pytest.raises(RedactError, match="kept"):
+        mark(noise_frame(), boxes((0, 0, 5, 5)), kept=[])

@@ -1,0 +1,626 @@
+"""Behaviour of limelight.video: streaming transcode that keeps timing, audio and metadata.
+
+Real clips come from the shared data folder (skipped when absent); the timing rules are also
+checked on small synthetic clips written with PyAV into tmp_path.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import math
+import os
+import weakref
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from limelight.errors import InputError, LimeLightError, OutputError
+from limelight.video import EncodeOptions, Frame, iter_frames, probe, transcode
+
+HAMILTON = "hamilton_white_house_short_clip.mp4"
+PORTRAIT = "portrait_single_person_egoblur_gen1.mp4"
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _write_clip(
+    path: Path,
+    *,
+    frames: int = 24,
+    size: tuple[int, int] = (64, 48),
+    rate: Fraction = Fraction(25),
+    time_base: Fraction | None = None,
+    pts: list[int] | None = None,
+    audio: bool = False,
+    rotation: int | None = None,
+    bt709: bool = False,
+    pixels: np.ndarray | None = None,
+    title: str | None = None,
+    container_options: dict[str, str] | None = None,
+) -> Path:
+    """Write a small H.264 clip (moving gradient, optional AAC tone) and return its path.
+
+    pts default to one frame per 1/rate in `time_base` (default 1/rate); explicit `pts` give
+    irregular or offset timestamps.
+    """
+    width, height = size
+    time_base = time_base or Fraction(1) / rate
+    if pts is None:
+        step = round(1 / (rate * time_base))
+        pts = [i * step for i in range(frames)]
+    with av.open(str(path), "w", options=container_options or {}) as out:
+        if title:
+            out.metadata["title"] = title
+        video = out.add_stream("libx264", rate=rate)
+        video.width, video.height, video.pix_fmt = width, height, "yuv420p"
+        video.time_base = time_base
+        video.codec_context.time_base = time_base
+        video.options = {"preset": "ultrafast"}
+        if rotation is not None:
+            video.set_display_rotation(rotation)
+        if bt709:
+            cc = video.codec_context
+            cc.color_primaries = cc.color_trc = cc.colorspace = 1
+            cc.color_range = 1
+        sound = None
+        if audio:
+            sound = out.add_stream("aac", rate=48000)
+            sound.layout = "mono"
+        ramp = np.linspace(0, 200, width, dtype=np.float32)
+        for i, p in enumerate(pts):
+            if pixels is not None:
+                rgb = pixels
+            else:
+                rgb = np.empty((height, width, 3), np.uint8)
+                rgb[..., 0] = (ramp + 3 * i) % 256
+                rgb[..., 1] = 80
+                rgb[..., 2] = (np.arange(height)[:, None] * 4) % 256
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            if bt709:
+                frame.colorspace, frame.color_range = 1, 1
+            frame.pts, frame.time_base = p, time_base
+            out.mux(video.encode(frame))
+        out.mux(video.encode(None))
+        if sound is not None:
+            seconds = float((pts[-1] + round(1 / (rate * time_base))) * time_base)
+            t = np.arange(1024, dtype=np.float32) / 48000
+            for k in range(math.ceil(seconds * 48000 / 1024)):
+                tone = 0.2 * np.sin(2 * np.pi * 440 * (t + k * 1024 / 48000))
+                chunk = av.AudioFrame.from_ndarray(tone[None, :], format="fltp", layout="mono")
+                chunk.sample_rate, chunk.pts = 48000, k * 1024
+                out.mux(sound.encode(chunk))
+            out.mux(sound.encode(None))
+    return path
+
+
+def _video_pts(path: Path) -> list[Fraction]:
+    """Presentation times (seconds, exact) of every decoded frame."""
+    with av.open(str(path)) as c:
+        stream = c.streams.video[0]
+        return [f.pts * stream.time_base for f in c.decode(stream)]
+
+
+def _video_packets(path: Path) -> list[tuple[Fraction, Fraction]]:
+    """(pts, dts) in seconds of the video packets, in file order."""
+    with av.open(str(path)) as c:
+        stream = c.streams.video[0]
+        return [
+            (p.pts * stream.time_base, p.dts * stream.time_base)
+            for p in c.demux(stream)
+            if p.size
+        ]
+
+
+def _audio_packets(path: Path) -> list[list[tuple[bytes, Fraction, Fraction]]]:
+    """Per audio stream: (payload, pts, dts) with times in seconds, in demux order."""
+    with av.open(str(path)) as c:
+        count = len(c.streams.audio)
+    result = []
+    for n in range(count):
+        # A fresh open per stream: seeking back to 0 may land after the first audio packets.
+        with av.open(str(path)) as c:
+            stream = c.streams.audio[n]
+            result.append(
+                [
+                    (bytes(p), p.pts * stream.time_base, p.dts * stream.time_base)
+                    for p in c.demux(stream)
+                    if p.size
+                ]
+            )
+    return result
+
+
+def _worst_av_gap(path: Path) -> float:
+    """Largest distance (s) between the latest audio and video dts while reading the file."""
+    latest: dict[str, float] = {}
+    worst = 0.0
+    with av.open(str(path)) as c:
+        for p in c.demux():
+            if p.size and p.dts is not None:
+                latest[p.stream.type] = float(p.dts * p.time_base)
+                if len(latest) == 2:
+                    worst = max(worst, abs(latest["video"] - latest["audio"]))
+    return worst
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _hold_back(n: int):
+    """A look-ahead transform like the engine's: keeps `n` frames buffered before releasing."""
+
+    def transform(frames):
+        buffer: collections.deque[Frame] = collections.deque()
+        for frame in frames:
+            buffer.append(frame)
+            if len(buffer) > n:
+                yield buffer.popleft()
+        yield from buffer
+
+    return transform
+
+
+# ---------------------------------------------------------------- real clip: identity transcode
+
+
+@pytest.fixture(scope="module")
+def hamilton_pair(clip, tmp_path_factory) -> tuple[Path, Path]:
+    """(input, output of an identity transcode) of the Hamilton clip (video starts at 0.852 s)."""
+    src = clip(HAMILTON)
+    dst = tmp_path_factory.mktemp("hamilton") / "out.mp4"
+    transcode(src, dst)
+    return src, dst
+
+
+@pytest.mark.slow
+def test_identity_transcode_keeps_frame_count_and_every_pts(hamilton_pair):
+    # GIVEN the Hamilton clip WHEN transcoded without processing
+    src, dst = hamilton_pair
+    # THEN every frame is there with exactly its original presentation time
+    assert _video_pts(dst) == _video_pts(src)
+    assert len(_video_pts(dst)) == 275
+
+
+@pytest.mark.slow
+def test_identity_transcode_copies_audio_packets_bit_exact(hamilton_pair):
+    src, dst = hamilton_pair
+    before, after = _audio_packets(src), _audio_packets(dst)
+    assert len(after) == len(before) == 1
+    assert len(after[0]) == 431
+    assert after == before
+
+
+@pytest.mark.slow
+def test_identity_transcode_keeps_av_offset_and_duration(hamilton_pair):
+    src, dst = hamilton_pair
+    src_info, dst_info = probe(src), probe(dst)
+    # THEN the video still starts 0.852 s in, the audio where it did, the length within a frame
+    assert dst_info.start_time == pytest.approx(0.852, abs=1e-3)
+    assert dst_info.start_time == src_info.start_time
+    assert _audio_packets(dst)[0][0][1] == _audio_packets(src)[0][0][1]
+    assert abs(dst_info.duration - src_info.duration) <= 1 / float(src_info.fps)
+    with av.open(str(src)) as a, av.open(str(dst)) as b:
+        assert abs(a.duration - b.duration) / av.time_base <= 1 / float(src_info.fps)
+
+
+@pytest.mark.slow
+def test_encoder_reorders_b_frames_yet_packet_pts_equal_input_pts(hamilton_pair):
+    src, dst = hamilton_pair
+    packets = _video_packets(dst)
+    # THEN libx264 used B-frames (decode order differs from display order) ...
+    assert any(pts != dts for pts, dts in packets)
+    # ... and the packet timestamps are exactly the input frames' ones
+    assert sorted(pts for pts, _ in packets) == _video_pts(src)
+
+
+@pytest.mark.slow
+def test_identity_transcode_keeps_colour_tags_aspect_and_pixels(hamilton_pair):
+    src, dst = hamilton_pair
+    with av.open(str(src)) as a, av.open(str(dst)) as b:
+        ca, cb = a.streams.video[0].codec_context, b.streams.video[0].codec_context
+        tags = ("color_primaries", "color_trc", "colorspace", "color_range", "pix_fmt")
+        assert [getattr(cb, t) for t in tags] == [getattr(ca, t) for t in tags]
+        assert cb.sample_aspect_ratio == ca.sample_aspect_ratio == 1
+        assert dict(b.streams.audio[0].metadata)["language"] == "eng"
+    first_in = next(iter_frames(src))[2].astype(np.int16)
+    first_out = next(iter_frames(dst))[2].astype(np.int16)
+    assert np.abs(first_in - first_out).mean() < 3
+
+
+@pytest.mark.slow
+def test_lookahead_transform_keeps_audio_and_interleaving_on_real_clip(clip, tmp_path):
+    # GIVEN the engine holds 10 frames back before releasing them
+    src = clip(HAMILTON)
+    dst = tmp_path / "held.mp4"
+    # WHEN transcoding
+    stats = transcode(src, dst, transform=_hold_back(10))
+    # THEN nothing is lost or moved, and audio/video stay interleaved in the file
+    assert stats.frames == 275 and stats.audio_packets == 431
+    assert _video_pts(dst) == _video_pts(src)
+    assert _audio_packets(dst) == _audio_packets(src)
+    assert _worst_av_gap(dst) < 0.5
+
+
+def test_probe_reports_timing_and_streams_of_real_clip(clip):
+    info = probe(clip(HAMILTON))
+    assert (info.width, info.height) == (640, 360)
+    assert info.fps == Fraction(2997, 100)
+    assert info.frame_count == 275
+    assert info.time_base == Fraction(1, 11988)
+    assert info.start_time == pytest.approx(0.852, abs=1e-3)
+    assert info.has_audio and info.audio_streams == 1
+    assert info.codec == "h264" and info.pix_fmt == "yuv420p" and info.rotation == 0
+
+
+def test_probe_of_portrait_clip_without_audio(clip):
+    info = probe(clip(PORTRAIT))
+    assert (info.width, info.height) == (608, 1080)
+    assert not info.has_audio
+    assert info.frame_count == 600
+
+
+# ---------------------------------------------------------------- synthetic clips: timing rules
+
+
+def test_process_callback_output_is_what_gets_encoded(tmp_path):
+    # GIVEN a clip and a callback that blacks out every frame
+    src = _write_clip(tmp_path / "in.mp4", frames=12)
+    seen: list[int] = []
+
+    def blacken(rgb: np.ndarray, index: int) -> np.ndarray:
+        seen.append(index)
+        rgb[:] = 0
+        return rgb
+
+    # WHEN transcoding
+    stats = transcode(src, tmp_path / "out.mp4", blacken)
+    # THEN the callback saw each frame once in order and the output is black
+    assert seen == list(range(12))
+    assert stats.frames == 12
+    means = [rgb.mean() for _, _, rgb in iter_frames(tmp_path / "out.mp4")]
+    assert len(means) == 12 and max(means) < 2
+
+
+def test_callback_may_return_a_new_array(tmp_path):
+    src = _write_clip(tmp_path / "in.mp4", frames=6)
+    transcode(src, tmp_path / "out.mp4", lambda rgb, i: np.full_like(rgb, 255))
+    assert min(rgb.mean() for _, _, rgb in iter_frames(tmp_path / "out.mp4")) > 250
+
+
+def test_ntsc_rate_clip_keeps_fractional_rate_pts_and_audio(tmp_path):
+    # GIVEN a 29.97 fps clip (time base 1/30000) with AAC audio
+    src = _write_clip(
+        tmp_path / "ntsc.mp4", frames=30, rate=Fraction(30000, 1001),
+        time_base=Fraction(1, 30000), audio=True, title="ntsc test",
+    )
+    dst = tmp_path / "out.mp4"
+    transcode(src, dst)
+    info = probe(dst)
+    assert info.fps == Fraction(30000, 1001)
+    assert info.time_base == Fraction(1, 30000)
+    assert _video_pts(dst) == _video_pts(src)
+    assert _audio_packets(dst) == _audio_packets(src)
+    with av.open(str(dst)) as c:
+        assert c.metadata["title"] == "ntsc test"
+
+
+def test_clip_starting_late_keeps_its_start_offset(tmp_path):
+    # GIVEN video whose first frame is shown at 0.5 s, audio from 0 s
+    pts = [12800 // 2 + i * 512 for i in range(20)]  # 25 fps in 1/12800
+    src = _write_clip(tmp_path / "late.mp4", time_base=Fraction(1, 12800), pts=pts, audio=True)
+    dst = tmp_path / "out.mp4"
+    transcode(src, dst)
+    assert _video_pts(dst)[0] == Fraction(1, 2)
+    assert _video_pts(dst) == _video_pts(src)
+    assert _audio_packets(dst)[0][0][1] == _audio_packets(src)[0][0][1]
+    assert probe(dst).start_time == 0.5
+
+
+def test_variable_frame_rate_clip_keeps_irregular_pts(tmp_path):
+    # GIVEN frames at irregular times (time base 1/90000)
+    gaps = [3000, 3000, 9000, 1500, 4500, 3000, 12000, 3003, 2997, 6000] * 2
+    pts = [sum(gaps[:i]) for i in range(len(gaps))]
+    src = _write_clip(tmp_path / "vfr.mp4", time_base=Fraction(1, 90000), pts=pts, rate=Fraction(30))
+    dst = tmp_path / "out.mp4"
+    transcode(src, dst)
+    assert _video_pts(dst) == [Fraction(p, 90000) for p in pts]
+
+
+def test_matroska_input_audio_is_rescaled_to_mp4_time_base_without_changes(tmp_path):
+    # GIVEN an MKV (audio time base 1/1000) going into MP4 (audio time base 1/48000)
+    src = _write_clip(tmp_path / "in.mkv", frames=20, audio=True)
+    dst = tmp_path / "out.mp4"
+    transcode(src, dst)
+    with av.open(str(src)) as a, av.open(str(dst)) as b:
+        assert a.streams.audio[0].time_base != b.streams.audio[0].time_base
+    # THEN payloads and times are the same, only expressed in the new unit
+    assert _audio_packets(dst) == _audio_packets(src)
+    assert _video_pts(dst) == _video_pts(src)
+
+
+def test_coarse_time_base_input_keeps_timestamps_when_muxer_changes_time_base(tmp_path):
+    # GIVEN an AVI (time base 1/25) -> MP4, whose muxer raises the time base to 1/12800
+    src = _write_clip(tmp_path / "coarse.avi", frames=15)
+    dst = tmp_path / "out.mp4"
+    transcode(src, dst)
+    assert probe(src).time_base == Fraction(1, 25)
+    assert _video_pts(dst) == _video_pts(src)
+
+
+def test_rotation_display_matrix_is_kept(tmp_path):
+    # GIVEN a 64x48 clip flagged to display rotated by 90 degrees
+    src = _write_clip(tmp_path / "rot.mp4", frames=6, rotation=90)
+    dst = tmp_path / "out.mp4"
+    # WHEN transcoding, frames are handed out in coded orientation
+    shapes = []
+    transcode(src, dst, lambda rgb, i: shapes.append(rgb.shape) or rgb)
+    assert shapes == [(48, 64, 3)] * 6
+    # THEN the output carries the same display matrix
+    info = probe(dst)
+    assert info.rotation == 90
+    assert (info.coded_width, info.coded_height) == (64, 48)
+    assert (info.width, info.height) == (48, 64)
+
+
+def test_clip_without_audio_transcodes(tmp_path):
+    src = _write_clip(tmp_path / "mute.mp4", frames=10)
+    stats = transcode(src, tmp_path / "out.mp4")
+    assert stats.frames == 10 and stats.audio_packets == 0
+    assert not probe(tmp_path / "out.mp4").has_audio
+
+
+def test_bt709_colours_come_back_without_matrix_shift(tmp_path):
+    # GIVEN saturated patches in a BT.709 clip (a BT.601/709 mix-up moves them by >10 levels)
+    patches = np.zeros((48, 64, 3), np.uint8)
+    patches[:, :16] = (220, 30, 30)
+    patches[:, 16:32] = (30, 200, 40)
+    patches[:, 32:48] = (40, 40, 210)
+    patches[:, 48:] = (128, 128, 128)
+    src = _write_clip(tmp_path / "bars.mp4", frames=4, bt709=True, pixels=patches)
+    dst = tmp_path / "out.mp4"
+    transcode(src, dst, options=EncodeOptions(exact_rgb=True))
+    before = next(iter_frames(src, exact_rgb=True))[2].astype(np.int16)
+    after = next(iter_frames(dst, exact_rgb=True))[2].astype(np.int16)
+    for x in (8, 24, 40, 56):
+        assert np.abs(before[8:40, x - 4 : x + 4] - after[8:40, x - 4 : x + 4]).mean() < 3
+    with av.open(str(dst)) as c:
+        assert c.streams.video[0].codec_context.colorspace == 1
+
+
+def test_lookahead_transform_holding_frames_back_keeps_audio_and_interleaving(tmp_path):
+    src = _write_clip(tmp_path / "av.mp4", frames=50, audio=True)
+    dst = tmp_path / "out.mp4"
+    stats = transcode(src, dst, transform=_hold_back(10))
+    assert stats.frames == 50
+    assert _video_pts(dst) == _video_pts(src)
+    assert _audio_packets(dst) == _audio_packets(src)
+    assert _worst_av_gap(dst) < 1.0
+
+
+def test_progress_reports_each_encoded_frame(tmp_path):
+    src = _write_clip(tmp_path / "in.mp4", frames=8)
+    calls: list[int] = []
+    transcode(src, tmp_path / "out.mp4", progress=calls.append)
+    assert calls == list(range(1, 9))
+
+
+def test_iter_frames_streams_rgb_frames_with_times(tmp_path):
+    src = _write_clip(tmp_path / "in.mp4", frames=5, rate=Fraction(10))
+    items = list(iter_frames(src))
+    assert [i for i, _, _ in items] == [0, 1, 2, 3, 4]
+    assert [t for _, t, _ in items] == pytest.approx([0.0, 0.1, 0.2, 0.3, 0.4])
+    assert all(rgb.shape == (48, 64, 3) and rgb.dtype == np.uint8 for _, _, rgb in items)
+
+
+def test_frames_stream_through_without_accumulating(tmp_path):
+    # GIVEN a 240-frame clip and a look-ahead transform holding 10 frames back
+    src = _write_clip(tmp_path / "long.mp4", frames=240, size=(32, 32))
+    alive: set[int] = set()
+    most_alive = 0
+
+    def watch(frames):
+        nonlocal most_alive
+        for frame in frames:
+            alive.add(frame.index)
+            weakref.finalize(frame.rgb, alive.discard, frame.index)
+            most_alive = max(most_alive, len(alive))
+            yield frame
+
+    # WHEN transcoding
+    stats = transcode(src, tmp_path / "out.mp4", transform=lambda f: _hold_back(10)(watch(f)))
+    # THEN only the look-ahead window of decoded frames ever exists at once
+    assert stats.frames == 240
+    assert most_alive <= 12
+
+
+# ---------------------------------------------------------------- failures leave nothing behind
+
+
+def _assert_failure_leaves_no_output(error: LimeLightError, named: Path, out_dir: Path) -> None:
+    message = str(error)
+    assert "\n" not in message and str(named) in message
+    assert list(out_dir.iterdir()) == []
+
+
+def _zero_byte(tmp_path: Path, clip) -> Path:
+    path = tmp_path / "empty.mp4"
+    path.write_bytes(b"")
+    return path
+
+
+def _text_as_mp4(tmp_path: Path, clip) -> Path:
+    path = tmp_path / "notes.mp4"
+    path.write_text("these are meeting notes, not a video\n" * 20)
+    return path
+
+
+def _audio_only(tmp_path: Path, clip) -> Path:
+    path = tmp_path / "voice.m4a"
+    with av.open(str(path), "w") as out:
+        sound = out.add_stream("aac", rate=48000)
+        sound.layout = "mono"
+        for k in range(10):
+            chunk = av.AudioFrame.from_ndarray(
+                np.zeros((1, 1024), np.float32), format="fltp", layout="mono"
+            )
+            chunk.sample_rate, chunk.pts = 48000, k * 1024
+            out.mux(sound.encode(chunk))
+        out.mux(sound.encode(None))
+    return path
+
+
+def _truncated_faststart(tmp_path: Path, clip) -> Path:
+    # Header (moov) in front: the cut file still opens; only the index reveals missing data.
+    full = _write_clip(
+        tmp_path / "full.mp4", frames=40, size=(128, 96),
+        container_options={"movflags": "faststart"},
+    )
+    path = tmp_path / "cut.mp4"
+    path.write_bytes(full.read_bytes()[: full.stat().st_size * 3 // 10])
+    full.unlink()
+    return path
+
+
+def _truncated_hamilton(tmp_path: Path, clip) -> Path:
+    data = clip(HAMILTON).read_bytes()
+    path = tmp_path / "hamilton_cut.mp4"
+    path.write_bytes(data[: len(data) * 3 // 10])
+    return path
+
+
+@pytest.mark.parametrize(
+    "make_input",
+    [_zero_byte, _text_as_mp4, _audio_only, _truncated_faststart, _truncated_hamilton],
+    ids=["zero-byte", "text-renamed-mp4", "audio-only", "truncated-faststart", "truncated-real"],
+)
+def test_bad_input_raises_input_error_and_leaves_no_output(make_input, tmp_path, clip):
+    # GIVEN an unusable input
+    src = make_input(tmp_path, clip)
+    digest = _sha(src)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    # WHEN transcoding THEN InputError, nothing written, input untouched
+    with pytest.raises(InputError) as caught:
+        transcode(src, out_dir / "result.mp4")
+    _assert_failure_leaves_no_output(caught.value, src, out_dir)
+    assert _sha(src) == digest
+    with pytest.raises(InputError):
+        probe(src)
+
+
+def test_missing_input_raises_input_error(tmp_path):
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    src = tmp_path / "nowhere.mp4"
+    with pytest.raises(InputError, match="not found") as caught:
+        transcode(src, out_dir / "result.mp4")
+    _assert_failure_leaves_no_output(caught.value, src, out_dir)
+
+
+def test_output_in_missing_folder_raises_output_error(tmp_path):
+    src = _write_clip(tmp_path / "in.mp4", frames=3)
+    dst = tmp_path / "missing" / "out.mp4"
+    with pytest.raises(OutputError) as caught:
+        transcode(src, dst)
+    assert "\n" not in str(caught.value) and str(dst) in str(caught.value)
+    assert not dst.parent.exists()
+
+
+def test_output_in_read_only_folder_raises_output_error(tmp_path):
+    src = _write_clip(tmp_path / "in.mp4", frames=3)
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        if os.access(locked, os.W_OK):
+            pytest.skip("running with privileges that ignore folder permissions")
+        with pytest.raises(OutputError):
+            transcode(src, locked / "out.mp4")
+        assert list(locked.iterdir()) == []
+    finally:
+        locked.chmod(0o700)
+
+
+def test_output_container_without_h264_support_raises_output_error(tmp_path):
+    src = _write_clip(tmp_path / "in.mp4", frames=3)
+    with pytest.raises(OutputError, match="H.264"):
+        transcode(src, tmp_path / "out.webm")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4"]
+
+
+def test_output_path_equal_to_input_is_refused(tmp_path):
+    src = _write_clip(tmp_path / "in.mp4", frames=3)
+    digest = _sha(src)
+    with pytest.raises(OutputError, match="overwrite the input"):
+        transcode(src, tmp_path / "." / "in.mp4")
+    assert _sha(src) == digest
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4"]
+
+
+def test_failing_callback_propagates_and_keeps_previous_output(tmp_path):
+    # GIVEN an existing output file and a callback that fails half way
+    src = _write_clip(tmp_path / "in.mp4", frames=10, audio=True)
+    digest = _sha(src)
+    dst = tmp_path / "out.mp4"
+    dst.write_bytes(b"previous result")
+
+    def explode(rgb: np.ndarray, index: int) -> np.ndarray:
+        if index == 5:
+            raise RuntimeError("detector crashed")
+        return rgb
+
+    # WHEN transcoding THEN the callback's error surfaces unchanged, no temp file remains
+    with pytest.raises(RuntimeError, match="detector crashed"):
+        transcode(src, dst, explode)
+    assert dst.read_bytes() == b"previous result"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4", "out.mp4"]
+    assert _sha(src) == digest
+    # AND a later successful run replaces the file
+    transcode(src, dst)
+    assert len(_video_pts(dst)) == 10
+
+
+def test_transform_that_drops_a_frame_is_rejected(tmp_path):
+    src = _write_clip(tmp_path / "in.mp4", frames=10)
+    dst = tmp_path / "out.mp4"
+
+    def drop_third(frames):
+        return (f for f in frames if f.index != 3)
+
+    with pytest.raises(ValueError, match="frame 4"):
+        transcode(src, dst, transform=drop_third)
+    assert not dst.exists()
+
+
+def test_transform_that_stops_early_is_rejected(tmp_path):
+    src = _write_clip(tmp_path / "in.mp4", frames=10)
+    dst = tmp_path / "out.mp4"
+
+    def first_five(frames):
+        for frame, _ in zip(frames, range(5)):
+            yield frame
+
+    with pytest.raises(ValueError, match="without returning them all"):
+        transcode(src, dst, transform=first_five)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4"]
+
+
+def test_frame_of_wrong_shape_is_rejected(tmp_path):
+    src = _write_clip(tmp_path / "in.mp4", frames=3)
+    with pytest.raises(ValueError, match="shape"):
+        transcode(src, tmp_path / "out.mp4", lambda rgb, i: rgb[:, :10])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4"]
+
+
+def test_encode_options_validate_their_values():
+    with pytest.raises(ValueError):
+        EncodeOptions(crf=60)
+    with pytest.raises(ValueError):
+        EncodeOptions(preset="ludicrous")
+    assert EncodeOptions().preset == "veryfast"
