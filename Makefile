@@ -11,6 +11,7 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 
 RUNTIME_STAMP := $(VENV)/.runtime-installed
 DEV_STAMP := $(VENV)/.dev-installed
+DEMO_STAMP := $(VENV)/.demo-installed
 
 .PHONY: help install install-dev demo test model bench clean
 
@@ -35,10 +36,14 @@ $(DEV_STAMP): $(RUNTIME_STAMP) requirements/dev.txt requirements/nodeps.txt
 	$(BIN)/pip install -q --no-deps -r requirements/nodeps.txt
 	touch $@
 
+$(DEMO_STAMP): $(RUNTIME_STAMP) requirements/demo.txt
+	$(BIN)/pip install -q -r requirements/demo.txt
+	touch $@
+
 install: $(RUNTIME_STAMP)
 install-dev: $(DEV_STAMP)
 
-demo: $(RUNTIME_STAMP)
+demo: $(DEMO_STAMP)
 	$(BIN)/python -m limelight.demo --out demo
 
 test: $(DEV_STAMP)

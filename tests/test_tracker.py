@@ -214,3 +214,15 @@ def test_boxes_given_as_soon_as_final_never_change_later(opts):
         assert [i for i, _ in boxes] == [i for i, _ in late], f
         for (_, a), (_, b) in zip(boxes, late):
             np.testing.assert_allclose(a, b, err_msg=f"frame {f}")
+
+
+def test_a_new_shot_starts_new_tracks_even_at_the_same_place() -> None:
+    # GIVEN a face tracked for 5 frames
+    tracker = Tracker(TrackerOptions())
+    box = np.array([[100, 100, 160, 170, 0.9]], np.float32)
+    ids = [tracker.update(i, box)[0].track_id for i in range(5)]
+    # WHEN a cut puts another face at the same place
+    after = tracker.update(5, box, new_shot=True)[0]
+    # THEN it starts a new track, and later frames follow the new one
+    assert len(set(ids)) == 1 and after.is_new and after.track_id != ids[0]
+    assert tracker.update(6, box)[0].track_id == after.track_id

@@ -99,6 +99,7 @@ class _Track:
     last_box: np.ndarray
     detected: int = 1
     velocity: np.ndarray = field(default_factory=lambda: np.zeros(4, np.float32))  # box change per frame
+    closed: bool = False  # ended by a cut: never matched again, still held/covered like any ended track
     # Raw (unsmoothed) boxes of detected and interpolated frames not yet released: the only per-frame state.
     boxes: dict[int, np.ndarray] = field(default_factory=dict)
 
@@ -120,10 +121,12 @@ class Tracker:
         """Summaries of all tracks so far, by id (kept after `release`)."""
         return [TrackSummary(t.track_id, t.first, t.last, t.detected) for t in self._tracks]
 
-    def update(self, frame_index: int, detections: np.ndarray) -> list[Assignment]:
+    def update(self, frame_index: int, detections: np.ndarray, new_shot: bool = False) -> list[Assignment]:
         """Associate frame `frame_index`'s detections (N, 5) to tracks; one `Assignment` per row, in order.
 
-        Frame indices start anywhere >= 0 and then increase by exactly 1.
+        Frame indices start anywhere >= 0 and then increase by exactly 1. `new_shot`: the frame
+        starts a new shot (a cut), so no detection joins an earlier track — a box at the same place
+        after a cut is another person, and joining them would hand one person's consent to another.
         """
         if self._finished:
             raise TrackerError("update() after finish(): start a new Tracker for the next video")
@@ -140,7 +143,10 @@ class Tracker:
             self._start = frame_index
         self._last = frame_index
         # A track last detected at `last` is still matchable here when it missed <= max_gap frames.
-        live = [t for t in self._active if frame_index - t.last - 1 <= self.options.max_gap]
+        if new_shot:
+            for t in self._active:
+                t.closed = True
+        live = [t for t in self._active if not t.closed and frame_index - t.last - 1 <= self.options.max_gap]
         pairs = self._match(live, dets[:, :4], frame_index)
         out: list[Assignment] = []
         for d, row in enumerate(dets):

@@ -1,0 +1,156 @@
+"""`limelight` command line: `anonymize` videos/photos, `detect` faces in images."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from limelight.errors import InputError, LimeLightError, OutputError
+from limelight.redact import Mode, RedactOptions, Shape
+
+DEFAULT_THRESHOLD = 0.5  # recall first: a missed face is published unblurred
+DEFAULT_DETECT_SIZE = 640
+
+
+def _fail(message: str) -> None:
+    click.echo(f"limelight: error: {message}", err=True)
+    sys.exit(1)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="limelight")
+def main() -> None:
+    """LimeLight: blur every face except those of people who consented."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+
+def _inputs(src: Path) -> list[Path]:
+    from limelight.pipeline import IMAGE_SUFFIXES, VIDEO_SUFFIXES
+
+    if not src.exists():
+        raise InputError(f"{src}: no such file or folder")
+    if src.is_dir():
+        files = sorted(p for p in src.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES)
+        if not files:
+            raise InputError(f"{src}: folder holds no video or image files")
+        return files
+    return [src]
+
+
+def _output_for(src: Path, root: Path, output: Path | None) -> Path:
+    from limelight.pipeline import default_output
+
+    if root.is_dir():
+        folder = output or root.with_name(f"{root.name}_anonymized")
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder / default_output(src).name
+    return output or default_output(src)
+
+
+@main.command()
+@click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
+@click.option("--known-faces", type=click.Path(path_type=Path), help="Folder of photos of people who consented (one sub-folder per person also works).")
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="Output file (or folder for a folder INPUT). Default: NAME_anonymized.EXT beside the input.")
+@click.option("--mode", type=click.Choice([m.value for m in Mode]), default=Mode.BLUR.value, show_default=True)
+@click.option("--shape", type=click.Choice([s.value for s in Shape]), default=Shape.ELLIPSE.value, show_default=True)
+@click.option("--scale", type=click.FloatRange(1.0, 3.0), default=1.3, show_default=True, help="Redacted area relative to the detected box.")
+@click.option("--threshold", type=click.FloatRange(0.01, 0.99), default=DEFAULT_THRESHOLD, show_default=True, help="Detection score threshold (lower = more recall).")
+@click.option("--detect-size", type=click.IntRange(128, 4096), default=DEFAULT_DETECT_SIZE, show_default=True, help="Long side in pixels the detector sees.")
+@click.option("--crf", type=click.IntRange(0, 51), default=18, show_default=True, help="H.264 quality (lower = better).")
+@click.option("--preset", default="veryfast", show_default=True, help="libx264 preset.")
+@click.option("--mark-faces", is_flag=True, help="Draw boxes: green = kept (consented), red = blurred.")
+@click.option("--report", "report_path", type=click.Path(path_type=Path), help="Write a JSON audit report here.")
+def anonymize(input_path, known_faces, output, mode, shape, scale, threshold, detect_size, crf, preset, mark_faces, report_path):
+    """Blur every face in INPUT (video, image, or folder of them) except consented ones."""
+    try:
+        _anonymize(input_path, known_faces, output, mode, shape, scale, threshold, detect_size, crf, preset, mark_faces, report_path)
+    except LimeLightError as e:
+        _fail(str(e))
+
+
+def _anonymize(input_path, known_faces, output, mode, shape, scale, threshold, detect_size, crf, preset, mark_faces, report_path):
+    from tqdm import tqdm
+
+    from limelight.detector import Detector, model_metadata
+    from limelight.pipeline import IMAGE_SUFFIXES, AnonymizeOptions, Anonymizer
+    from limelight.recognizer import Recognizer, load_gallery
+    from limelight.report import write_report
+    from limelight.video import EncodeOptions, probe
+
+    files = _inputs(input_path)
+    if report_path is not None and not report_path.parent.exists():
+        raise OutputError(f"{report_path}: report folder does not exist")
+    try:
+        encode = EncodeOptions(crf=crf, preset=preset)
+    except ValueError as e:
+        raise InputError(f"--preset/--crf: {e}") from None
+    options = AnonymizeOptions(redact=RedactOptions(Mode(mode), Shape(shape), scale), encode=encode, mark_faces=mark_faces)
+    recognizer = Recognizer(load_gallery(known_faces)) if known_faces is not None else None
+    engine = Anonymizer(Detector(detect_size=detect_size, threshold=threshold), recognizer, options)
+    reports, started = [], time.perf_counter()
+    for src in files:
+        dst = _output_for(src, input_path, output)
+        if src.suffix.lower() in IMAGE_SUFFIXES:
+            if dst.resolve() == src.resolve():
+                raise OutputError(f"{dst}: output would overwrite the input")
+            reports.append(engine.image(src, dst))
+            continue
+        info = probe(src)
+        with tqdm(total=info.frame_count or None, unit="frame", desc=src.name, disable=None, leave=False) as bar:
+            reports.append(engine.video(src, dst, progress=lambda n: bar.update(n - bar.n)))
+    elapsed = time.perf_counter() - started
+    if report_path is not None:
+        settings = {**options.settings(), "threshold": threshold, "detect_size": detect_size,
+                    "known_faces": None if recognizer is None else {"photos": recognizer.gallery.count, "persons": len(recognizer.gallery.persons)}}
+        write_report(report_path, settings, model_metadata(), reports)
+    _summary(reports, elapsed, report_path)
+
+
+def _summary(reports, elapsed: float, report_path) -> None:
+    frames = sum(r.frames for r in reports)
+    faces = sum(r.faces for r in reports)
+    kept = sum(r.kept for r in reports)
+    for r in reports:
+        click.echo(f"{r.output}  ({r.kind}, {r.frames} frames, {r.faces} faces: {r.kept} kept, {r.faces - r.kept} blurred)")
+    click.echo(
+        f"done: {len(reports)} file(s), {frames} frames in {elapsed:.1f} s ({frames / max(elapsed, 1e-9):.1f} fps); "
+        f"faces {faces}: kept {kept}, blurred {faces - kept}" + (f"; report {report_path}" if report_path else "")
+    )
+
+
+@main.command()
+@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line per image.")
+@click.option("--detect-size", type=click.IntRange(128, 4096), default=None, help="Long side the detector sees (default: the image's own, up to 1600).")
+@click.option("--threshold", type=click.FloatRange(0.0, 1.0), default=0.02, show_default=True)
+def detect(images, as_json, detect_size, threshold):
+    """Run the shipped int8 detector on IMAGES and print the faces found."""
+    import cv2
+
+    from limelight.detector import Detector
+
+    try:
+        det = Detector(detect_size=detect_size, threshold=threshold)
+        for path in images:
+            bgr = cv2.imread(str(path), cv2.IMREAD_COLOR) if path.is_file() else None
+            if bgr is None:
+                raise InputError(f"{path}: not a readable image")
+            faces = det(bgr[..., ::-1].copy())
+            h, w = bgr.shape[:2]
+            if as_json:
+                rows = [{"box": [round(float(v), 1) for v in f[:4]], "score": round(float(f[4]), 4)} for f in faces]
+                click.echo(json.dumps({"image": str(path), "width": w, "height": h, "faces": rows}))
+            else:
+                strong = int((faces[:, 4] >= 0.5).sum())
+                click.echo(f"{path}: {w}x{h}, {len(faces)} detections above {threshold}, {strong} above 0.5")
+    except LimeLightError as e:
+        _fail(str(e))
+
+
+if __name__ == "__main__":
+    main()

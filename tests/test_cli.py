@@ -1,0 +1,144 @@
+"""The `limelight` command: bad input gets one clear line, a non-zero exit, and loses nothing."""
+
+import json
+from fractions import Fraction
+
+import av
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from limelight.cli import main
+from limelight.detector import default_model_path
+
+needs_model = pytest.mark.skipif(not default_model_path().exists(), reason="the shipped int8 model is not built yet")
+HAMILTON = "hamilton_white_house_short_clip.mp4"
+
+
+def run(*args):
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    return result.exit_code, result.stdout, result.stderr
+
+
+def assert_one_line_error(code, stderr, *words):
+    assert code != 0
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("limelight: error:"), stderr
+    for w in words:
+        assert w in lines[0]
+
+
+def snapshot(folder):
+    return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+
+
+def audio_only(path):
+    with av.open(str(path), "w") as out:
+        s = out.add_stream("aac", rate=16000)
+        s.layout = "mono"
+        for i in range(10):
+            f = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+            f.sample_rate, f.pts, f.time_base = 16000, i * 1024, Fraction(1, 16000)
+            out.mux(s.encode(f))
+        out.mux(s.encode(None))
+
+
+@needs_model
+@pytest.mark.parametrize(
+    "name, make, words",
+    [
+        ("missing.mp4", None, ["missing.mp4"]),
+        ("zero.mp4", lambda p: p.write_bytes(b""), ["zero.mp4"]),
+        ("notes.mp4", lambda p: p.write_text("not a video\n" * 50), ["notes.mp4"]),
+        ("sound.m4a", audio_only, ["sound.m4a"]),
+    ],
+)
+def test_bad_video_input_fails_cleanly(tmp_path, name, make, words):
+    src = tmp_path / name
+    if make:
+        make(src)
+    before = snapshot(tmp_path)
+    code, _, err = run("anonymize", src)
+    assert_one_line_error(code, err, *words)
+    assert snapshot(tmp_path) == before  # input untouched, nothing written beside it
+
+
+@needs_model
+def test_truncated_video_fails_cleanly(tmp_path, clip):
+    data = clip(HAMILTON).read_bytes()
+    src = tmp_path / "cut.mp4"
+    src.write_bytes(data[: len(data) * 3 // 10])
+    before = snapshot(tmp_path)
+    code, _, err = run("anonymize", src)
+    assert_one_line_error(code, err, "cut.mp4")
+    assert snapshot(tmp_path) == before
+
+
+@needs_model
+def test_empty_known_faces_folder_fails_before_any_output(tmp_path, clip):
+    known = tmp_path / "known"
+    known.mkdir()
+    out = tmp_path / "out"
+    out.mkdir()
+    code, _, err = run("anonymize", clip(HAMILTON), "--known-faces", known, "-o", out / "x.mp4")
+    assert_one_line_error(code, err, "known")
+    assert list(out.iterdir()) == []
+
+
+@needs_model
+def test_unwritable_output_fails_and_leaves_nothing(tmp_path, clip):
+    target = tmp_path / "no" / "such" / "dir" / "x.mp4"
+    code, _, err = run("anonymize", clip(HAMILTON), "-o", target)
+    assert_one_line_error(code, err, "x.mp4")
+    assert not (tmp_path / "no").exists()
+
+
+@needs_model
+def test_output_never_overwrites_the_input(tmp_path, shared_file):
+    src = tmp_path / "group.jpg"
+    src.write_bytes(shared_file("videos/stills/multiface_group.facenet_pytorch.jpg").read_bytes())
+    before = src.read_bytes()
+    code, _, err = run("anonymize", src, "-o", src)
+    assert_one_line_error(code, err, "overwrite")
+    assert src.read_bytes() == before
+
+
+@needs_model
+def test_image_is_anonymized_beside_the_input_with_a_report(tmp_path, shared_file):
+    import cv2
+
+    src = tmp_path / "group.jpg"
+    src.write_bytes(shared_file("videos/stills/multiface_group.facenet_pytorch.jpg").read_bytes())
+    code, out, err = run("anonymize", src, "--report", tmp_path / "r.json")
+    assert code == 0, err
+    dst = tmp_path / "group_anonymized.jpg"
+    report = json.loads((tmp_path / "r.json").read_text())
+    faces = report["files"][0]["tracks"]
+    assert len(faces) >= 5 and all(t["decision"] == "blurred" for t in faces)
+    a, b = cv2.imread(str(src)), cv2.imread(str(dst))
+    _, x1, y1, x2, y2, _ = faces[0]["boxes"][0]
+    roi = (slice(int(y1), int(y2)), slice(int(x1), int(x2)))
+    lap = lambda img: cv2.Laplacian(cv2.cvtColor(img[roi], cv2.COLOR_BGR2GRAY), cv2.CV_64F).var()  # noqa: E731
+    assert lap(b) < 0.3 * lap(a)
+    assert "faces" in out and "blurred" in out  # the summary
+
+
+@needs_model
+def test_detect_json_prints_one_object_per_image(tmp_path, shared_file):
+    img = shared_file("videos/stills/multiface_group.facenet_pytorch.jpg")
+    code, out, err = run("detect", img, img, "--json")
+    assert code == 0, err
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert len(rows) == 2 and rows[0]["image"] == str(img)
+    assert rows[0]["width"] > 0 and rows[0]["height"] > 0
+    faces = rows[0]["faces"]
+    assert len(faces) >= 5 and all(len(f["box"]) == 4 and 0.02 <= f["score"] <= 1 for f in faces)
+    x1, y1, x2, y2 = faces[0]["box"]
+    assert 0 <= x1 < x2 <= rows[0]["width"] and 0 <= y1 < y2 <= rows[0]["height"]
+
+
+def test_detect_unreadable_image_fails_cleanly(tmp_path):
+    bad = tmp_path / "bad.jpg"
+    bad.write_text("nope")
+    code, _, err = run("detect", bad)
+    assert_one_line_error(code, err, "bad.jpg")
