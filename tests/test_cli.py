@@ -142,3 +142,23 @@ def test_detect_unreadable_image_fails_cleanly(tmp_path):
     bad.write_text("nope")
     code, _, err = run("detect", bad)
     assert_one_line_error(code, err, "bad.jpg")
+
+
+@needs_model
+def test_folder_input_writes_every_file_to_a_sibling_folder(tmp_path, shared_file):
+    import cv2
+
+    src = tmp_path / "photos"
+    src.mkdir()
+    still = shared_file("videos/stills/multiface_group.facenet_pytorch.jpg").read_bytes()
+    (src / "a.jpg").write_bytes(still)
+    (src / "b.jpg").write_bytes(still)
+    (src / "notes.txt").write_text("ignored")
+    code, out, err = run("anonymize", src, "--mark-faces", "--mode", "solid")
+    assert code == 0, err
+    dst = tmp_path / "photos_anonymized"
+    assert sorted(p.name for p in dst.iterdir()) == ["a_anonymized.jpg", "b_anonymized.jpg"]
+    marked = cv2.imread(str(dst / "a_anonymized.jpg"))
+    red = (marked[..., 2] > 200) & (marked[..., 1] < 60) & (marked[..., 0] < 60)
+    assert red.sum() > 100  # --mark-faces drew the blurred faces' boxes in red
+    assert "2 file(s)" in out

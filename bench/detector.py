@@ -1,0 +1,57 @@
+"""Detector figures: WIDER FACE AP (easy/medium/hard) and LiteRT latency, side by side in one run.
+
+Models compared (all TFLite, run by the LiteRT interpreter with 2 threads):
+  float         the WIDER FACE-trained RetinaFace-MobileNet0.25 weights, float32
+  pruned_float  after tfmot pruning + fine-tuning, float32
+  pruned_int8   the shipped full-int8 model (functions/limelight/models/)
+AP uses the official protocol on the local 315-image val subset at long side 640 and at the
+original size (long side capped at 1600). Latency: median of 60 invokes at 640x384 (a 16:9 frame
+at long side 640), the three models interleaved three times, median of the three medians.
+
+    .venv/bin/python bench/detector.py [--data ../shared/data] [--limit N]
+The float TFLite files come from `make model` (model_opt/work/).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(REPO), str(REPO / "functions")]
+
+from limelight.detector import default_model_path  # noqa: E402
+from model_opt.pipeline import measure  # noqa: E402
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", type=Path, default=Path(os.environ.get("LIMELIGHT_DATA", REPO.parent / "shared" / "data")))
+    p.add_argument("--work", type=Path, default=REPO / "model_opt" / "work")
+    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N val images (quick look)")
+    args = p.parse_args()
+    models = {
+        "float": args.work / "float.tflite",
+        "pruned_float": args.work / "pruned_float.tflite",
+        "pruned_int8": default_model_path(),
+    }
+    missing = [str(m) for m in models.values() if not m.exists()]
+    if missing:
+        sys.exit(f"bench/detector.py: missing {', '.join(missing)}: run `make model` first")
+    r = measure(args.data, models, args.limit)
+    print(f"WIDER FACE AP, local val subset ({args.limit or 315} images), official protocol")
+    print(f"{'model':<14}" + "".join(f"{s + ' ' + k:>14}" for s in ("640", "original") for k in ("easy", "medium", "hard")))
+    for name, row in r["ap"].items():
+        print(f"{name:<14}" + "".join(f"{row[s][k]:>14.3f}" for s in ("640", "original") for k in ("easy", "medium", "hard")))
+    d = {s: {k: r["ap"]["pruned_int8"][s][k] - r["ap"]["float"][s][k] for k in ("easy", "medium", "hard")} for s in ("640", "original")}
+    print("int8 - float AP: " + ", ".join(f"{s} {k} {v:+.3f}" for s, row in d.items() for k, v in row.items()))
+    lat = r["latency_ms"]
+    print(f"LiteRT latency 640x384, 2 threads (median ms): " + ", ".join(f"{k} {v:.2f}" for k, v in lat.items()))
+    print(f"int8 / float32 latency ratio: {lat['pruned_int8'] / lat['float']:.2f} (pruned float: {lat['pruned_float'] / lat['float']:.2f})")
+    print(f"int8 model file: {default_model_path().stat().st_size / 1024:.0f} KiB")
+
+
+if __name__ == "__main__":
+    main()
