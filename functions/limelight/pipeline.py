@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import time
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
@@ -178,15 +179,26 @@ class Anonymizer:
                     tracker.release(f.index)
                     yield f
 
-            for f in frames:
-                dets = self.detector(f.rgb)
-                for a in tracker.update(f.index, dets, new_shot=shots(f.rgb)):
+            def track(f: Frame, dets: np.ndarray, cut: bool) -> Iterator[Frame]:
+                for a in tracker.update(f.index, dets, new_shot=cut):
                     state = states.get(a.track_id)
                     if state is None:
                         state = states[a.track_id] = _TrackState(self.recognizer.vote() if self.recognizer else None)
                     self._sample(state, f.rgb, f.index, a.detection)
                 buffer.append(f)
                 yield from ready()
+
+            # Detection of frame t runs on a worker thread (LiteRT releases the GIL) while frame
+            # t-1 is tracked and earlier frames are redacted and encoded: the two overlap on 2 cores.
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="detect") as pool:
+                pending = None
+                for f in frames:
+                    job = (f, pool.submit(self.detector, f.rgb), shots(f.rgb))
+                    if pending is not None:
+                        yield from track(pending[0], pending[1].result(), pending[2])
+                    pending = job
+                if pending is not None:
+                    yield from track(pending[0], pending[1].result(), pending[2])
             tracker.finish()
             yield from ready()
 
