@@ -13,13 +13,16 @@ RUNTIME_STAMP := $(VENV)/.runtime-installed
 DEV_STAMP := $(VENV)/.dev-installed
 DEMO_STAMP := $(VENV)/.demo-installed
 
-.PHONY: help install install-dev demo test model bench clean
+.PHONY: help install install-dev demo test model bench lint cloud-demo sam-build clean
 
 help:
 	@echo "make demo   - install and anonymize a demo video (demo/)"
 	@echo "make test   - install everything and run the test suite"
 	@echo "make model  - rebuild the int8 detector from the shared data (model_opt/)"
-	@echo "make bench  - print benchmark ratios (bench/)"
+	@echo "make bench  - print the detector AP/latency table (bench/)"
+	@echo "make lint   - cfn-lint the SAM template"
+	@echo "make cloud-demo VIDEO=clip.mp4 [KNOWN=dir] OUT=out.mp4 - the AWS workflow, locally on moto"
+	@echo "make sam-local-invoke-<start|segment|anonymize|reassemble|failure> - sam local invoke (needs Docker and aws-sam-cli)"
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,7 +34,7 @@ $(RUNTIME_STAMP): requirements/runtime.txt requirements/nodeps.txt pyproject.tom
 	$(BIN)/pip install -q --no-deps -e .
 	touch $@
 
-$(DEV_STAMP): $(RUNTIME_STAMP) requirements/dev.txt requirements/nodeps.txt
+$(DEV_STAMP): $(RUNTIME_STAMP) requirements/dev.txt requirements/lambda.txt requirements/nodeps.txt
 	$(BIN)/pip install -q -r requirements/runtime.txt -r requirements/dev.txt
 	$(BIN)/pip install -q --no-deps -r requirements/nodeps.txt
 	touch $@
@@ -54,6 +57,29 @@ model: $(DEV_STAMP)
 
 bench: $(DEV_STAMP)
 	$(BIN)/python bench/detector.py --data $(LIMELIGHT_DATA)
+
+lint: $(DEV_STAMP)
+	$(BIN)/cfn-lint template.yaml
+
+cloud-demo: $(DEV_STAMP)
+	@test -n "$(VIDEO)" -a -n "$(OUT)" || { echo "usage: make cloud-demo VIDEO=path [KNOWN=dir] OUT=path"; exit 2; }
+	$(BIN)/python -m infra.local $(VIDEO) $(if $(KNOWN),--known $(KNOWN)) --out $(OUT)
+
+# sam local invoke: needs Docker and aws-sam-cli (in its own environment: it pins an older boto3).
+# ENV=file.json names a deployed stack's buckets; the same event files drive the tests.
+SAM ?= sam
+sam-build:
+	$(SAM) build
+sam-local-invoke-start: sam-build
+	$(SAM) local invoke StartFunction -e infra/events/s3_put_video.json $(if $(ENV),--env-vars $(ENV))
+sam-local-invoke-segment: sam-build
+	$(SAM) local invoke SegmentFunction -e infra/events/segment.json $(if $(ENV),--env-vars $(ENV))
+sam-local-invoke-anonymize: sam-build
+	$(SAM) local invoke AnonymizeFunction -e infra/events/anonymize.json $(if $(ENV),--env-vars $(ENV))
+sam-local-invoke-reassemble: sam-build
+	$(SAM) local invoke ReassembleFunction -e infra/events/reassemble.json $(if $(ENV),--env-vars $(ENV))
+sam-local-invoke-failure: sam-build
+	$(SAM) local invoke FailureFunction -e infra/events/failure.json $(if $(ENV),--env-vars $(ENV))
 
 clean:
 	rm -rf $(VENV) demo bench/out .pytest_cache

@@ -52,16 +52,16 @@ def float_model(data: Path, config: RetinaFaceConfig = RetinaFaceConfig()):
 
 
 def stage_finetune(data: Path, work: Path, settings) -> Path:
-    """Prune + fine-tune; writes `work/pruned.weights.h5` (stripped, plain layers)."""
+    """Prune + fine-tune; writes `work/pruned_weights.h5` (stripped, plain layers)."""
     from model_opt.data import read_bbx_gt
     from model_opt.train import prune_and_finetune
 
-    out = work / "pruned.weights.h5"
+    out = work / "pruned_weights.h5"  # legacy HDF5 layout: a ".weights.h5" name would select Keras 3 format
     if out.exists():
         return out
     samples = read_bbx_gt(data / TRAIN_GT, data / TRAIN_IMAGES)
     pruned = prune_and_finetune(float_model(data), samples, RetinaFaceConfig(), settings, work / "finetune")
-    tmp = out.with_name("pruned.tmp.weights.h5")
+    tmp = out.with_name("pruned_weights.tmp.h5")
     pruned.save_weights(str(tmp))
     tmp.replace(out)
     return out

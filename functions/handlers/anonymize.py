@@ -1,0 +1,102 @@
+"""Anonymize one segment: download it (and the job's consent gallery), run the engine, upload the
+result and its audit report under keys that depend only on (job_id, index), so a retry overwrites.
+
+The detector (LiteRT interpreter) is built once per container; the recognizer once per gallery.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from handlers.common import client, env, gallery_key, processed_key, segment_key, segment_report_key
+from handlers.exceptions import ConfigurationError, SegmentFailedError
+from limelight.detector import Detector, model_metadata
+from limelight.errors import LimeLightError
+from limelight.pipeline import AnonymizeOptions, Anonymizer
+from limelight.recognizer import Gallery, Recognizer
+from limelight.redact import Mode, RedactOptions
+
+logger = Logger()
+tracer = Tracer()
+metrics = Metrics()
+
+
+@dataclass(frozen=True)
+class Config:
+    work_bucket: str
+    options: AnonymizeOptions
+
+    @classmethod
+    def from_env(cls) -> Config:
+        mode = env("REDACT_MODE")
+        try:
+            redact = RedactOptions(mode=Mode(mode))
+        except ValueError:
+            choices = ", ".join(m.value for m in Mode)
+            raise ConfigurationError(f"environment variable REDACT_MODE={mode!r} must be one of {choices}") from None
+        return cls(work_bucket=env("WORK_BUCKET"), options=AnonymizeOptions(redact=redact))
+
+
+@cache
+def config() -> Config:
+    return Config.from_env()
+
+
+@cache
+def detector() -> Detector:
+    """The int8 face detector baked into the image; the same settings as `limelight anonymize`."""
+    return Detector()
+
+
+_recognizers: dict[str, Recognizer] = {}
+
+
+def recognizer(cfg: Config, job_id: str, work: Path) -> Recognizer:
+    """The job's consent recognizer (a warm container keeps the last job's)."""
+    if job_id not in _recognizers:
+        path = work / "gallery.npz"
+        client("s3").download_file(cfg.work_bucket, gallery_key(job_id), str(path))
+        _recognizers.clear()
+        _recognizers[job_id] = Recognizer(Gallery.load(path))
+    return _recognizers[job_id]
+
+
+@logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler
+@metrics.log_metrics(capture_cold_start_metric=True)
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    cfg = config()
+    job_id, index = event["job_id"], int(event["index"])
+    logger.append_keys(job_id=job_id, segment=index)
+    s3 = client("s3")
+    with tempfile.TemporaryDirectory(prefix="limelight-") as tmp:
+        work = Path(tmp)
+        src, dst = work / "segment.mp4", work / "anonymized.mp4"
+        s3.download_file(cfg.work_bucket, segment_key(job_id, index), str(src))
+        consent = recognizer(cfg, job_id, work) if event.get("gallery") else None
+        engine = Anonymizer(detector(), consent, cfg.options)
+        try:
+            report = engine.video(src, dst)
+        except LimeLightError as error:
+            raise SegmentFailedError(f"segment {index} of job {job_id}: {error}") from None
+        s3.upload_file(str(dst), cfg.work_bucket, processed_key(job_id, index))
+    part = {"settings": cfg.options.settings(), "model": model_metadata(), "file": report.as_dict()}
+    s3.put_object(
+        Bucket=cfg.work_bucket,
+        Key=segment_report_key(job_id, index),
+        Body=json.dumps(part, separators=(",", ":")).encode(),
+        ContentType="application/json",
+    )
+    metrics.add_metric(name="FramesAnonymized", unit=MetricUnit.Count, value=report.frames)
+    metrics.add_metric(name="SegmentFps", unit=MetricUnit.CountPerSecond, value=round(report.fps, 2))
+    logger.info("segment anonymized", extra={"frames": report.frames, "faces": report.faces, "kept": report.kept, "fps": round(report.fps, 2)})
+    return {"job_id": job_id, "index": index, "frames": report.frames, "faces": report.faces, "kept": report.kept}

@@ -1,0 +1,152 @@
+"""What the handlers share: configuration, AWS clients, the workflow's payload and its S3 keys.
+
+- Configuration comes from environment variables set in template.yaml; each handler reads its
+  own once (first invocation of a container) and fails fast naming a missing variable.
+- boto3 clients are built once per container; tests and the local runner inject their own with
+  `use_clients` (or point the default ones elsewhere with AWS_ENDPOINT_URL).
+- Every S3 key depends only on (job_id, segment index) or on the source key: a retried task
+  overwrites its own objects and never creates new ones.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import boto3
+from botocore.exceptions import ClientError
+
+from handlers.exceptions import ConfigurationError, SourceChangedError
+
+# Containers the engine writes as they are; any other input becomes .mp4 (limelight.pipeline).
+KEPT_CONTAINERS = frozenset({".mp4", ".mov", ".m4v", ".mkv"})
+FAILED_PREFIX = "failed/"
+JOB_PREFIX = "jobs/"
+
+_clients: dict[str, Any] = {}
+
+
+def client(service: str) -> Any:
+    """The boto3 client for `service`, built on first use and reused by the container."""
+    if service not in _clients:
+        _clients[service] = boto3.client(service)
+    return _clients[service]
+
+
+def use_clients(**clients: Any) -> None:
+    """Replace the clients (tests, local runner): `use_clients(s3=..., stepfunctions=...)`.
+
+    Called without arguments it forgets them all, so the next `client()` builds fresh ones.
+    """
+    _clients.clear()
+    _clients.update(clients)
+
+
+def env(name: str) -> str:
+    """The value of a required environment variable; ConfigurationError naming it when unset."""
+    value = os.environ.get(name)
+    if value is None or value == "":
+        raise ConfigurationError(f"environment variable {name} is not set: define it in template.yaml")
+    return value
+
+
+def env_number(name: str, kind: type = float) -> Any:
+    raw = env(name)
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise ConfigurationError(f"environment variable {name}={raw!r} is not a {kind.__name__}") from None
+    if value <= 0:
+        raise ConfigurationError(f"environment variable {name}={raw!r} must be positive")
+    return value
+
+
+@dataclass(frozen=True)
+class Source:
+    """The uploaded object that started a job (version or ETag pins the exact upload)."""
+
+    bucket: str
+    key: str
+    version_id: str | None
+    etag: str | None
+
+    @property
+    def job_id(self) -> str:
+        """Short hash of bucket, key and version (or ETag): the same upload, the same job."""
+        revision = self.version_id or self.etag or ""
+        digest = hashlib.sha256(f"{self.bucket}\0{self.key}\0{revision}".encode())
+        return digest.hexdigest()[:20]
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Source:
+        return cls(data["bucket"], data["key"], data.get("version_id"), data.get("etag"))
+
+    def get_args(self) -> dict[str, str]:
+        """GetObject arguments that read exactly this upload (fail if it was replaced)."""
+        args = {"Bucket": self.bucket, "Key": self.key}
+        if self.version_id:
+            args["VersionId"] = self.version_id
+        elif self.etag:
+            args["IfMatch"] = f'"{self.etag.strip(chr(34))}"'
+        return args
+
+
+# -- S3 keys --------------------------------------------------------------------------------------
+def segment_key(job_id: str, index: int) -> str:
+    return f"{JOB_PREFIX}{job_id}/segments/{index:05d}.mp4"
+
+
+def processed_key(job_id: str, index: int) -> str:
+    return f"{JOB_PREFIX}{job_id}/anonymized/{index:05d}.mp4"
+
+
+def segment_report_key(job_id: str, index: int) -> str:
+    return f"{JOB_PREFIX}{job_id}/reports/{index:05d}.json"
+
+
+def segment_list_key(job_id: str) -> str:
+    return f"{JOB_PREFIX}{job_id}/segments.json"
+
+
+def gallery_key(job_id: str) -> str:
+    return f"{JOB_PREFIX}{job_id}/gallery.npz"
+
+
+def failure_key(job_id: str) -> str:
+    return f"{FAILED_PREFIX}{job_id}.json"
+
+
+def output_keys(prefix: str, job_id: str, source_key: str) -> tuple[str, str]:
+    """(video key, report key) of a job's published result: `<prefix><job_id>/<name>_anonymized.*`."""
+    name = PurePosixPath(source_key)
+    suffix = name.suffix.lower() if name.suffix.lower() in KEPT_CONTAINERS else ".mp4"
+    base = f"{prefix}{job_id}/{name.stem}_anonymized"
+    return f"{base}{suffix}", f"{base}.report.json"
+
+
+def local_name(key: str, default_suffix: str = ".mp4") -> str:
+    """A safe local file name for an S3 key (the key's own name may hold anything)."""
+    suffix = PurePosixPath(key).suffix.lower()
+    return f"object{suffix if suffix.isascii() and 1 < len(suffix) <= 6 and suffix[1:].isalnum() else default_suffix}"
+
+
+def download_source(source: Source, path: Path) -> None:
+    """Download exactly the upload named in the event (its version, else its ETag)."""
+    try:
+        body = client("s3").get_object(**source.get_args())["Body"]
+    except ClientError as error:
+        code = error.response.get("Error", {}).get("Code", "")
+        if code in {"NoSuchKey", "NoSuchVersion", "PreconditionFailed", "404", "412"}:
+            raise SourceChangedError(
+                f"s3://{source.bucket}/{source.key} changed or disappeared after the upload event ({code}); upload it again"
+            ) from None
+        raise
+    with path.open("wb") as stream:
+        for chunk in iter(lambda: body.read(1 << 20), b""):
+            stream.write(chunk)

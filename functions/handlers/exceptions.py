@@ -1,0 +1,33 @@
+"""Errors the handlers raise on purpose.
+
+The Lambda runtime reports an unhandled exception's class name as `errorType`; Step Functions
+matches it in Retry/Catch, so these names are part of the workflow's contract: keep them stable.
+"""
+
+
+class WorkflowError(Exception):
+    """Base class; `str(error)` is one line saying what is wrong and what to do."""
+
+
+class ConfigurationError(WorkflowError):
+    """A required environment variable is missing or invalid (set it in template.yaml)."""
+
+
+class InvalidVideoError(WorkflowError):
+    """The uploaded object is not a usable video (not a video, empty, truncated, no video stream)."""
+
+
+class SourceChangedError(WorkflowError):
+    """The uploaded object changed or disappeared after the event: upload it again."""
+
+
+class InvalidKnownFacesError(WorkflowError):
+    """The known-faces photos cannot form a consent gallery (unreadable photo, no face, group photo)."""
+
+
+class SegmentFailedError(WorkflowError):
+    """The engine could not anonymize one segment."""
+
+
+class ReassembleError(WorkflowError):
+    """The processed segments could not be joined with the original audio."""

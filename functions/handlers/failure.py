@@ -1,0 +1,79 @@
+"""Failure: the Catch target. Writes `failed/<job_id>.json` to the output bucket and makes sure
+nothing else of the job is published (a result left by a reassembly that failed half-way is
+deleted). Intermediates are left to the work bucket's lifecycle rule.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from handlers.common import client, env, failure_key, output_keys
+
+logger = Logger()
+tracer = Tracer()
+metrics = Metrics()
+
+
+@dataclass(frozen=True)
+class Config:
+    output_bucket: str
+    output_prefix: str
+
+    @classmethod
+    def from_env(cls) -> Config:
+        return cls(env("OUTPUT_BUCKET"), env("OUTPUT_PREFIX"))
+
+
+@cache
+def config() -> Config:
+    return Config.from_env()
+
+
+def describe(error: dict[str, Any]) -> tuple[str, str]:
+    """(error type, message) from the Catch's `$.error` ({"Error", "Cause"}).
+
+    A Lambda function error's Cause is the runtime's JSON (errorType, errorMessage, stackTrace);
+    only type and message go into the report.
+    """
+    name = str(error.get("Error", "Unknown"))
+    cause = error.get("Cause") or ""
+    try:
+        detail = json.loads(cause)
+    except (TypeError, ValueError):
+        return name, str(cause)
+    if isinstance(detail, dict) and "errorMessage" in detail:
+        return str(detail.get("errorType", name)), str(detail["errorMessage"])
+    return name, str(cause)
+
+
+@logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler
+@metrics.log_metrics(capture_cold_start_metric=True)
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    cfg = config()
+    job_id = event["job_id"]
+    logger.append_keys(job_id=job_id)
+    error_type, message = describe(event.get("error") or {})
+    source = event.get("source") or {}
+    s3 = client("s3")
+    if source.get("key"):
+        for key in output_keys(cfg.output_prefix, job_id, source["key"]):
+            s3.delete_object(Bucket=cfg.output_bucket, Key=key)
+    document = {"job_id": job_id, "source": source, "error": error_type, "message": message}
+    key = failure_key(job_id)
+    s3.put_object(
+        Bucket=cfg.output_bucket,
+        Key=key,
+        Body=json.dumps(document, indent=2).encode(),
+        ContentType="application/json",
+    )
+    metrics.add_metric(name="JobsFailed", unit=MetricUnit.Count, value=1)
+    logger.warning("job failed", extra={"error": error_type, "failure_key": key})
+    return {"job_id": job_id, "failure_key": key, "error": error_type}

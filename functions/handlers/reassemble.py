@@ -1,0 +1,121 @@
+"""Reassemble: join the anonymized segments with the original's audio (bit-exact, in sync) and
+publish the video and the merged audit report, once, at the end of the job.
+
+The output goes to the output bucket, which sends no events, under `<OUTPUT_PREFIX><job_id>/`:
+the published result can never start the workflow again. The video is written first and the
+report last, so a report in the output bucket means a complete result.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from handlers.common import (
+    Source,
+    client,
+    download_source,
+    env,
+    local_name,
+    output_keys,
+    processed_key,
+    segment_list_key,
+    segment_report_key,
+)
+from handlers.exceptions import ReassembleError
+from limelight.errors import LimeLightError
+from limelight.segments import join, merge_reports
+
+logger = Logger()
+tracer = Tracer()
+metrics = Metrics()
+
+
+@dataclass(frozen=True)
+class Config:
+    work_bucket: str
+    output_bucket: str
+    output_prefix: str
+
+    @classmethod
+    def from_env(cls) -> Config:
+        return cls(env("WORK_BUCKET"), env("OUTPUT_BUCKET"), env("OUTPUT_PREFIX"))
+
+
+@cache
+def config() -> Config:
+    return Config.from_env()
+
+
+def read_json(bucket: str, key: str) -> Any:
+    return json.loads(client("s3").get_object(Bucket=bucket, Key=key)["Body"].read())
+
+
+def merged_report(cfg: Config, job_id: str, source: Source, listing: list[dict[str, Any]], video_key: str) -> dict[str, Any]:
+    """The job's audit report in the CLI's format, whole-video frame numbers, S3 names."""
+    parts = [read_json(cfg.work_bucket, segment_report_key(job_id, s["index"])) for s in listing]
+    merged = merge_reports(
+        [(s["start_frame"], part["file"]) for s, part in zip(listing, parts)],
+        input_name=f"s3://{source.bucket}/{source.key}",
+        output_name=f"s3://{cfg.output_bucket}/{video_key}",
+    )
+    return {
+        "limelight_report": 1,
+        "job": {"job_id": job_id, "source": source.as_dict(), "segments": len(listing)},
+        "settings": parts[0]["settings"],
+        "model": parts[0]["model"],
+        "files": [merged],
+    }
+
+
+@logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler
+@metrics.log_metrics(capture_cold_start_metric=True)
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    cfg = config()
+    job_id = event["job_id"]
+    source = Source.from_dict(event["source"])
+    logger.append_keys(job_id=job_id)
+    listing = read_json(cfg.work_bucket, segment_list_key(job_id))
+    video_key, report_key = output_keys(cfg.output_prefix, job_id, source.key)
+    s3 = client("s3")
+    with tempfile.TemporaryDirectory(prefix="limelight-") as tmp:
+        work = Path(tmp)
+        original = work / local_name(source.key)
+        download_source(source, original)
+        parts = []
+        for segment in listing:
+            part = work / f"{segment['index']:05d}.mp4"
+            s3.download_file(cfg.work_bucket, processed_key(job_id, segment["index"]), str(part))
+            parts.append(part)
+        output = work / f"output{Path(video_key).suffix}"
+        try:
+            stats = join(parts, original, output)
+        except LimeLightError as error:
+            raise ReassembleError(f"job {job_id}: {error}") from None
+        report = merged_report(cfg, job_id, source, listing, video_key)
+        s3.upload_file(str(output), cfg.output_bucket, video_key)
+    s3.put_object(
+        Bucket=cfg.output_bucket,
+        Key=report_key,
+        Body=json.dumps(report, separators=(",", ":")).encode(),
+        ContentType="application/json",
+    )
+    merged = report["files"][0]
+    metrics.add_metric(name="JobsCompleted", unit=MetricUnit.Count, value=1)
+    logger.info("result published", extra={"frames": stats.frames, "faces": merged["faces"], "kept": merged["kept"], "video_key": video_key})
+    return {
+        "job_id": job_id,
+        "output": {"bucket": cfg.output_bucket, "video_key": video_key, "report_key": report_key},
+        "frames": stats.frames,
+        "faces": merged["faces"],
+        "kept": merged["kept"],
+    }

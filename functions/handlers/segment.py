@@ -1,0 +1,155 @@
+"""Segment: download the upload, reject it unless it is a usable video, cut it on keyframes,
+build the consent gallery once for every segment, and write the segment list.
+
+Returns only keys and small JSON (Step Functions payloads are limited to 256 KiB): the inline Map
+iterates over `segments` ([{"index": i}, ...]); above INLINE_MAP_MAX_SEGMENTS that list is left
+empty and the distributed Map reads the full list (frames, start times) from S3 instead.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from handlers.common import (
+    Source,
+    client,
+    download_source,
+    env,
+    env_number,
+    gallery_key,
+    local_name,
+    segment_key,
+    segment_list_key,
+)
+from handlers.exceptions import InvalidKnownFacesError, InvalidVideoError
+from limelight.errors import InputError
+from limelight.recognizer import PHOTO_SUFFIXES, KnownFacesError, load_gallery
+from limelight.segments import split
+from limelight.video import probe
+
+logger = Logger()
+tracer = Tracer()
+metrics = Metrics()
+
+
+@dataclass(frozen=True)
+class Config:
+    work_bucket: str
+    segment_seconds: float
+    known_faces_bucket: str
+    known_faces_prefix: str
+    inline_map_max_segments: int
+
+    @classmethod
+    def from_env(cls) -> Config:
+        return cls(
+            work_bucket=env("WORK_BUCKET"),
+            segment_seconds=env_number("SEGMENT_SECONDS", float),
+            known_faces_bucket=env("KNOWN_FACES_BUCKET"),
+            known_faces_prefix=env("KNOWN_FACES_PREFIX"),
+            inline_map_max_segments=env_number("INLINE_MAP_MAX_SEGMENTS", int),
+        )
+
+
+@cache
+def config() -> Config:
+    return Config.from_env()
+
+
+@tracer.capture_method
+def download_known_faces(bucket: str, prefix: str, folder: Path) -> int:
+    """Copy the photos under `prefix` into `folder`, keeping one sub-folder per person."""
+    s3 = client("s3")
+    count = 0
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        for item in page.get("Contents", []):
+            relative = PurePosixPath(item["Key"][len(prefix):])
+            if relative.suffix.lower() not in PHOTO_SUFFIXES or any(part in ("", ".", "..") for part in relative.parts):
+                continue
+            target = folder.joinpath(*relative.parts)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            s3.download_file(bucket, item["Key"], str(target))
+            count += 1
+    return count
+
+
+def build_gallery(cfg: Config, job_id: str, work: Path) -> bool:
+    """Encode the known faces once and store the gallery (.npz) for every segment of the job."""
+    folder = work / "known_faces"
+    folder.mkdir()
+    photos = download_known_faces(cfg.known_faces_bucket, cfg.known_faces_prefix, folder)
+    if photos == 0:
+        logger.info("no known faces, every face will be blurred", extra={"job_id": job_id})
+        return False
+    try:
+        gallery = load_gallery(folder)
+    except KnownFacesError as error:
+        raise InvalidKnownFacesError(str(error).replace(str(folder), cfg.known_faces_prefix.rstrip("/"))) from None
+    path = gallery.save(work / "gallery.npz")
+    client("s3").upload_file(str(path), cfg.work_bucket, gallery_key(job_id))
+    logger.info(
+        "consent gallery stored",
+        extra={"job_id": job_id, "photos": gallery.count, "persons": len(gallery.persons), "fingerprint": gallery.fingerprint},
+    )
+    return True
+
+
+@logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler
+@metrics.log_metrics(capture_cold_start_metric=True)
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    cfg = config()
+    job_id = event["job_id"]
+    source = Source.from_dict(event["source"])
+    logger.append_keys(job_id=job_id)
+    with tempfile.TemporaryDirectory(prefix="limelight-") as tmp:
+        work = Path(tmp)
+        video = work / local_name(source.key)
+        download_source(source, video)
+        try:
+            info = probe(video)
+            parts_dir = work / "segments"
+            parts_dir.mkdir()
+            segments = split(video, parts_dir, cfg.segment_seconds)
+        except InputError as error:
+            # The engine's message names the local temporary file; name the upload instead.
+            message = str(error).replace(str(video), f"s3://{source.bucket}/{source.key}")
+            raise InvalidVideoError(message) from None
+        s3 = client("s3")
+        for segment in segments:
+            s3.upload_file(str(segment.path), cfg.work_bucket, segment_key(job_id, segment.index))
+        has_gallery = build_gallery(cfg, job_id, work)
+    listing = [segment.as_dict() for segment in segments]
+    s3.put_object(
+        Bucket=cfg.work_bucket,
+        Key=segment_list_key(job_id),
+        Body=json.dumps(listing).encode(),
+        ContentType="application/json",
+    )
+    metrics.add_metric(name="Segments", unit=MetricUnit.Count, value=len(segments))
+    metrics.add_metric(name="VideoSeconds", unit=MetricUnit.Seconds, value=round(info.duration, 3))
+    logger.info("video segmented", extra={"segments": len(segments), "frames": info.frame_count, "seconds": round(info.duration, 3)})
+    return {
+        "job_id": job_id,
+        "source": source.as_dict(),
+        "segment_count": len(segments),
+        "segments": [{"index": s.index} for s in segments] if len(segments) <= cfg.inline_map_max_segments else [],
+        "segments_key": segment_list_key(job_id),
+        "gallery": has_gallery,
+        "video": {
+            "frames": sum(segment.frames for segment in segments),
+            "duration": round(info.duration, 6),
+            "width": info.width,
+            "height": info.height,
+            "fps": round(float(info.fps), 6),
+            "audio_streams": info.audio_streams,
+        },
+    }

@@ -1,0 +1,438 @@
+"""Keyframe segments: cut a video for parallel processing, join the processed pieces back.
+
+Contract (docs/DESIGN.md, "Video rules"):
+
+- `split` cuts the first video stream into pieces that each start on a keyframe, by stream copy
+  (no decode, no re-encode). Audio is left in the original: it is muxed once, by `join`.
+  Every packet keeps its original pts/dts: a segment of a clip whose video starts at 0.852 s
+  starts at 0.852 s too, so processing a segment and joining it back cannot shift video against
+  audio (the trap of resetting timestamps per segment).
+- `join` concatenates the processed video segments packet for packet (the pts stay continuous as
+  in the original, so frame count and every frame's timestamp are the original's) and copies the
+  packets of ALL audio streams of the original bit-exact, interleaved by time; the output
+  appears atomically (temporary name in the destination folder, renamed when complete).
+- `merge_reports` turns the per-segment audit reports into one, in whole-video frame numbers.
+
+No AWS here: the Lambda handlers call these functions with local paths.
+Failures are `InputError` (unusable input) / `OutputError` (cannot write, or segments that do not
+fit together), one-line messages naming the file.
+"""
+
+from __future__ import annotations
+
+import heapq
+import os
+import secrets
+from array import array
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import av
+from av.stream import Disposition
+
+from limelight.errors import InputError, OutputError
+from limelight.video import probe
+
+__all__ = ["JoinStats", "Segment", "join", "merge_reports", "split"]
+
+# Segments are MP4: it stores every packet's pts/dts exactly in the stream's time base (Matroska
+# rounds to 1 ms, NUT stores no dts). Only a late start (an edit list) is written in the movie
+# time scale, which `split` sets to the video's so that it is exact as well; an engine-encoded
+# segment may come back with its start rounded to 1 ms, which `join` undoes (see there).
+SEGMENT_SUFFIX = ".mp4"
+
+# Container tags describing the old file/encoder rather than the content; the muxer writes its own.
+_DROPPED_CONTAINER_TAGS = frozenset({"major_brand", "minor_version", "compatible_brands", "encoder"})
+
+# Largest start shift `join` repairs: an MP4 edit list rounded to its 1/1000 s movie time scale.
+_MAX_SHIFT = Fraction(1, 1000)
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One piece of the video written by `split`.
+
+    index: position in the video (0-based); path: the segment file.
+    start_frame: whole-video index of its first frame (frames counted in presentation order);
+    frames: number of frames it holds; start_pts / start_time: timestamp of its first frame in
+    the video stream's time base / in seconds (the original's, never reset to 0).
+    """
+
+    index: int
+    path: Path
+    start_frame: int
+    frames: int
+    start_pts: int
+    start_time: float
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-friendly description (without the local path)."""
+        return {
+            "index": self.index,
+            "start_frame": self.start_frame,
+            "frames": self.frames,
+            "start_pts": self.start_pts,
+            "start_time": round(self.start_time, 6),
+        }
+
+
+@dataclass(frozen=True)
+class JoinStats:
+    """Outcome of a `join`: file written, video frames, audio packets copied (all streams)."""
+
+    output: Path
+    frames: int
+    audio_packets: int
+
+
+def _one_line(error: BaseException) -> str:
+    text = getattr(error, "strerror", None) or str(error) or type(error).__name__
+    return " ".join(str(text).split())
+
+
+def _video_stream(container: av.container.Container) -> av.video.stream.VideoStream | None:
+    """The first real video stream (cover art attached to audio files does not count)."""
+    for stream in container.streams.video:
+        if not stream.disposition & Disposition.attached_pic:
+            return stream
+    return None
+
+
+def _temporary(dst: Path) -> Path:
+    return dst.with_name(f".{dst.stem}.part-{secrets.token_hex(4)}{dst.suffix}")
+
+
+def _check_output(dst: Path) -> None:
+    if not dst.parent.is_dir():
+        raise OutputError(f"{dst}: destination folder does not exist")
+    if not dst.suffix:
+        raise OutputError(f"{dst}: no file extension to choose the container format from")
+
+
+class _SegmentWriter:
+    """One segment file being written: a stream copy of the input's video stream."""
+
+    def __init__(self, template: av.video.stream.VideoStream, path: Path) -> None:
+        self.path = path
+        try:
+            # Movie time scale = the video's: the segment's start offset (an edit list) stays exact.
+            options = {"movie_timescale": str(template.time_base.denominator)}
+            self._out = av.open(str(path), mode="w", options=options)
+            self._video = self._out.add_stream_from_template(template)
+        except (av.FFmpegError, OSError, ValueError) as error:
+            raise OutputError(f"{path}: cannot write a segment ({_one_line(error)})") from error
+        self._video.time_base = template.time_base
+        self._video.metadata.update(template.metadata)
+        self._video.disposition = template.disposition
+
+    def mux(self, packet: av.Packet) -> None:
+        packet.stream = self._video
+        try:
+            self._out.mux(packet)
+        except (av.FFmpegError, OSError, ValueError) as error:
+            raise OutputError(f"{self.path}: cannot write ({_one_line(error)})") from error
+
+    def close(self) -> None:
+        try:
+            self._out.close()
+        except (av.FFmpegError, OSError) as error:
+            raise OutputError(f"{self.path}: cannot finish writing ({_one_line(error)})") from error
+
+    def abort(self) -> None:
+        try:
+            self._out.close()
+        except (av.FFmpegError, OSError, ValueError):
+            # The partial segment is deleted next; a failing trailer must not mask the first error.
+            pass
+        self.path.unlink(missing_ok=True)
+
+
+def split(src: str | os.PathLike[str], out_dir: str | os.PathLike[str], target_seconds: float) -> list[Segment]:
+    """Cut the video of `src` into `out_dir/00000.mp4`, `00001.mp4`, ... on keyframes.
+
+    A new segment starts at the first keyframe at least `target_seconds` after the current
+    segment's start, so segments are at least that long (except the last) and at most one GOP
+    longer. Stream copy only; video only; original timestamps kept. Returns the segments in
+    order. Raises InputError (unusable input), OutputError (cannot write), ValueError
+    (`target_seconds` not positive).
+    """
+    if not target_seconds > 0:
+        raise ValueError(f"target_seconds must be > 0, got {target_seconds}")
+    src_p, folder = Path(src), Path(out_dir)
+    probe(src_p)  # rejects missing, empty, truncated, non-video input with an InputError
+    if not folder.is_dir():
+        raise OutputError(f"{folder}: segment folder does not exist")
+    target = Fraction(target_seconds)
+    segments: list[Segment] = []
+    writer: _SegmentWriter | None = None
+    try:
+        with av.open(str(src_p)) as container:
+            video = _video_stream(container)
+            tb = video.time_base
+            start_pts = frames = total = 0
+            for packet in container.demux(video):
+                if not packet.size:
+                    continue  # an empty packet only marks the end of the stream
+                if packet.pts is None:
+                    raise InputError(f"{src_p}: video packet without timestamp; cannot cut on keyframes")
+                new_segment = writer is None or (
+                    packet.is_keyframe and (packet.pts - start_pts) * tb >= target
+                )
+                if new_segment:
+                    if writer is not None:
+                        writer.close()
+                        segments.append(_segment(len(segments), writer.path, total, frames, start_pts, tb))
+                        total += frames
+                    if not packet.is_keyframe:
+                        raise InputError(f"{src_p}: video does not start with a keyframe; cannot cut on keyframes")
+                    writer = _SegmentWriter(video, folder / f"{len(segments):05d}{SEGMENT_SUFFIX}")
+                    start_pts, frames = packet.pts, 0
+                writer.mux(packet)
+                frames += 1
+            if writer is None:
+                raise InputError(f"{src_p}: no video packets")
+            writer.close()
+            segments.append(_segment(len(segments), writer.path, total, frames, start_pts, tb))
+    except av.FFmpegError as error:
+        if writer is not None:
+            writer.abort()
+        raise InputError(f"{src_p}: corrupt or truncated ({_one_line(error)})") from error
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+    return segments
+
+
+def _segment(index: int, path: Path, start_frame: int, frames: int, start_pts: int, tb: Fraction) -> Segment:
+    return Segment(index, path, start_frame, frames, start_pts, float(start_pts * tb))
+
+
+def _dts_seconds(packet: av.Packet) -> Fraction:
+    stamp = packet.dts if packet.dts is not None else packet.pts
+    return stamp * packet.time_base
+
+
+def _original_pts(path: Path) -> tuple[array, Fraction]:
+    """Presentation timestamps of every video frame of the original, sorted (demux only).
+
+    A container of its own: seeking back to 0 afterwards may land after the first audio packets.
+    """
+    with av.open(str(path)) as container:
+        stream = _video_stream(container)
+        if stream is None:
+            raise InputError(f"{path}: no video stream")
+        try:
+            stamps = sorted(p.pts for p in container.demux(stream) if p.size and p.pts is not None)
+        except av.FFmpegError as error:
+            raise InputError(f"{path}: corrupt or truncated ({_one_line(error)})") from error
+        return array("q", stamps), stream.time_base
+
+
+class _SegmentPackets:
+    """Video packets of the processed segments, in order, restored to the original's timestamps.
+
+    An MP4 written by the engine stores a late start (an edit list) in a 1/1000 s movie time
+    scale, so a segment starting at 7.8924 s may come back a few ticks early; all its packets are
+    shifted by the same amount. The shift back to the original frame's pts is applied when it is
+    below `_MAX_SHIFT`; anything else means the segments do not belong to this original, and so
+    does a segment whose frames do not have exactly the original's timestamps.
+    """
+
+    def __init__(self, paths: Sequence[Path], reference: av.video.stream.VideoStream, original: array, original_tb: Fraction) -> None:
+        self.paths, self.reference = paths, reference
+        self.original, self.original_tb = original, original_tb
+        self.frames = 0
+
+    def __iter__(self) -> Iterator[av.Packet]:
+        last_dts: Fraction | None = None
+        for path in self.paths:
+            try:
+                container = av.open(str(path))
+            except (av.FFmpegError, OSError) as error:
+                raise InputError(f"{path}: not a readable segment ({_one_line(error)})") from error
+            with container:
+                stream = self._checked_stream(container, path)
+                tb = stream.time_base
+                shift: int | None = None
+                seen: list[int] = []
+                try:
+                    for packet in container.demux(stream):
+                        if not packet.size:
+                            continue
+                        if shift is None:
+                            shift = self._shift(stream, packet, path)
+                        packet.pts += shift
+                        if packet.dts is not None:
+                            packet.dts += shift
+                        dts = _dts_seconds(packet)
+                        if last_dts is not None and dts <= last_dts:
+                            raise OutputError(f"{path}: segment overlaps the previous one (dts {float(dts):.6f} s); cannot join")
+                        last_dts = dts
+                        seen.append(packet.pts)
+                        yield packet
+                except av.FFmpegError as error:
+                    raise InputError(f"{path}: corrupt segment ({_one_line(error)})") from error
+                self._check_frames(seen, tb, path)
+        if self.frames != len(self.original):
+            raise OutputError(f"segments hold {self.frames} frames, the original {len(self.original)}; cannot join")
+
+    def _checked_stream(self, container: av.container.InputContainer, path: Path) -> av.video.stream.VideoStream:
+        stream = _video_stream(container)
+        if stream is None:
+            raise InputError(f"{path}: segment has no video stream")
+        theirs, ours = stream.codec_context, self.reference.codec_context
+        if (theirs.name, theirs.width, theirs.height, theirs.extradata) != (ours.name, ours.width, ours.height, ours.extradata):
+            raise OutputError(f"{path}: segment was encoded with other settings than the first one; cannot join")
+        return stream
+
+    def _shift(self, stream: av.video.stream.VideoStream, first: av.Packet, path: Path) -> int:
+        if self.frames >= len(self.original):
+            raise OutputError(f"{path}: more frames in the segments than in the original; cannot join")
+        tb = stream.time_base
+        start = stream.start_time if stream.start_time is not None else first.pts
+        expected = self.original[self.frames] * self.original_tb
+        shift = round((expected - start * tb) / tb)
+        if abs(shift * tb) > _MAX_SHIFT:
+            raise OutputError(
+                f"{path}: segment starts at {float(start * tb):.6f} s where the original's frame "
+                f"{self.frames} is at {float(expected):.6f} s; cannot join"
+            )
+        return shift
+
+    def _check_frames(self, seen: list[int], tb: Fraction, path: Path) -> None:
+        wanted = self.original[self.frames : self.frames + len(seen)]
+        if [p * tb for p in sorted(seen)] != [p * self.original_tb for p in wanted]:
+            raise OutputError(f"{path}: segment frames do not have the original's timestamps; cannot join")
+        self.frames += len(seen)
+
+
+def _audio_packets(container: av.container.InputContainer, path: Path) -> Iterator[av.Packet]:
+    audios = list(container.streams.audio)
+    if not audios:
+        return
+    try:
+        for packet in container.demux(*audios):
+            if packet.size:
+                yield packet
+    except av.FFmpegError as error:
+        raise InputError(f"{path}: corrupt or truncated audio ({_one_line(error)})") from error
+
+
+def join(segment_paths: Iterable[str | os.PathLike[str]], original: str | os.PathLike[str], dst: str | os.PathLike[str]) -> JoinStats:
+    """Concatenate the processed video segments and the original's audio into `dst`.
+
+    `segment_paths`: the processed segments in order, each holding one video stream whose
+    frames are the original's frames of that piece with their timestamps (as `split` + the
+    engine leave them). Their packets are copied as they are, restored to the original's exact
+    pts (see `_SegmentPackets`); together they must hold every frame of the original with its
+    timestamp, else OutputError. The packets of every audio stream of `original` are copied
+    bit-exact; video and audio are interleaved by time. Container metadata comes from
+    `original`. `dst` is written under a temporary name and renamed when complete. Raises
+    InputError (unreadable segment or original), OutputError (cannot write, or segments that do
+    not fit the original), ValueError (no segments).
+    """
+    paths = [Path(p) for p in segment_paths]
+    if not paths:
+        raise ValueError("join needs at least one segment")
+    original_p, dst_p = Path(original), Path(dst)
+    _check_output(dst_p)
+    probe(original_p)  # rejects missing, empty, truncated, non-video originals with an InputError
+    stamps, stamps_tb = _original_pts(original_p)
+    with av.open(str(original_p)) as source, av.open(str(paths[0])) as first:
+        template = _video_stream(first)
+        if template is None:
+            raise InputError(f"{paths[0]}: segment has no video stream")
+        tmp = _temporary(dst_p)
+        try:
+            out = av.open(str(tmp), mode="w")
+        except (av.FFmpegError, OSError, ValueError) as error:
+            raise OutputError(f"{dst_p}: cannot create output ({_one_line(error)})") from error
+        try:
+            video, audio = _output_streams(out, source, template)
+            segments = _SegmentPackets(paths, template, stamps, stamps_tb)
+            audio_packets = 0
+            for packet in heapq.merge(segments, _audio_packets(source, original_p), key=_dts_seconds):
+                if packet.stream.type == "video":
+                    packet.stream = video
+                else:
+                    packet.stream = audio[packet.stream.index]
+                    audio_packets += 1
+                out.mux(packet)
+            out.close()
+            os.replace(tmp, dst_p)
+        except (av.FFmpegError, OSError) as error:
+            _discard(out, tmp)
+            raise OutputError(f"{dst_p}: cannot write ({_one_line(error)})") from error
+        except BaseException:
+            _discard(out, tmp)
+            raise
+    return JoinStats(dst_p, segments.frames, audio_packets)
+
+
+def _output_streams(out: av.container.OutputContainer, source: av.container.InputContainer, template: av.video.stream.VideoStream):
+    """The joined file's streams: video like the processed segments, audio copies of the original's."""
+    for key, value in source.metadata.items():
+        if key not in _DROPPED_CONTAINER_TAGS:
+            out.metadata[key] = value
+    video = out.add_stream_from_template(template)
+    video.time_base = template.time_base
+    video.metadata.update(template.metadata)
+    video.disposition = template.disposition
+    audio = {}
+    for stream in source.streams.audio:
+        copy = out.add_stream_from_template(stream)
+        copy.time_base = stream.time_base
+        copy.metadata.update(stream.metadata)
+        copy.disposition = stream.disposition
+        audio[stream.index] = copy
+    return video, audio
+
+
+def _discard(out: av.container.OutputContainer, tmp: Path) -> None:
+    try:
+        out.close()
+    except (av.FFmpegError, OSError, ValueError):
+        # The file is deleted next; a failing trailer write must not mask the first error.
+        pass
+    tmp.unlink(missing_ok=True)
+
+
+def merge_reports(parts: Sequence[tuple[int, dict[str, Any]]], *, input_name: str, output_name: str) -> dict[str, Any]:
+    """One video report from per-segment ones (`FileReport.as_dict()` of each segment).
+
+    `parts`: (start_frame, report) in segment order. Frame numbers become whole-video ones
+    (start_frame added), tracks are renumbered in order and say which segment they come from
+    (a face crossing a cut is two tracks, each decided on its own samples). Counts are summed.
+    """
+    tracks: list[dict[str, Any]] = []
+    frames, seconds = 0, 0.0
+    for segment, (start_frame, part) in enumerate(parts):
+        frames += int(part["frames"])
+        seconds += float(part["seconds"])
+        for track in part["tracks"]:
+            moved = dict(track)
+            moved["track"] = len(tracks)
+            moved["segment"] = segment
+            for key in ("first_frame", "last_frame"):
+                if moved.get(key) is not None:
+                    moved[key] = moved[key] + start_frame
+            moved["boxes"] = [[row[0] + start_frame, *row[1:]] for row in track["boxes"]]
+            tracks.append(moved)
+    kept = sum(1 for t in tracks if t["decision"] != "blurred")
+    return {
+        "input": input_name,
+        "output": output_name,
+        "kind": "video",
+        "frames": frames,
+        "seconds": round(seconds, 3),
+        "fps": round(frames / seconds, 2) if seconds > 0 else 0.0,
+        "faces": len(tracks),
+        "kept": kept,
+        "blurred": len(tracks) - kept,
+        "segments": len(parts),
+        "tracks": tracks,
+    }

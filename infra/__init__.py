@@ -1,0 +1,1 @@
+"""Infrastructure: the SAM template's helpers, the state machine, sample events, the local run."""

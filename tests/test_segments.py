@@ -1,0 +1,206 @@
+"""Behaviour of limelight.segments: keyframe split and join keep every frame's timing and the audio.
+
+The real clip (hamilton, video starting 0.852 s after the audio, 29.97 fps) is the trap the split
+must survive; synthetic clips written with PyAV add B-frames, a late start, two audio streams.
+"""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from limelight.errors import InputError, OutputError
+from limelight.segments import join, merge_reports, split
+from limelight.video import EncodeOptions, transcode
+
+HAMILTON = "hamilton_white_house_short_clip.mp4"
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def write_clip(path: Path, *, frames: int = 90, rate: Fraction = Fraction(30000, 1001), start: int = 0,
+               gop: int = 12, audio_streams: int = 2) -> Path:
+    """H.264 (B-frames, a keyframe every `gop` frames) + AAC streams; video starts `start` ticks late."""
+    time_base = 1 / rate
+    with av.open(str(path), "w") as out:
+        video = out.add_stream("libx264", rate=rate)
+        video.width, video.height, video.pix_fmt = 96, 64, "yuv420p"
+        video.time_base = video.codec_context.time_base = time_base
+        video.options = {"preset": "veryfast", "g": str(gop), "keyint_min": str(gop), "bf": "2", "sc_threshold": "0"}
+        sounds = []
+        for n in range(audio_streams):
+            sound = out.add_stream("aac", rate=48000)
+            sound.layout = "mono"
+            sounds.append(sound)
+        for i in range(frames):
+            rgb = np.zeros((64, 96, 3), np.uint8)
+            rgb[..., 0] = (np.arange(96) * 2 + 5 * i) % 256
+            rgb[..., 1] = (i * 7) % 256
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            frame.pts, frame.time_base = start + i, time_base
+            out.mux(video.encode(frame))
+        out.mux(video.encode(None))
+        seconds = float((start + frames) * time_base)
+        t = np.arange(1024, dtype=np.float32) / 48000
+        for n, sound in enumerate(sounds):
+            for k in range(math.ceil(seconds * 48000 / 1024)):
+                tone = 0.2 * np.sin(2 * np.pi * (440 + 220 * n) * (t + k * 1024 / 48000))
+                chunk = av.AudioFrame.from_ndarray(tone[None, :], format="fltp", layout="mono")
+                chunk.sample_rate, chunk.pts = 48000, k * 1024
+                out.mux(sound.encode(chunk))
+            out.mux(sound.encode(None))
+    return path
+
+
+def frame_times(path: Path) -> list[Fraction]:
+    """Exact presentation time (s) of every decoded frame."""
+    with av.open(str(path)) as c:
+        stream = c.streams.video[0]
+        return [f.pts * stream.time_base for f in c.decode(stream)]
+
+
+def audio_packets(path: Path) -> list[tuple[int, bytes, Fraction, Fraction]]:
+    """(stream index among audio, payload, pts s, dts s) of every audio packet, in file order."""
+    with av.open(str(path)) as c:
+        order = {s.index: n for n, s in enumerate(c.streams.audio)}
+        return [
+            (order[p.stream.index], bytes(p), p.pts * p.time_base, p.dts * p.time_base)
+            for p in c.demux(*c.streams.audio)
+            if p.size
+        ]
+
+
+def start_times(path: Path) -> dict[str, Fraction]:
+    """Start of the video and of the first audio stream (s): their difference is the A/V offset."""
+    with av.open(str(path)) as c:
+        return {s.type: s.start_time * s.time_base for s in (c.streams.video[0], c.streams.audio[0])}
+
+
+def encode_segments(segments, folder: Path) -> list[Path]:
+    """Each segment through the engine's encoder (identity transform), as the Lambda does."""
+    out = []
+    for segment in segments:
+        dst = folder / f"encoded-{segment.index:05d}.mp4"
+        transcode(segment.path, dst, options=EncodeOptions(preset="ultrafast"))
+        out.append(dst)
+    return out
+
+
+def assert_same_timing_and_audio(result: Path, original: Path) -> None:
+    assert frame_times(result) == frame_times(original)
+    assert audio_packets(result) == audio_packets(original)
+    assert start_times(result) == start_times(original)
+
+
+# ---------------------------------------------------------------- real clip
+
+
+@pytest.fixture(scope="module")
+def hamilton_split(clip, tmp_path_factory):
+    src = clip(HAMILTON)
+    folder = tmp_path_factory.mktemp("hamilton-segments")
+    return src, split(src, folder, 2.0), folder
+
+
+def test_split_cuts_hamilton_on_its_keyframes_keeping_original_timestamps(hamilton_split):
+    src, segments, _ = hamilton_split
+    with av.open(str(src)) as c:
+        stream = c.streams.video[0]
+        keyframes = [p.pts for p in c.demux(stream) if p.size and p.is_keyframe]
+    # Keyframes at 0.852, 2.854, 4.856, 6.291, 7.892, 9.894 s; cuts once 2 s have passed.
+    assert [s.start_pts for s in segments] == [keyframes[i] for i in (0, 1, 2, 4, 5)]
+    assert segments[0].start_time == pytest.approx(0.852, abs=1e-3)
+    assert [s.start_frame for s in segments] == [0, *np.cumsum([s.frames for s in segments])[:-1]]
+    assert sum(s.frames for s in segments) == 275
+    for segment in segments:
+        with av.open(str(segment.path)) as c:
+            first = next(p for p in c.demux(c.streams.video[0]) if p.size)
+            assert first.is_keyframe
+            assert not c.streams.audio
+    assert sum((frame_times(s.path) for s in segments), []) == frame_times(src)
+
+
+def test_split_and_join_of_hamilton_gives_the_original_frames_timestamps_and_audio(hamilton_split, tmp_path):
+    src, segments, _ = hamilton_split
+    stats = join([s.path for s in segments], src, tmp_path / "joined.mp4")
+    assert (stats.frames, stats.audio_packets) == (275, 431)
+    assert_same_timing_and_audio(tmp_path / "joined.mp4", src)
+    assert start_times(tmp_path / "joined.mp4")["video"] == Fraction(10214, 11988)
+
+
+def test_join_of_engine_encoded_hamilton_segments_restores_exact_timestamps(hamilton_split, tmp_path):
+    # An engine-written MP4 stores a late start in 1/1000 s: segment 4 (7.8924 s) reads back 5
+    # ticks early unless join restores it.
+    src, segments, _ = hamilton_split
+    encoded = encode_segments(segments, tmp_path)
+    join(encoded, src, tmp_path / "joined.mp4")
+    assert_same_timing_and_audio(tmp_path / "joined.mp4", src)
+
+
+# ---------------------------------------------------------------- synthetic clips
+
+
+def test_split_and_join_of_b_frame_clip_with_late_start_and_two_audio_streams(tmp_path):
+    src = write_clip(tmp_path / "synthetic.mp4", start=25)
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    segments = split(src, folder, 0.5)
+    assert [s.frames for s in segments] == [24, 24, 24, 18]  # cuts on the keyframe every 12 frames
+    assert segments[0].start_time == pytest.approx(float(frame_times(src)[0]), abs=1e-9)
+    assert segments[0].start_time > 0.8
+    encoded = encode_segments(segments, tmp_path)
+    stats = join(encoded, src, tmp_path / "joined.mp4")
+    assert stats.frames == 90
+    assert_same_timing_and_audio(tmp_path / "joined.mp4", src)
+    assert len({n for n, *_ in audio_packets(tmp_path / "joined.mp4")}) == 2
+
+
+def test_split_with_target_longer_than_the_clip_gives_one_segment(tmp_path):
+    src = write_clip(tmp_path / "synthetic.mp4", audio_streams=0)
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    segments = split(src, folder, 60)
+    assert [(s.index, s.start_frame, s.frames) for s in segments] == [(0, 0, 90)]
+
+
+def test_join_refuses_segments_that_miss_frames_and_leaves_no_output(tmp_path):
+    src = write_clip(tmp_path / "synthetic.mp4", audio_streams=1)
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    segments = split(src, folder, 0.5)
+    with pytest.raises(OutputError, match="cannot join"):
+        join([segments[0].path, segments[2].path], src, tmp_path / "joined.mp4")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["parts", "synthetic.mp4"]
+
+
+def test_split_rejects_a_file_that_is_not_a_video(tmp_path):
+    fake = tmp_path / "notes.mp4"
+    fake.write_text("meeting notes, not a video\n")
+    with pytest.raises(InputError, match="notes.mp4"):
+        split(fake, tmp_path, 3)
+
+
+def test_split_rejects_a_non_positive_target(tmp_path):
+    with pytest.raises(ValueError, match="target_seconds"):
+        split(tmp_path / "any.mp4", tmp_path, 0)
+
+
+def test_merge_reports_numbers_frames_and_tracks_for_the_whole_video():
+    def part(frames, tracks):
+        return {"frames": frames, "seconds": 1.0, "tracks": tracks}
+
+    kept = {"track": 0, "first_frame": 0, "last_frame": 1, "frames": 2, "decision": "kept as ada",
+            "boxes": [[0, 1, 2, 3, 4, 0], [1, 1, 2, 3, 4, 0]]}
+    blurred = {"track": 0, "first_frame": 5, "last_frame": 5, "frames": 1, "decision": "blurred",
+               "boxes": [[5, 1, 2, 3, 4, 1]]}
+    merged = merge_reports([(0, part(10, [kept])), (10, part(8, [blurred]))], input_name="s3://in/a.mp4", output_name="s3://out/a.mp4")
+    assert (merged["frames"], merged["faces"], merged["kept"], merged["blurred"], merged["segments"]) == (18, 2, 1, 1, 2)
+    assert [(t["track"], t["segment"], t["first_frame"]) for t in merged["tracks"]] == [(0, 0, 0), (1, 1, 15)]
+    assert merged["tracks"][1]["boxes"] == [[15, 1, 2, 3, 4, 1]]
+    assert merged["fps"] == 9.0

@@ -1,0 +1,30 @@
+"""Long segment lists take the distributed Map (items read from S3); the result is the same."""
+
+from __future__ import annotations
+
+import pytest
+
+from infra.local import LocalCloud
+from workflow_support import assert_same_timing_and_audio, download, event_for_upload, run_job
+
+
+@pytest.fixture(scope="module")
+def small_inline_limit():
+    # Any list longer than one segment is "long": the Choice sends it to the distributed Map.
+    with LocalCloud.running({"SegmentSeconds": "1", "InlineMapMaxSegments": "1"}) as running:
+        yield running
+
+
+def test_segment_list_over_the_inline_limit_runs_in_a_distributed_map(small_inline_limit, synthetic_clip, tmp_path):
+    cloud = small_inline_limit
+    result = run_job(cloud, event_for_upload(cloud, "s3_put_video.json", synthetic_clip.read_bytes(), key="uploads/long.mp4"))
+    assert result.status == "SUCCEEDED"
+    history = cloud.sfn.get_execution_history(executionArn=result.execution_arn, maxResults=1000)["events"]
+    entered = [e["stateEnteredEventDetails"]["name"] for e in history if e["type"].endswith("StateEntered")]
+    assert "Anonymize the segments with a distributed Map" in entered
+    assert "Anonymize the segments in parallel" not in entered
+    anonymize = cloud.stack.physical_name("AnonymizeFunction")
+    assert sorted(c.payload["index"] for c in cloud.lambdas.calls(anonymize)) == [0, 1, 2, 3]
+    video, report = download(cloud, result, tmp_path)
+    assert report["files"][0]["segments"] == 4
+    assert_same_timing_and_audio(video, synthetic_clip)

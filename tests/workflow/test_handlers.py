@@ -1,0 +1,105 @@
+"""Handler glue without a server: configuration, job identity, event parsing, failure reports."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from handlers import failure, segment, start
+from handlers.common import Source, output_keys, use_clients
+from handlers.exceptions import ConfigurationError
+from infra.local import read_event
+from infra.moto_lambda import LocalContext
+from infra.template import LocalStack, load
+
+
+class FakeStepFunctions:
+    """The two Step Functions calls the start handler makes, with AWS's error classes."""
+
+    class exceptions:
+        ExecutionDoesNotExist = type("ExecutionDoesNotExist", (Exception,), {})
+        ExecutionAlreadyExists = type("ExecutionAlreadyExists", (Exception,), {})
+
+    def __init__(self) -> None:
+        self.inputs: dict[str, dict] = {}
+
+    def describe_execution(self, executionArn: str) -> dict:
+        name = executionArn.rsplit(":", 1)[-1]
+        if name not in self.inputs:
+            raise self.exceptions.ExecutionDoesNotExist(name)
+        return {"executionArn": executionArn}
+
+    def start_execution(self, stateMachineArn: str, name: str, input: str) -> dict:
+        self.inputs[name] = json.loads(input)
+        return {"executionArn": f"{stateMachineArn}:{name}"}
+
+
+@pytest.fixture
+def start_env(monkeypatch):
+    """The start function's environment as template.yaml defines it (local names)."""
+    for key, value in LocalStack(load()).function_environment("StartFunction").items():
+        monkeypatch.setenv(key, value)
+    start.config.cache_clear()
+    sfn = FakeStepFunctions()
+    use_clients(stepfunctions=sfn)
+    yield sfn
+    use_clients()
+    start.config.cache_clear()
+
+
+def context() -> LocalContext:
+    return LocalContext(function_name="start", invoked_function_arn="arn:aws:lambda:us-east-1:123456789012:function:start")
+
+
+def test_start_decodes_the_key_and_names_the_execution_by_job_id(start_env):
+    result = start.handler(read_event("s3_put_video.json"), context())
+    source = Source("limelight-local-inputbucket", "uploads/hamilton at the White House (short clip).mp4",
+                    "3HL4kqtJlcpXroDTDmJ.rmSpXd3dIbrHY", "0123456789abcdef0123456789abcdef")
+    assert result == {"started": [source.job_id], "duplicates": [], "ignored": 0}
+    assert start_env.inputs == {source.job_id: {"job_id": source.job_id, "source": source.as_dict()}}
+    # The sample payloads of the later states carry the same job.
+    assert read_event("segment.json") == {"job_id": source.job_id, "source": source.as_dict()}
+
+
+def test_start_ignores_other_files_consent_photos_and_its_own_outputs(start_env):
+    assert start.handler(read_event("s3_put_not_video.json"), context()) == {"started": [], "duplicates": [], "ignored": 3}
+    assert start_env.inputs == {}
+
+
+def test_start_treats_a_duplicate_record_as_duplicate(start_env):
+    result = start.handler(read_event("s3_put_duplicate.json"), context())
+    assert len(result["started"]) == 1 and result["duplicates"] == result["started"]
+    assert len(start_env.inputs) == 1
+
+
+def test_job_id_is_short_and_changes_with_the_version_only():
+    a = Source("in", "uploads/a.mp4", "v1", "e1")
+    assert a.job_id == Source("in", "uploads/a.mp4", "v1", "other-etag").job_id
+    assert a.job_id != Source("in", "uploads/a.mp4", "v2", "e1").job_id
+    assert Source("in", "uploads/a.mp4", None, "e1").job_id != Source("in", "uploads/a.mp4", None, "e2").job_id
+    assert len(a.job_id) == 20 and a.job_id.isalnum()
+
+
+def test_output_keys_depend_only_on_job_and_name_and_keep_the_container():
+    assert output_keys("anonymized/", "j1", "uploads/x/My Clip.MOV") == ("anonymized/j1/My Clip_anonymized.mov", "anonymized/j1/My Clip_anonymized.report.json")
+    assert output_keys("anonymized/", "j1", "uploads/clip.avi")[0] == "anonymized/j1/clip_anonymized.mp4"
+
+
+def test_missing_configuration_fails_fast_naming_the_variable(monkeypatch):
+    for key in ("WORK_BUCKET", "SEGMENT_SECONDS", "KNOWN_FACES_BUCKET", "KNOWN_FACES_PREFIX", "INLINE_MAP_MAX_SEGMENTS"):
+        monkeypatch.setenv(key, "1")
+    monkeypatch.delenv("SEGMENT_SECONDS")
+    with pytest.raises(ConfigurationError, match="SEGMENT_SECONDS"):
+        segment.Config.from_env()
+    monkeypatch.setenv("SEGMENT_SECONDS", "ten")
+    with pytest.raises(ConfigurationError, match="SEGMENT_SECONDS='ten'"):
+        segment.Config.from_env()
+
+
+def test_failure_report_keeps_the_lambda_error_type_and_message_only():
+    event = read_event("failure.json")
+    error_type, message = failure.describe(event["error"])
+    assert error_type == "InvalidVideoError"
+    assert message.startswith("s3://limelight-local-inputbucket/uploads/notes.mp4: not a readable video")
+    assert failure.describe({"Error": "States.Timeout", "Cause": "took too long"}) == ("States.Timeout", "took too long")

@@ -1,0 +1,125 @@
+"""template.yaml and the ASL agree, and both follow the rules of the workflow."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from cfnlint.api import lint_all
+
+from infra.template import PLACEHOLDER, REPO, TEMPLATE, LocalStack, load
+
+LAMBDA_ERRORS = {
+    "Lambda.ServiceException",
+    "Lambda.AWSLambdaException",
+    "Lambda.SdkClientException",
+    "Lambda.TooManyRequestsException",
+}
+
+
+@pytest.fixture(scope="module")
+def stack() -> LocalStack:
+    return LocalStack(load())
+
+
+@pytest.fixture(scope="module")
+def definition(stack) -> dict:
+    return json.loads(stack.definition())
+
+
+def states(definition: dict):
+    """(name, state) of every state, Map item processors included."""
+    for name, state in definition["States"].items():
+        yield name, state
+        if state["Type"] == "Map":
+            yield from states(state["ItemProcessor"])
+
+
+def test_asl_placeholders_are_exactly_the_template_substitutions(stack):
+    used = set(PLACEHOLDER.findall(stack.definition_path().read_text()))
+    assert used == set(stack.substitutions())
+    assert "${" not in stack.definition()
+
+
+def test_every_task_invokes_lambda_keeps_only_the_payload_and_retries_service_errors(definition):
+    tasks = [(name, state) for name, state in states(definition) if state["Type"] == "Task"]
+    assert len(tasks) == 5  # segment, anonymize (inline and distributed), reassemble, failure report
+    for name, task in tasks:
+        assert task["Resource"] == "arn:aws:states:::lambda:invoke", name
+        assert task["OutputPath"] == "$.Payload", name
+        retried = {error for retrier in task["Retry"] for error in retrier["ErrorEquals"]}
+        assert LAMBDA_ERRORS <= retried, name
+        assert all(r["BackoffRate"] > 1 and r["MaxAttempts"] >= 3 for r in task["Retry"]), name
+
+
+def test_failures_are_caught_into_the_failure_report_then_fail(definition):
+    top = definition["States"]
+    for name, state in top.items():
+        if state["Type"] in ("Task", "Map") and name != "Write the failure report":
+            assert state["Catch"] == [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": "Write the failure report"}], name
+    assert top["Write the failure report"]["Next"] == "The job failed"
+    assert top["The job failed"]["Type"] == "Fail"
+    assert isinstance(definition["TimeoutSeconds"], int) and definition["TimeoutSeconds"] > 0
+
+
+def test_maps_are_bounded_and_the_distributed_one_reads_the_segment_list_from_s3(definition, stack):
+    maps = {name: state for name, state in definition["States"].items() if state["Type"] == "Map"}
+    assert {s["ItemProcessor"]["ProcessorConfig"]["Mode"] for s in maps.values()} == {"INLINE", "DISTRIBUTED"}
+    for state in maps.values():
+        assert state["MaxConcurrency"] == int(stack.parameter("MapMaxConcurrency"))
+        assert state["ResultPath"] is None  # results would grow the payload with the segment count
+        assert state["ItemSelector"]["job_id.$"] == "$.job_id"
+    reader = maps["Anonymize the segments with a distributed Map"]["ItemReader"]
+    assert reader["Parameters"]["Bucket"] == stack.physical_name("WorkBucket")
+
+
+def test_state_names_are_sentences(definition):
+    for name, _ in states(definition):
+        assert re.fullmatch(r"[A-Z][a-z]*( [A-Za-z]+)+", name), name
+
+
+def test_template_passes_cfn_lint_with_the_sam_transform():
+    # Errors and warnings, as `cfn-lint template.yaml` (and `sam validate --lint`) report them.
+    matches = [m for m in lint_all(TEMPLATE.read_text()) if m.rule.id[0] in "EW"]
+    assert [str(m) for m in matches] == []
+
+
+def test_functions_share_one_image_and_name_their_handler(stack):
+    functions = stack.of_type("AWS::Serverless::Function")
+    assert sorted(functions) == ["AnonymizeFunction", "FailureFunction", "ReassembleFunction", "SegmentFunction", "StartFunction"]
+    for logical in functions:
+        resource = stack.resources[logical]
+        assert resource["Properties"]["PackageType"] == "Image"
+        assert resource["Metadata"] == {"Dockerfile": "functions/Dockerfile", "DockerContext": ".", "DockerTag": "limelight"}
+        module, function = stack.function_handler(logical).rsplit(".", 1)
+        assert (REPO / "functions" / Path(*module.split("."))).with_suffix(".py").is_file()
+        assert function == "handler"
+    assert (REPO / "functions" / "Dockerfile").is_file()
+
+
+def test_only_the_input_bucket_notifies_and_only_under_the_input_prefix(stack):
+    events = stack.resources["StartFunction"]["Properties"]["Events"]
+    assert {e["Properties"]["Bucket"]["Ref"] for e in events.values()} == {"InputBucket"}
+    for event in events.values():
+        rules = {r["Name"]: r["Value"] for r in event["Properties"]["Filter"]["S3Key"]["Rules"]}
+        assert rules["prefix"] == {"Ref": "InputPrefix"}
+        assert rules["suffix"] in stack.function_environment("StartFunction")["VIDEO_SUFFIXES"].split(",")
+
+
+def test_buckets_block_public_access_encrypt_and_expire_intermediates(stack):
+    for logical in stack.of_type("AWS::S3::Bucket"):
+        props = stack.resources[logical]["Properties"]
+        assert all(props["PublicAccessBlockConfiguration"].values()), logical
+        assert props["BucketEncryption"]["ServerSideEncryptionConfiguration"], logical
+    rules = stack.resources["WorkBucket"]["Properties"]["LifecycleConfiguration"]["Rules"]
+    assert rules[0]["Prefix"] == "jobs/" and rules[0]["Status"] == "Enabled"
+
+
+def test_sample_events_are_valid_json_with_the_job_payload_shape():
+    events = REPO / "infra" / "events"
+    names = {p.name for p in events.glob("*.json")}
+    assert names >= {"s3_put_video.json", "s3_put_duplicate.json", "s3_put_not_video.json", "segment.json", "anonymize.json", "reassemble.json", "failure.json"}
+    for name in ("segment.json", "anonymize.json", "reassemble.json", "failure.json"):
+        assert "job_id" in json.loads((events / name).read_text()), name

@@ -1,0 +1,135 @@
+"""The whole workflow, end to end in moto: S3 event -> start handler -> Step Functions running the
+real ASL -> segment -> Map of anonymize -> reassemble -> one published video and report, or a
+failure report and nothing else."""
+
+from __future__ import annotations
+
+import shutil
+from urllib.parse import unquote_plus
+
+import pytest
+
+from handlers.common import failure_key, output_keys, processed_key
+from infra.local import read_event
+from infra.moto_lambda import Fault
+from workflow_support import assert_same_timing_and_audio, download, event_for_upload, run_job
+
+HAMILTON = "hamilton_white_house_short_clip.mp4"
+LIN = "videos/known_faces/hamilton_white_house/lin-manuel-miranda.png"
+
+
+def published(cloud, job_id: str) -> list[str]:
+    return cloud.keys(cloud.output_bucket, f"{cloud.stack.parameter('OutputPrefix')}{job_id}/")
+
+
+@pytest.fixture
+def lin_consents(cloud, shared_file, tmp_path):
+    """Lin-Manuel Miranda's photo is the consent gallery while the test runs."""
+    known = tmp_path / "known"
+    known.mkdir()
+    shutil.copy(shared_file(LIN), known / "lin-manuel-miranda.png")
+    cloud.upload_known_faces(known)
+    yield
+    cloud.s3.delete_object(Bucket=cloud.input_bucket, Key=cloud.stack.parameter("KnownFacesPrefix") + "lin-manuel-miranda.png")
+
+
+def test_hamilton_upload_gives_one_output_with_original_timing_audio_and_only_lin_kept(cloud, clip, lin_consents, tmp_path):
+    # GIVEN Lin-Manuel Miranda's photo as the only consent, and the hamilton clip uploaded
+    # under the URL-encoded key of the sample event
+    source = clip(HAMILTON)
+    event = event_for_upload(cloud, "s3_put_video.json", source.read_bytes())
+    # WHEN S3's event reaches the start function
+    result = run_job(cloud, event)
+    # THEN one execution succeeded and published exactly one video and one report
+    assert result.status == "SUCCEEDED"
+    key = unquote_plus(read_event("s3_put_video.json")["Records"][0]["s3"]["object"]["key"])
+    assert key == "uploads/hamilton at the White House (short clip).mp4"
+    video_key, report_key = output_keys(cloud.stack.parameter("OutputPrefix"), result.job_id, key)
+    assert published(cloud, result.job_id) == sorted([video_key, report_key])
+    assert cloud.keys(cloud.output_bucket, "failed/") == []
+    video, report = download(cloud, result, tmp_path)
+    # ...with the input's frame count, every frame's timestamp, audio packets and A/V offset
+    assert_same_timing_and_audio(video, source)
+    merged = report["files"][0]
+    assert merged["frames"] == 275
+    assert merged["segments"] == 5  # keyframes 0.852, 2.854, 4.856, 7.892, 9.894 s with 2 s segments
+    assert report["job"]["source"]["key"] == key
+    # ...and the report keeps Lin's tracks only, every other face blurred
+    decisions = [t["decision"] for t in merged["tracks"]]
+    assert "kept as lin-manuel-miranda" in decisions
+    assert set(decisions) == {"kept as lin-manuel-miranda", "blurred"}
+    assert decisions.count("blurred") >= 5
+    assert merged["kept"] == decisions.count("kept as lin-manuel-miranda")
+
+
+def test_segment_failing_once_is_retried_and_the_output_is_identical(cloud, synthetic_clip, tmp_path):
+    # GIVEN a clean run of the clip as the reference
+    data = synthetic_clip.read_bytes()
+    clean = run_job(cloud, event_for_upload(cloud, "s3_put_video.json", data, key="uploads/clean.mp4"))
+    reference, _ = download(cloud, clean, tmp_path)
+    # ...and a Lambda service error after segment 1 of the second run did its work
+    anonymize = cloud.stack.physical_name("AnonymizeFunction")
+    first_attempt = {}
+
+    def snapshot(payload):
+        key = processed_key(payload["job_id"], 1)
+        first_attempt["bytes"] = cloud.s3.get_object(Bucket=cloud.work_bucket, Key=key)["Body"].read()
+
+    cloud.lambdas.faults.append(Fault(anonymize, matches=lambda p: p["index"] == 1, on_fault=snapshot))
+    # WHEN the same video is uploaded again under another key
+    retried = run_job(cloud, event_for_upload(cloud, "s3_put_video.json", data, key="uploads/retried.mp4"))
+    # THEN the Retry ran segment 1 twice, overwriting the same key with the same bytes
+    assert retried.status == "SUCCEEDED"
+    runs = [c for c in cloud.lambdas.calls(anonymize) if c.payload["job_id"] == retried.job_id and c.payload["index"] == 1]
+    assert [c.error for c in runs] == [None, "Lambda.ServiceException", None]
+    final = cloud.s3.get_object(Bucket=cloud.work_bucket, Key=processed_key(retried.job_id, 1))["Body"].read()
+    assert final == first_attempt["bytes"]
+    assert len(cloud.keys(cloud.work_bucket, f"jobs/{retried.job_id}/anonymized/")) == 2
+    # ...and the published video is the clean run's
+    output, _ = download(cloud, retried, tmp_path)
+    assert output.read_bytes() == reference.read_bytes()
+    assert_same_timing_and_audio(output, synthetic_clip)
+
+
+def test_upload_that_is_not_a_video_ends_in_a_failure_report_and_no_output(cloud):
+    # GIVEN a text file uploaded with a video suffix
+    event = event_for_upload(cloud, "s3_put_video.json", b"meeting notes, not a video\n", key="uploads/notes.mp4")
+    # WHEN the workflow runs
+    result = run_job(cloud, event)
+    # THEN it failed, wrote failed/<job_id>.json naming the problem, and published nothing else
+    assert result.status == "FAILED"
+    report = cloud.failure_report(result.job_id)
+    assert report["error"] == "InvalidVideoError"
+    assert "s3://limelight-local-inputbucket/uploads/notes.mp4" in report["message"]
+    assert report["source"]["key"] == "uploads/notes.mp4"
+    assert published(cloud, result.job_id) == []
+    assert failure_key(result.job_id) in cloud.keys(cloud.output_bucket, "failed/")
+
+
+def test_same_s3_event_twice_starts_one_execution(cloud, synthetic_clip):
+    # GIVEN the duplicate sample event (one upload, delivered twice in one batch)
+    event = event_for_upload(cloud, "s3_put_duplicate.json", synthetic_clip.read_bytes(), key="uploads/twice.mp4")
+    before = len(cloud.executions())
+    # WHEN it reaches the start function, and once more later
+    first = cloud.start(event)
+    again = cloud.start(event)
+    # THEN one execution exists for the job, named by its job_id
+    assert len(first["started"]) == 1
+    job_id = first["started"][0]
+    assert first["duplicates"] == [job_id]
+    assert again == {"started": [], "duplicates": [job_id, job_id], "ignored": 0}
+    executions = cloud.executions()
+    assert len(executions) == before + 1
+    assert [e["name"] for e in executions if e["name"] == job_id] == [job_id]
+    assert cloud.wait(job_id, timeout=300).status == "SUCCEEDED"
+
+
+def test_non_video_known_faces_and_output_keys_start_nothing(cloud):
+    # GIVEN an event for a text file, a consent photo and a published result
+    event = read_event("s3_put_not_video.json")
+    before = len(cloud.executions())
+    # WHEN it reaches the start function
+    result = cloud.start(event)
+    # THEN all three are ignored
+    assert result == {"started": [], "duplicates": [], "ignored": 3}
+    assert len(cloud.executions()) == before
