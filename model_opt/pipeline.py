@@ -67,6 +67,22 @@ def stage_finetune(data: Path, work: Path, settings) -> Path:
     return out
 
 
+def stage_recover(data: Path, work: Path, pruned_weights: Path, settings) -> Path:
+    """Second fine-tune of the pruned model (`train.RECOVERY`); writes `work/recovered_weights.h5`."""
+    from model_opt.data import read_bbx_gt
+    from model_opt.train import prune_and_finetune
+
+    out = work / "recovered_weights.h5"
+    if out.exists():
+        return out
+    samples = read_bbx_gt(data / TRAIN_GT, data / TRAIN_IMAGES)
+    model = prune_and_finetune(pruned_model(pruned_weights), samples, RetinaFaceConfig(), settings, work / "recover")
+    tmp = out.with_name("recovered_weights.tmp.h5")
+    model.save_weights(str(tmp))
+    tmp.replace(out)
+    return out
+
+
 def pruned_model(weights: Path, config: RetinaFaceConfig = RetinaFaceConfig()):
     model = build_core(config)
     model.load_weights(str(weights))
@@ -91,7 +107,8 @@ def stage_export(data: Path, work: Path, out_dir: Path, pruned_weights: Path) ->
 
     int8_path = out_dir / f"{MODEL_NAME}.tflite"
     info_path = work / "export.json"
-    if int8_path.exists() and info_path.exists():
+    source = sha256(pruned_weights)
+    if int8_path.exists() and info_path.exists() and json.loads(info_path.read_text()).get("weights_sha256") == source:
         return json.loads(info_path.read_text())
     write_atomically(work / "float.tflite", to_float_tflite(float_model(data)))
     pruned = pruned_model(pruned_weights)
@@ -101,7 +118,8 @@ def stage_export(data: Path, work: Path, out_dir: Path, pruned_weights: Path) ->
     chosen = [train[i] for i in sorted(rng.choice(len(train), CALIBRATION_COUNT, replace=False))]
     model, count = to_int8_tflite(pruned, calibration_images(chosen))
     write_atomically(int8_path, model)
-    info = {"calibration_images": count, "calibration_source": "WIDER FACE train subset, long side 640"}
+    info = {"calibration_images": count, "calibration_source": "WIDER FACE train subset, long side 640",
+            "weights_sha256": source}
     write_atomically(info_path, json.dumps(info).encode())
     return info
 
@@ -152,23 +170,25 @@ def versions() -> dict:
     }
 
 
-def stage_metadata(data: Path, work: Path, out_dir: Path, settings, export_info: dict, pruned_weights: Path) -> Path:
+def stage_metadata(data: Path, work: Path, out_dir: Path, settings: list, export_info: dict, pruned_weights: Path) -> Path:
     """Evaluate float / pruned float / pruned int8 and write `<name>.json` beside the int8 model."""
     from model_opt.train import kernel_sparsity
 
     int8_path = out_dir / f"{MODEL_NAME}.tflite"
     results_path = work / "measure.json"
-    if results_path.exists():
+    model_hash = sha256(int8_path)
+    if results_path.exists() and json.loads(results_path.read_text()).get("int8_sha256") == model_hash:
         results = json.loads(results_path.read_text())
     else:
         results = measure(data, {"float": work / "float.tflite", "pruned_float": work / "pruned_float.tflite", "pruned_int8": int8_path})
+        results["int8_sha256"] = model_hash
         results_path.write_text(json.dumps(results, indent=1))
     meta = {
         "name": MODEL_NAME,
         "architecture": "RetinaFace-MobileNet0.25 (MobileNetV1-0.25, 3-level FPN, SSH, 2 anchors/cell)",
         "source_weights": {"file": WEIGHTS, "sha256": sha256(data / WEIGHTS), "license": "MIT (biubug6/Pytorch_Retinaface)"},
         "training_data": "WIDER FACE train subset (1,239 images) - non-commercial research licence",
-        "pruning": {**asdict(settings), "achieved_sparsity": kernel_sparsity(pruned_model(pruned_weights))},
+        "pruning": {"stages": [asdict(s) for s in settings], "achieved_sparsity": kernel_sparsity(pruned_model(pruned_weights))},
         "quantization": {"type": "full int8 (weights and activations), post-training", **export_info},
         "input": {"layout": "NHWC (1, H, W, 3), H and W multiples of 32, dynamic", "dtype": "uint8", "color": "RGB",
                   "range": "0..255 (scale 1, zero point 0); BGR swap and mean (104,117,123) inside the model"},
@@ -195,13 +215,13 @@ def check_parity(data: Path, images: int = 5) -> float:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from model_opt.train import PruneSettings
+    from model_opt.train import RECOVERY, PruneSettings
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", type=Path, default=Path(os.environ.get("LIMELIGHT_DATA", REPO.parent / "shared" / "data")))
     p.add_argument("--work", type=Path, default=REPO / "model_opt" / "work")
     p.add_argument("--out", type=Path, default=REPO / "functions" / "limelight" / "models")
-    p.add_argument("--stage", choices=["finetune", "all"], default="all")
+    p.add_argument("--stage", choices=["finetune", "recover", "all"], default="all", help="stop after this stage")
     p.add_argument("--steps", type=int, default=None, help="fine-tune steps (default: PruneSettings)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -211,8 +231,13 @@ def main(argv: list[str] | None = None) -> None:
     weights = stage_finetune(args.data, args.work, settings)
     if args.stage == "finetune":
         return
+    recovery = RECOVERY if args.steps is None else replace(RECOVERY, steps=max(1, args.steps // 2))
+    weights = stage_recover(args.data, args.work, weights, recovery)
+    if args.stage == "recover":
+        return
     info = stage_export(args.data, args.work, args.out, weights)
-    log.info("metadata written to %s", stage_metadata(args.data, args.work, args.out, settings, info, weights))
+    path = stage_metadata(args.data, args.work, args.out, [settings, recovery], info, weights)
+    log.info("metadata written to %s", path)
 
 
 if __name__ == "__main__":

@@ -41,6 +41,20 @@ class PruneSettings:
     learning_rate: float = 3e-4
     seed: int = 0
     checkpoint_every: int = 100
+    # "polynomial": ramp 0 -> target over prune_end_fraction; "constant": hold the target from step 0
+    # (the recovery fine-tune of an already pruned model).
+    schedule: str = "polynomial"
+    min_layer_params: int = 0  # kernels smaller than this stay dense (the stem, the first pointwise)
+    freeze_bn: bool = True
+
+
+# Recovery fine-tune of the pruned model (second stage): full-size crops, batch norm re-learnt with
+# the new sparse kernels, the small early kernels dense again, the large ones held at 52% sparsity
+# so that the prunable kernels as a whole stay above 50%.
+RECOVERY = PruneSettings(
+    target_sparsity=0.52, steps=400, image_size=640, learning_rate=2e-4, seed=1,
+    schedule="constant", min_layer_params=4096, freeze_bn=False,
+)
 
 
 def multibox_loss(y_true, y_pred):
@@ -78,27 +92,34 @@ def build_prunable(float_core: keras.Model, config: RetinaFaceConfig, settings: 
     """A fresh copy of `float_core` whose backbone/FPN/SSH convolutions are wrapped for pruning.
 
     Built from scratch (not `clone_model`) so no layer is shared with the float model."""
-    end = max(1, int(settings.steps * settings.prune_end_fraction))
-    schedule = tfmot.sparsity.keras.PolynomialDecay(
-        initial_sparsity=0.0, final_sparsity=settings.target_sparsity, begin_step=0, end_step=end,
-        frequency=settings.prune_frequency,
-    )
+    if settings.schedule == "constant":
+        schedule = tfmot.sparsity.keras.ConstantSparsity(settings.target_sparsity, begin_step=0, frequency=settings.prune_frequency)
+    else:
+        end = max(1, int(settings.steps * settings.prune_end_fraction))
+        schedule = tfmot.sparsity.keras.PolynomialDecay(
+            initial_sparsity=0.0, final_sparsity=settings.target_sparsity, begin_step=0, end_step=end,
+            frequency=settings.prune_frequency,
+        )
     prune = _prune_wrap(schedule)
+    sizes = {l.name: int(np.prod(l.kernel.shape)) for l in float_core.layers if isinstance(l, keras.layers.Conv2D)}
 
     def wrap(layer):
         # Heads stay dense: they are 0.6% of the weights and decide every score and box.
-        return layer if "Head" in layer.name else prune(layer)
+        if "Head" in layer.name or sizes.get(layer.name, 0) < settings.min_layer_params:
+            return layer
+        return prune(layer)
 
     pruned = build_core(config, (size, size), wrap=wrap)
     copy_weights_by_name(float_core, pruned)
     for layer in pruned.layers:
-        if isinstance(getattr(layer, "layer", layer), keras.layers.BatchNormalization):
+        if settings.freeze_bn and isinstance(getattr(layer, "layer", layer), keras.layers.BatchNormalization):
             layer.trainable = False
     return pruned
 
 
 def kernel_sparsity(model: keras.Model) -> dict[str, float]:
-    """Share of exact zeros in the pruned (wrapped or formerly wrapped) kernels and in all conv kernels."""
+    """Share of exact zeros in the prunable kernels (every non-depthwise backbone/FPN/SSH convolution,
+    whether or not a stage kept it dense) and in all convolution kernels."""
     pruned_zero = pruned_total = all_zero = all_total = 0
     for layer in model.layers:
         inner = getattr(layer, "layer", layer)
