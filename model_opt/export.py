@@ -45,6 +45,8 @@ def to_int8_tflite(core: keras.Model, calibration: Callable[[], Iterable[np.ndar
     """Full-integer TFLite; `calibration()` yields RGB images (H, W, 3), H and W multiples of 32,
     values 0..255. Returns the model bytes and the number of calibration images used."""
     count = 0
+    if next(iter(calibration()), None) is None:  # fail before the (slow) conversion starts
+        raise CalibrationError("the calibration set is empty")
 
     def representative():
         nonlocal count
