@@ -80,10 +80,15 @@ def test_blurred_faces_lose_their_detail(hamilton_run):
         frame_i, x1, y1, x2, y2, blurred = t["boxes"][len(t["boxes"]) // 2]
         if not blurred or (x2 - x1) < 12:
             continue
-        a = _frames(src, [frame_i])[frame_i][int(y1) : int(y2), int(x1) : int(x2)]
-        b = _frames(dst, [frame_i])[frame_i][int(y1) : int(y2), int(x1) : int(x2)]
+        # the face's inner 60%: the default ellipse leaves the box corners (background) alone
+        dx, dy = (x2 - x1) * 0.2, (y2 - y1) * 0.2
+        inner = (slice(int(y1 + dy), int(y2 - dy)), slice(int(x1 + dx), int(x2 - dx)))
+        a = _frames(src, [frame_i])[frame_i][inner]
+        b = _frames(dst, [frame_i])[frame_i][inner]
         detail_in = cv2.Laplacian(cv2.cvtColor(a, cv2.COLOR_RGB2GRAY), cv2.CV_64F).var()
         detail_out = cv2.Laplacian(cv2.cvtColor(b, cv2.COLOR_RGB2GRAY), cv2.CV_64F).var()
+        if detail_in < 10:  # a flat patch (false alarm, dark corner) has no detail to lose
+            continue
         assert detail_out < 0.35 * detail_in, f"track {t['track']} frame {frame_i}"
         checked += 1
     assert checked >= 3

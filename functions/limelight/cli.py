@@ -10,10 +10,10 @@ from pathlib import Path
 
 import click
 
+from limelight.detector import DEFAULT_THRESHOLD
 from limelight.errors import InputError, LimeLightError, OutputError
 from limelight.redact import Mode, RedactOptions, Shape
 
-DEFAULT_THRESHOLD = 0.5  # recall first: a missed face is published unblurred
 DEFAULT_DETECT_SIZE = 640
 
 

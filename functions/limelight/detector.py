@@ -22,6 +22,9 @@ from limelight.anchors import AnchorConfig, postprocess, prior_boxes
 from limelight.errors import LimeLightError
 
 MODEL_NAME = "retinaface_mnet025_pruned_int8"
+# Recall first: a missed face is published unblurred, a false alarm only blurs a patch. On the shared
+# clips 0.3 finds 5-16 points more of the faces an independent detector (YuNet) sees than 0.5 does.
+DEFAULT_THRESHOLD = 0.3
 STRIDE = 32  # input sides must be multiples of the coarsest feature map's stride
 
 
@@ -109,14 +112,16 @@ class Detector:
         runner: Runner | None = None,
         *,
         detect_size: int | None = 640,
-        threshold: float = 0.5,
+        threshold: float = DEFAULT_THRESHOLD,
         nms_iou: float = 0.4,
         anchors: AnchorConfig = AnchorConfig(),
         max_side: int = 1600,
+        stretch_contrast: bool = True,
     ):
         self.runner = runner if runner is not None else LiteRTRunner(default_model_path())
         self.detect_size, self.threshold, self.nms_iou = detect_size, threshold, nms_iou
         self.anchors, self.max_side = anchors, max_side
+        self.stretch_contrast = stretch_contrast
         self._geometry: InputGeometry | None = None
         self._priors: np.ndarray | None = None
         self._canvas: np.ndarray | None = None
@@ -145,6 +150,8 @@ class Detector:
         else:
             interp = cv2.INTER_AREA if geo.scale < 1 else cv2.INTER_LINEAR
             cv2.resize(frame, (rw, rh), dst=self._canvas[0, :rh, :rw], interpolation=interp)
+        if self.stretch_contrast:
+            _stretch(self._canvas[0, :rh, :rw])
         loc, score = self.runner(self._canvas)
         dets = postprocess(loc, score, self._priors, self.threshold, self.nms_iou, self.anchors)
         if len(dets):
@@ -152,6 +159,24 @@ class Detector:
             dets[:, [1, 3]] = np.clip(dets[:, [1, 3]], 0, h)
             dets[:, [0, 2]] = np.clip(dets[:, [0, 2]], 0, w)
         return dets
+
+
+MAX_GAIN = 4.0
+_IDENTITY = np.arange(256, dtype=np.float32)
+
+
+def _stretch(image: np.ndarray) -> None:
+    """Brighten a dark network input in place so its 99.5th-percentile level reaches 255.
+
+    The int8 model's activation ranges are calibrated on well-lit photos; in a dark scene (a
+    concert audience) faces then fall into a few quantization levels and are missed. Stretching
+    the detector's copy of the frame (never the output) restores them; bright frames are untouched.
+    """
+    top = float(np.percentile(image[::4, ::4], 99.5))
+    gain = min(255.0 / max(top, 1.0), MAX_GAIN)
+    if gain > 1.1:
+        lut = np.clip(_IDENTITY * gain, 0, 255).astype(np.uint8)
+        cv2.LUT(image, lut, dst=image)
 
 
 def model_metadata(model_path: Path | None = None) -> dict:

@@ -1,0 +1,51 @@
+"""The runtime detector's geometry and input conditioning (no model needed)."""
+
+import numpy as np
+
+from limelight.anchors import prior_boxes
+from limelight.detector import Detector, InputGeometry, _stretch
+
+
+def test_input_is_scaled_to_the_long_side_and_padded_to_multiples_of_32():
+    geo = InputGeometry.for_frame(720, 1280, 640)
+    assert geo.resized == (360, 640) and geo.padded == (384, 640) and geo.scale == 0.5
+    portrait = InputGeometry.for_frame(1080, 608, 640)
+    assert portrait.resized == (640, 360) and portrait.padded == (640, 384)
+
+
+def test_dark_input_is_stretched_and_bright_input_left_alone():
+    rng = np.random.default_rng(0)
+    dark = rng.integers(0, 60, (64, 64, 3), dtype=np.uint8)
+    before = dark.copy()
+    _stretch(dark)
+    assert dark.max() > 200 and np.all(dark >= before)
+    bright = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    kept = bright.copy()
+    _stretch(bright)
+    np.testing.assert_array_equal(bright, kept)
+
+
+class _Runner:
+    """Fakes the network: one confident face on the anchor nearest to a chosen input point."""
+
+    def __init__(self, x, y):
+        self.x, self.y, self.shapes = x, y, []
+
+    def __call__(self, batch):
+        self.shapes.append(batch.shape)
+        priors = prior_boxes(*batch.shape[1:3])
+        score = np.zeros(len(priors), np.float32)
+        score[np.argmin(np.hypot(priors[:, 0] - self.x, priors[:, 1] - self.y) + (priors[:, 2] != 32) * 1e6)] = 0.9
+        return np.zeros((len(priors), 4), np.float32), score
+
+
+def test_boxes_come_back_in_frame_pixels_and_the_frame_is_not_touched():
+    runner = _Runner(x=100, y=60)
+    det = Detector(runner, detect_size=640)
+    frame = np.full((720, 1280, 3), 30, np.uint8)
+    dets = det(frame)
+    assert runner.shapes == [(1, 384, 640, 3)]
+    assert dets.shape == (1, 5)
+    cx, cy = (dets[0, 0] + dets[0, 2]) / 2, (dets[0, 1] + dets[0, 3]) / 2
+    assert abs(cx - 200) <= 8 and abs(cy - 120) <= 8  # input pixels x2 (scale 0.5)
+    assert np.all(frame == 30)  # contrast stretching works on the detector's copy only
