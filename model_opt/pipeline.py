@@ -51,36 +51,32 @@ def float_model(data: Path, config: RetinaFaceConfig = RetinaFaceConfig()):
     return model
 
 
-def stage_finetune(data: Path, work: Path, settings) -> Path:
-    """Prune + fine-tune; writes `work/pruned_weights.h5` (stripped, plain layers)."""
+def _finetune_stage(data: Path, work: Path, start, settings, name: str) -> Path:
+    """Fine-tune `start` with `settings` (resumable in work/<name>/); writes work/<name>_weights.h5.
+
+    Legacy HDF5 layout: a ".weights.h5" name would select the Keras 3 format."""
     from model_opt.data import read_bbx_gt
     from model_opt.train import prune_and_finetune
 
-    out = work / "pruned_weights.h5"  # legacy HDF5 layout: a ".weights.h5" name would select Keras 3 format
+    out = work / f"{name}_weights.h5"
     if out.exists():
         return out
     samples = read_bbx_gt(data / TRAIN_GT, data / TRAIN_IMAGES)
-    pruned = prune_and_finetune(float_model(data), samples, RetinaFaceConfig(), settings, work / "finetune")
-    tmp = out.with_name("pruned_weights.tmp.h5")
-    pruned.save_weights(str(tmp))
+    model = prune_and_finetune(start(), samples, RetinaFaceConfig(), settings, work / name)
+    tmp = out.with_name(f"{name}_weights.tmp.h5")
+    model.save_weights(str(tmp))
     tmp.replace(out)
     return out
+
+
+def stage_finetune(data: Path, work: Path, settings) -> Path:
+    """Prune + fine-tune the float model; writes `work/pruned_weights.h5` (stripped, plain layers)."""
+    return _finetune_stage(data, work, lambda: float_model(data), settings, "pruned")
 
 
 def stage_recover(data: Path, work: Path, pruned_weights: Path, settings) -> Path:
     """Second fine-tune of the pruned model (`train.RECOVERY`); writes `work/recovered_weights.h5`."""
-    from model_opt.data import read_bbx_gt
-    from model_opt.train import prune_and_finetune
-
-    out = work / "recovered_weights.h5"
-    if out.exists():
-        return out
-    samples = read_bbx_gt(data / TRAIN_GT, data / TRAIN_IMAGES)
-    model = prune_and_finetune(pruned_model(pruned_weights), samples, RetinaFaceConfig(), settings, work / "recover")
-    tmp = out.with_name("recovered_weights.tmp.h5")
-    model.save_weights(str(tmp))
-    tmp.replace(out)
-    return out
+    return _finetune_stage(data, work, lambda: pruned_model(pruned_weights), settings, "recovered")
 
 
 def pruned_model(weights: Path, config: RetinaFaceConfig = RetinaFaceConfig()):
