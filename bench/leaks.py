@@ -35,7 +35,8 @@ but its track was kept as a consented person) or "weak" (a blurred box overlaps,
 still identifiable: box misplaced / too small, or blur too weak). Leaks whose input encoding is
 within 0.6 of a consented person are flagged "near-known" (possibly the consented person, turned
 or blurred by motion, that YuNet+dlib failed to identify). Up to `--crops` leak crops per clip
-(input | output side by side) and a few known-but-blurred crops are saved to bench/out/leaks/.
+(input | output side by side) and a few known-but-blurred crops are saved to a new folder
+bench/out/leaks/<UTC time>-<pid>/<clip>/ per run.
 
 Writes only to a temporary directory and bench/out/leaks/ (git-ignored).
 """
@@ -200,9 +201,6 @@ def run_clip(name: str, src: Path, photos: list[Path], args, tmp: Path) -> ClipR
         gallery = load_gallery(folder)
         recognizer = Recognizer(gallery)
     out_dir = args.out / name
-    for old in out_dir.glob("*.png") if out_dir.is_dir() else []:  # crops of an earlier run of this script
-        if old.name.startswith(("leak_", "known_blurred_")):
-            old.unlink()
     dst = (out_dir if args.keep_videos else tmp) / f"{src.stem}_limelight.mp4"
     dst.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -308,12 +306,15 @@ def main() -> None:
     ap.add_argument("--confirm-score", type=float, default=0.5, help="CenterFace score that confirms a YuNet face (default 0.5)")
     ap.add_argument("--no-confirm", action="store_true", help="skip the CenterFace confirmation")
     ap.add_argument("--crops", type=int, default=6, help="leak crops saved per clip to --out (default 6)")
-    ap.add_argument("--out", type=Path, default=OUT / "leaks", help="folder for crops (default bench/out/leaks)")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="folder for crops (default: a new bench/out/leaks/<UTC time>-<pid>/, so runs never mix)")
     ap.add_argument("--keep-videos", action="store_true", help="also keep LimeLight's outputs in --out")
     args = ap.parse_args()
     if args.every < 1:
         ap.error("--every must be >= 1")
 
+    if args.out is None:
+        args.out = OUT / "leaks" / f"{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{os.getpid()}"
     data = data_dir(args.data)
     args.yunet = require(data / YUNET, "YuNet model")
     args.centerface = None if args.no_confirm else require(data / CENTERFACE, "CenterFace model")
