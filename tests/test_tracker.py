@@ -226,3 +226,16 @@ def test_a_new_shot_starts_new_tracks_even_at_the_same_place() -> None:
     # THEN it starts a new track, and later frames follow the new one
     assert len(set(ids)) == 1 and after.is_new and after.track_id != ids[0]
     assert tracker.update(6, box)[0].track_id == after.track_id
+
+
+def test_backfill_never_crosses_a_cut() -> None:
+    # GIVEN an empty shot, then a cut at frame 10 where a face appears
+    tracker = Tracker(TrackerOptions(backfill=3))
+    face = np.array([[100, 100, 160, 170, 0.9]], np.float32)
+    for i in range(10):
+        tracker.update(i, np.zeros((0, 5), np.float32))
+    for i in range(10, 30):
+        tracker.update(i, face, new_shot=(i == 10))
+    # THEN frames of the previous shot get no back-filled box, the cut frame does
+    assert tracker.boxes_at(9) == [] and tracker.boxes_at(8) == []
+    assert len(tracker.boxes_at(10)) == 1

@@ -100,6 +100,7 @@ class _Track:
     detected: int = 1
     velocity: np.ndarray = field(default_factory=lambda: np.zeros(4, np.float32))  # box change per frame
     closed: bool = False  # ended by a cut: never matched again, still held/covered like any ended track
+    shot_start: int = 0  # first frame of the track's shot: backfill never crosses a cut
     # Raw (unsmoothed) boxes of detected and interpolated frames not yet released: the only per-frame state.
     boxes: dict[int, np.ndarray] = field(default_factory=dict)
 
@@ -111,7 +112,8 @@ class Tracker:
         self.options = options
         self._tracks: list[_Track] = []  # every track ever, by id (summaries for the report)
         self._active: list[_Track] = []  # tracks that may still match or still cover unreleased frames
-        self._start: int | None = None  # first frame index seen: backfill stops there
+        self._start: int | None = None  # first frame index seen
+        self._shot_start = 0  # first frame of the current shot: backfill stops there
         self._last: int | None = None  # last frame index updated
         self._released = -1  # frames <= this were released
         self._finished = False
@@ -140,10 +142,11 @@ class Tracker:
         if dets.ndim != 2 or dets.shape[1] < 4 or not np.isfinite(dets[:, :4]).all():
             raise TrackerError(f"detections must be a finite (N, 5) array, got shape {dets.shape}")
         if self._start is None:
-            self._start = frame_index
+            self._start = self._shot_start = frame_index
         self._last = frame_index
         # A track last detected at `last` is still matchable here when it missed <= max_gap frames.
         if new_shot:
+            self._shot_start = frame_index
             for t in self._active:
                 t.closed = True
         live = [t for t in self._active if not t.closed and frame_index - t.last - 1 <= self.options.max_gap]
@@ -163,7 +166,7 @@ class Tracker:
                 track.detected += 1
                 is_new = False
             else:
-                track = _Track(len(self._tracks), frame_index, frame_index, box, box)
+                track = _Track(len(self._tracks), frame_index, frame_index, box, box, shot_start=self._shot_start)
                 self._tracks.append(track)
                 self._active.append(track)
                 is_new = True
@@ -228,7 +231,7 @@ class Tracker:
             if frame_index in t.boxes:
                 r = min(opt.smooth, frame_index - t.first, t.last - frame_index)
                 box = np.mean([t.boxes[frame_index + k] for k in range(-r, r + 1)], axis=0)
-            elif max(t.first - opt.backfill, self._start) <= frame_index < t.first:
+            elif max(t.first - opt.backfill, t.shot_start) <= frame_index < t.first:
                 box = t.first_box
             elif t.last < frame_index <= t.last + opt.hold:
                 box = t.last_box  # final frame past `last` means the track cannot resume before it
