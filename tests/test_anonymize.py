@@ -9,22 +9,12 @@ import pytest
 from limelight.detector import Detector, default_model_path
 from limelight.pipeline import AnonymizeOptions, Anonymizer
 from limelight.recognizer import Recognizer, encode_face, load_gallery
+from tests.media import audio_packets, frame_times
 
 HAMILTON = "hamilton_white_house_short_clip.mp4"
 LIN = "videos/known_faces/hamilton_white_house/lin-manuel-miranda.png"
 
 pytestmark = pytest.mark.skipif(not default_model_path().exists(), reason="the shipped int8 model is not built yet")
-
-
-def _packets(path, kind):
-    with av.open(str(path)) as c:
-        stream = c.streams.audio[0] if kind == "audio" else c.streams.video[0]
-        return [(bytes(p), p.pts, p.dts) for p in c.demux(stream) if p.size]
-
-
-def _frame_pts(path):
-    with av.open(str(path)) as c:
-        return [f.pts for f in c.decode(video=0)]
 
 
 def _frames(path, indices):
@@ -97,8 +87,8 @@ def test_blurred_faces_lose_their_detail(hamilton_run):
 @pytest.mark.slow
 def test_sound_and_timing_are_those_of_the_input(hamilton_run):
     src, dst, _, before = hamilton_run
-    assert _packets(dst, "audio") == _packets(src, "audio")  # bit-exact, same pts/dts
-    assert _frame_pts(dst) == _frame_pts(src)  # same frame count and timestamps
+    assert audio_packets(dst) == audio_packets(src)  # bit-exact, same pts/dts
+    assert frame_times(dst) == frame_times(src)  # same frame count and timestamps
     with av.open(str(src)) as a, av.open(str(dst)) as b:
         offset_in = float(a.streams.video[0].start_time * a.streams.video[0].time_base) - float(a.streams.audio[0].start_time * a.streams.audio[0].time_base)
         offset_out = float(b.streams.video[0].start_time * b.streams.video[0].time_base) - float(b.streams.audio[0].start_time * b.streams.audio[0].time_base)

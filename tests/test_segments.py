@@ -17,6 +17,7 @@ import pytest
 from limelight.errors import InputError, OutputError
 from limelight.segments import join, merge_reports, split
 from limelight.video import EncodeOptions, transcode
+from tests.media import audio_packets, frame_times
 
 HAMILTON = "hamilton_white_house_short_clip.mp4"
 
@@ -56,24 +57,6 @@ def write_clip(path: Path, *, frames: int = 90, rate: Fraction = Fraction(30000,
                 out.mux(sound.encode(chunk))
             out.mux(sound.encode(None))
     return path
-
-
-def frame_times(path: Path) -> list[Fraction]:
-    """Exact presentation time (s) of every decoded frame."""
-    with av.open(str(path)) as c:
-        stream = c.streams.video[0]
-        return [f.pts * stream.time_base for f in c.decode(stream)]
-
-
-def audio_packets(path: Path) -> list[tuple[int, bytes, Fraction, Fraction]]:
-    """(stream index among audio, payload, pts s, dts s) of every audio packet, in file order."""
-    with av.open(str(path)) as c:
-        order = {s.index: n for n, s in enumerate(c.streams.audio)}
-        return [
-            (order[p.stream.index], bytes(p), p.pts * p.time_base, p.dts * p.time_base)
-            for p in c.demux(*c.streams.audio)
-            if p.size
-        ]
 
 
 def start_times(path: Path) -> dict[str, Fraction]:

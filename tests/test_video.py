@@ -20,6 +20,7 @@ import pytest
 
 from limelight.errors import InputError, LimeLightError, OutputError
 from limelight.video import EncodeOptions, Frame, iter_frames, probe, transcode
+from tests.media import frame_times
 
 HAMILTON = "hamilton_white_house_short_clip.mp4"
 PORTRAIT = "portrait_single_person_egoblur_gen1.mp4"
@@ -96,13 +97,6 @@ def _write_clip(
                 out.mux(sound.encode(chunk))
             out.mux(sound.encode(None))
     return path
-
-
-def _video_pts(path: Path) -> list[Fraction]:
-    """Presentation times (seconds, exact) of every decoded frame."""
-    with av.open(str(path)) as c:
-        stream = c.streams.video[0]
-        return [f.pts * stream.time_base for f in c.decode(stream)]
 
 
 def _video_packets(path: Path) -> list[tuple[Fraction, Fraction]]:
@@ -183,8 +177,8 @@ def test_identity_transcode_keeps_frame_count_and_every_pts(hamilton_pair):
     # GIVEN the Hamilton clip WHEN transcoded without processing
     src, dst = hamilton_pair
     # THEN every frame is there with exactly its original presentation time
-    assert _video_pts(dst) == _video_pts(src)
-    assert len(_video_pts(dst)) == 275
+    assert frame_times(dst) == frame_times(src)
+    assert len(frame_times(dst)) == 275
 
 
 @pytest.mark.slow
@@ -216,7 +210,7 @@ def test_encoder_reorders_b_frames_yet_packet_pts_equal_input_pts(hamilton_pair)
     # THEN libx264 used B-frames (decode order differs from display order) ...
     assert any(pts != dts for pts, dts in packets)
     # ... and the packet timestamps are exactly the input frames' ones
-    assert sorted(pts for pts, _ in packets) == _video_pts(src)
+    assert sorted(pts for pts, _ in packets) == frame_times(src)
 
 
 @pytest.mark.slow
@@ -242,7 +236,7 @@ def test_lookahead_transform_keeps_audio_and_interleaving_on_real_clip(clip, tmp
     stats = transcode(src, dst, transform=_hold_back(10))
     # THEN nothing is lost or moved, and audio/video stay interleaved in the file
     assert stats.frames == 275 and stats.audio_packets == 431
-    assert _video_pts(dst) == _video_pts(src)
+    assert frame_times(dst) == frame_times(src)
     assert _audio_packets(dst) == _audio_packets(src)
     assert _worst_av_gap(dst) < 0.5
 
@@ -304,7 +298,7 @@ def test_ntsc_rate_clip_keeps_fractional_rate_pts_and_audio(tmp_path):
     info = probe(dst)
     assert info.fps == Fraction(30000, 1001)
     assert info.time_base == Fraction(1, 30000)
-    assert _video_pts(dst) == _video_pts(src)
+    assert frame_times(dst) == frame_times(src)
     assert _audio_packets(dst) == _audio_packets(src)
     with av.open(str(dst)) as c:
         assert c.metadata["title"] == "ntsc test"
@@ -316,8 +310,8 @@ def test_clip_starting_late_keeps_its_start_offset(tmp_path):
     src = _write_clip(tmp_path / "late.mp4", time_base=Fraction(1, 12800), pts=pts, audio=True)
     dst = tmp_path / "out.mp4"
     transcode(src, dst)
-    assert _video_pts(dst)[0] == Fraction(1, 2)
-    assert _video_pts(dst) == _video_pts(src)
+    assert frame_times(dst)[0] == Fraction(1, 2)
+    assert frame_times(dst) == frame_times(src)
     assert _audio_packets(dst)[0][0][1] == _audio_packets(src)[0][0][1]
     assert probe(dst).start_time == 0.5
 
@@ -329,7 +323,7 @@ def test_variable_frame_rate_clip_keeps_irregular_pts(tmp_path):
     src = _write_clip(tmp_path / "vfr.mp4", time_base=Fraction(1, 90000), pts=pts, rate=Fraction(30))
     dst = tmp_path / "out.mp4"
     transcode(src, dst)
-    assert _video_pts(dst) == [Fraction(p, 90000) for p in pts]
+    assert frame_times(dst) == [Fraction(p, 90000) for p in pts]
 
 
 def test_matroska_input_audio_is_rescaled_to_mp4_time_base_without_changes(tmp_path):
@@ -341,7 +335,7 @@ def test_matroska_input_audio_is_rescaled_to_mp4_time_base_without_changes(tmp_p
         assert a.streams.audio[0].time_base != b.streams.audio[0].time_base
     # THEN payloads and times are the same, only expressed in the new unit
     assert _audio_packets(dst) == _audio_packets(src)
-    assert _video_pts(dst) == _video_pts(src)
+    assert frame_times(dst) == frame_times(src)
 
 
 def test_coarse_time_base_input_keeps_timestamps_when_muxer_changes_time_base(tmp_path):
@@ -350,7 +344,7 @@ def test_coarse_time_base_input_keeps_timestamps_when_muxer_changes_time_base(tm
     dst = tmp_path / "out.mp4"
     transcode(src, dst)
     assert probe(src).time_base == Fraction(1, 25)
-    assert _video_pts(dst) == _video_pts(src)
+    assert frame_times(dst) == frame_times(src)
 
 
 def test_rotation_display_matrix_is_kept(tmp_path):
@@ -398,7 +392,7 @@ def test_lookahead_transform_holding_frames_back_keeps_audio_and_interleaving(tm
     dst = tmp_path / "out.mp4"
     stats = transcode(src, dst, transform=_hold_back(10))
     assert stats.frames == 50
-    assert _video_pts(dst) == _video_pts(src)
+    assert frame_times(dst) == frame_times(src)
     assert _audio_packets(dst) == _audio_packets(src)
     assert _worst_av_gap(dst) < 1.0
 
@@ -583,7 +577,7 @@ def test_failing_callback_propagates_and_keeps_previous_output(tmp_path):
     assert _sha(src) == digest
     # AND a later successful run replaces the file
     transcode(src, dst)
-    assert len(_video_pts(dst)) == 10
+    assert len(frame_times(dst)) == 10
 
 
 def test_transform_that_drops_a_frame_is_rejected(tmp_path):

@@ -13,6 +13,7 @@ import av
 import numpy as np
 
 from infra.local import JobResult, LocalCloud, read_event
+from tests.media import audio_packets, frame_times
 
 
 def event_for_upload(cloud: LocalCloud, event_name: str, body: bytes, key: str | None = None) -> dict:
@@ -45,18 +46,6 @@ def download(cloud: LocalCloud, result: JobResult, folder: Path) -> tuple[Path, 
     video = folder / f"{result.job_id}.mp4"
     cloud.download_result(result, video)
     return video, json.loads(video.with_name(f"{video.stem}.report.json").read_text())
-
-
-def frame_times(path: Path) -> list[Fraction]:
-    with av.open(str(path)) as c:
-        stream = c.streams.video[0]
-        return [f.pts * stream.time_base for f in c.decode(stream)]
-
-
-def audio_packets(path: Path) -> list[tuple[int, bytes, Fraction, Fraction]]:
-    with av.open(str(path)) as c:
-        order = {s.index: n for n, s in enumerate(c.streams.audio)}
-        return [(order[p.stream.index], bytes(p), p.pts * p.time_base, p.dts * p.time_base) for p in c.demux(*c.streams.audio) if p.size]
 
 
 def av_offset(path: Path) -> Fraction:
