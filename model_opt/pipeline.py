@@ -1,4 +1,5 @@
-"""`make model`: float weights -> pruned + fine-tuned -> full int8 TFLite + metadata, evaluated.
+"""`make model`: float weights -> pruned + fine-tuned -> quantization-aware trained -> full int8
+TFLite + metadata, evaluated.
 
 Each stage is a function from paths to paths; a stage whose output exists is not redone, so an
 interrupted run resumes (the fine-tune also resumes from its own checkpoints).
@@ -14,6 +15,7 @@ import json
 import logging
 import os
 import platform
+import shutil
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -51,18 +53,20 @@ def float_model(data: Path, config: RetinaFaceConfig = RetinaFaceConfig()):
     return model
 
 
-def _finetune_stage(data: Path, work: Path, start, settings, name: str) -> Path:
-    """Fine-tune `start` with `settings` (resumable in work/<name>/); writes work/<name>_weights.h5.
-
-    Legacy HDF5 layout: a ".weights.h5" name would select the Keras 3 format."""
+def _train_stage(data: Path, work: Path, name: str, source: str, train) -> Path:
+    """`train(samples, checkpoint_dir)` -> model, saved to work/<name>_weights.h5 (legacy HDF5 layout:
+    a ".weights.h5" name would select the Keras 3 format). Redone only when `source` (the hash of the
+    weights it starts from) changed; an interrupted run resumes from its checkpoints in work/<name>/."""
     from model_opt.data import read_bbx_gt
-    from model_opt.train import prune_and_finetune
 
-    out = work / f"{name}_weights.h5"
-    if out.exists():
+    out, stamp = work / f"{name}_weights.h5", work / f"{name}_weights.source"
+    if out.exists() and stamp.exists() and stamp.read_text() == source:
         return out
-    samples = read_bbx_gt(data / TRAIN_GT, data / TRAIN_IMAGES)
-    model = prune_and_finetune(start(), samples, RetinaFaceConfig(), settings, work / name)
+    if not stamp.exists() or stamp.read_text() != source:  # checkpoints of other start weights
+        shutil.rmtree(work / name, ignore_errors=True)
+        stamp.write_text(source)
+    out.unlink(missing_ok=True)
+    model = train(read_bbx_gt(data / TRAIN_GT, data / TRAIN_IMAGES), work / name)
     tmp = out.with_name(f"{name}_weights.tmp.h5")
     model.save_weights(str(tmp))
     tmp.replace(out)
@@ -71,12 +75,29 @@ def _finetune_stage(data: Path, work: Path, start, settings, name: str) -> Path:
 
 def stage_finetune(data: Path, work: Path, settings) -> Path:
     """Prune + fine-tune the float model; writes `work/pruned_weights.h5` (stripped, plain layers)."""
-    return _finetune_stage(data, work, lambda: float_model(data), settings, "pruned")
+    from model_opt.train import prune_and_finetune
+
+    def train(samples, ckpt):
+        return prune_and_finetune(float_model(data), samples, RetinaFaceConfig(), settings, ckpt)
+    return _train_stage(data, work, "pruned", sha256(data / WEIGHTS), train)
 
 
 def stage_recover(data: Path, work: Path, pruned_weights: Path, settings) -> Path:
     """Second fine-tune of the pruned model (`train.RECOVERY`); writes `work/recovered_weights.h5`."""
-    return _finetune_stage(data, work, lambda: pruned_model(pruned_weights), settings, "recovered")
+    from model_opt.train import prune_and_finetune
+
+    def train(samples, ckpt):
+        return prune_and_finetune(pruned_model(pruned_weights), samples, RetinaFaceConfig(), settings, ckpt)
+    return _train_stage(data, work, "recovered", sha256(pruned_weights), train)
+
+
+def stage_qat(data: Path, work: Path, pruned_weights: Path, settings) -> Path:
+    """Quantization-aware fine-tune of the pruned model (`qat.py`); writes `work/qat_weights.h5`."""
+    from model_opt.qat import qat_finetune
+
+    def train(samples, ckpt):
+        return qat_finetune(pruned_model(pruned_weights), samples, RetinaFaceConfig(), settings, ckpt)
+    return _train_stage(data, work, "qat", sha256(pruned_weights), train)
 
 
 def pruned_model(weights: Path, config: RetinaFaceConfig = RetinaFaceConfig()):
@@ -97,14 +118,16 @@ def calibration_images(images: list[Path], size: int = CALIBRATION_SIZE):
     return generate
 
 
-def stage_export(data: Path, work: Path, out_dir: Path, pruned_weights: Path) -> dict:
-    """Write the float32 TFLite baselines (work/) and the shipped int8 model (out_dir/)."""
+def stage_export(data: Path, work: Path, out_dir: Path, pruned_weights: Path, qat_weights: Path) -> dict:
+    """Write the float32 TFLite baselines and the post-training int8 model of the pruned weights (work/),
+    and the shipped int8 model of the QAT weights (out_dir/)."""
     from model_opt.export import to_float_tflite, to_int8_tflite, write_atomically
+    from model_opt.qat import load_qat
 
     int8_path = out_dir / f"{MODEL_NAME}.tflite"
     info_path = work / "export.json"
-    source = sha256(pruned_weights)
-    if int8_path.exists() and info_path.exists() and json.loads(info_path.read_text()).get("weights_sha256") == source:
+    source = {"pruned_weights_sha256": sha256(pruned_weights), "weights_sha256": sha256(qat_weights)}
+    if int8_path.exists() and info_path.exists() and all(json.loads(info_path.read_text()).get(k) == v for k, v in source.items()):
         return json.loads(info_path.read_text())
     write_atomically(work / "float.tflite", to_float_tflite(float_model(data)))
     pruned = pruned_model(pruned_weights)
@@ -112,10 +135,12 @@ def stage_export(data: Path, work: Path, out_dir: Path, pruned_weights: Path) ->
     rng = np.random.default_rng(0)
     train = sorted((data / TRAIN_IMAGES).rglob("*.jpg"))
     chosen = [train[i] for i in sorted(rng.choice(len(train), CALIBRATION_COUNT, replace=False))]
-    model, count = to_int8_tflite(pruned, calibration_images(chosen))
+    ptq, _ = to_int8_tflite(pruned, calibration_images(chosen))
+    write_atomically(work / "pruned_int8_ptq.tflite", ptq)
+    # The QAT model carries its learnt ranges; the calibration set only sets the ops after it (softmax).
+    model, count = to_int8_tflite(load_qat(qat_weights), calibration_images(chosen))
     write_atomically(int8_path, model)
-    info = {"calibration_images": count, "calibration_source": "WIDER FACE train subset, long side 640",
-            "weights_sha256": source}
+    info = {"calibration_images": count, "calibration_source": "WIDER FACE train subset, long side 640", **source}
     write_atomically(info_path, json.dumps(info).encode())
     return info
 
@@ -166,8 +191,10 @@ def versions() -> dict:
     }
 
 
-def stage_metadata(data: Path, work: Path, out_dir: Path, settings: list, export_info: dict, pruned_weights: Path) -> Path:
-    """Evaluate float / pruned float / pruned int8 and write `<name>.json` beside the int8 model."""
+def stage_metadata(data: Path, work: Path, out_dir: Path, settings: list, qat_settings, export_info: dict,
+                   qat_weights: Path) -> Path:
+    """Evaluate float / pruned float / pruned int8 (PTQ and QAT) and write `<name>.json` beside the int8 model."""
+    from model_opt.qat import float_kernels, load_qat
     from model_opt.train import kernel_sparsity
 
     int8_path = out_dir / f"{MODEL_NAME}.tflite"
@@ -176,7 +203,8 @@ def stage_metadata(data: Path, work: Path, out_dir: Path, settings: list, export
     if results_path.exists() and json.loads(results_path.read_text()).get("int8_sha256") == model_hash:
         results = json.loads(results_path.read_text())
     else:
-        results = measure(data, {"float": work / "float.tflite", "pruned_float": work / "pruned_float.tflite", "pruned_int8": int8_path})
+        results = measure(data, {"float": work / "float.tflite", "pruned_float": work / "pruned_float.tflite",
+                                 "pruned_int8_ptq": work / "pruned_int8_ptq.tflite", "pruned_int8": int8_path})
         results["int8_sha256"] = model_hash
         results_path.write_text(json.dumps(results, indent=1))
     meta = {
@@ -184,8 +212,11 @@ def stage_metadata(data: Path, work: Path, out_dir: Path, settings: list, export
         "architecture": "RetinaFace-MobileNet0.25 (MobileNetV1-0.25, 3-level FPN, SSH, 2 anchors/cell)",
         "source_weights": {"file": WEIGHTS, "sha256": sha256(data / WEIGHTS), "license": "MIT (biubug6/Pytorch_Retinaface)"},
         "training_data": "WIDER FACE train subset (1,239 images) - non-commercial research licence",
-        "pruning": {"stages": [asdict(s) for s in settings], "achieved_sparsity": kernel_sparsity(pruned_model(pruned_weights))},
-        "quantization": {"type": "full int8 (weights and activations), post-training", **export_info},
+        # Sparsity of the shipped kernels: after QAT, which keeps the pruned zeros.
+        "pruning": {"stages": [asdict(s) for s in settings], "achieved_sparsity": kernel_sparsity(float_kernels(load_qat(qat_weights)))},
+        "quantization": {"type": "full int8 (weights and activations), quantization-aware training "
+                                 "(tfmot Default8BitPrunePreserveQuantizeScheme)",
+                         "qat": asdict(qat_settings), **export_info},
         "input": {"layout": "NHWC (1, H, W, 3), H and W multiples of 32, dynamic", "dtype": "uint8", "color": "RGB",
                   "range": "0..255 (scale 1, zero point 0); BGR swap and mean (104,117,123) inside the model"},
         "outputs": {"loc": "(1, A, 4) offsets, variances (0.1, 0.2)", "score": "(1, A) face probability"},
@@ -211,6 +242,7 @@ def check_parity(data: Path, images: int = 5) -> float:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from model_opt.qat import QatSettings
     from model_opt.train import RECOVERY, PruneSettings
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -221,6 +253,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--recover", action="store_true",
                    help="add the second, 640 px recovery fine-tune (model_opt/README.md: better float AP, 48.8%% sparsity)")
     p.add_argument("--steps", type=int, default=None, help="fine-tune steps (default: PruneSettings)")
+    p.add_argument("--qat-steps", type=int, default=None, help="quantization-aware training steps (default: QatSettings)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     settings = PruneSettings() if args.steps is None else replace(PruneSettings(), steps=args.steps)
@@ -234,8 +267,10 @@ def main(argv: list[str] | None = None) -> None:
         recovery = RECOVERY if args.steps is None else replace(RECOVERY, steps=max(1, args.steps // 2))
         weights = stage_recover(args.data, args.work, weights, recovery)
         stages.append(recovery)
-    info = stage_export(args.data, args.work, args.out, weights)
-    path = stage_metadata(args.data, args.work, args.out, stages, info, weights)
+    qat_settings = QatSettings() if args.qat_steps is None else replace(QatSettings(), steps=args.qat_steps)
+    qat_weights = stage_qat(args.data, args.work, weights, qat_settings)
+    info = stage_export(args.data, args.work, args.out, weights, qat_weights)
+    path = stage_metadata(args.data, args.work, args.out, stages, qat_settings, info, qat_weights)
     log.info("metadata written to %s", path)
 
 

@@ -203,12 +203,21 @@ def load_torch_state(model: keras.Model, state: dict[str, np.ndarray]) -> int:
 
 
 def copy_weights_by_name(src: keras.Model, dst: keras.Model) -> None:
-    """Copy the kernels/BN statistics of `src` into `dst` (either may be prune-wrapped), by layer name."""
-    by_name = {getattr(l, "layer", l).name: getattr(l, "layer", l) for l in src.layers}
+    """Copy the kernels/BN statistics of `src` into `dst` (either may be wrapped by tfmot for pruning or
+    quantization), by layer name and variable name (wrappers may list a layer's variables in another order)."""
+    def params(layer):  # a wrapper lists the inner layer's variables among its own masks and ranges
+        leaves = {v.name.split("/")[-1].split(":")[0]: v for v in layer.weights}
+        return getattr(layer, "layer", layer).name, {k: v for k, v in leaves.items() if k in _PARAMETERS}
+
+    by_name = dict(params(l) for l in src.layers)
     for layer in dst.layers:
-        target = getattr(layer, "layer", layer)
-        source = by_name.get(target.name)
-        if source is None or not target.weights:
+        name, targets = params(layer)
+        if name not in by_name:
             continue
-        for var, value in zip(target.weights, source.get_weights()):
-            var.assign(value)
+        for leaf, var in targets.items():
+            if leaf not in by_name[name]:
+                raise WeightLoadError(f"{name}: the source model has no {leaf}")
+            var.assign(by_name[name][leaf])
+
+
+_PARAMETERS = {"kernel", "depthwise_kernel", "bias", "gamma", "beta", "moving_mean", "moving_variance"}

@@ -150,6 +150,45 @@ def _dataset(samples: list[Sample], config: RetinaFaceConfig, settings: PruneSet
     return ds.batch(settings.batch_size).prefetch(2)
 
 
+def fit_resumable(model: keras.Model, samples: list[Sample], config: RetinaFaceConfig, settings, work_dir: Path,
+                  callbacks: list | None = None) -> None:
+    """Fine-tune `model` ([loc, logits] outputs) with the multibox loss for `settings.steps` steps, saving
+    a checkpoint every `settings.checkpoint_every` steps in `work_dir` and resuming from the last one
+    when the settings are unchanged. `settings` needs steps, batch_size, image_size, learning_rate,
+    seed and checkpoint_every."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    train_view = keras.Model(model.inputs, keras.layers.Concatenate(axis=-1)(model.outputs[:2]))
+    state_file, ckpt = work_dir / "state.json", work_dir / "ckpt" / "weights"
+    start = 0
+    if state_file.exists() and json.loads(state_file.read_text()).get("settings") == asdict(settings):
+        start = json.loads(state_file.read_text())["step"]
+        model.load_weights(str(ckpt)).expect_partial()
+        log.info("resuming fine-tune", extra={"step": start})
+    if start >= settings.steps:
+        return
+    lr = keras.optimizers.schedules.CosineDecay(settings.learning_rate, settings.steps, alpha=0.1)
+    opt = keras.optimizers.SGD(learning_rate=lr, momentum=0.9)
+    train_view.compile(optimizer=opt, loss=multibox_loss)
+    opt.iterations.assign(start)  # the learning-rate schedule resumes where it stopped
+    per_epoch = settings.checkpoint_every
+
+    class Save(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            step = start + (epoch + 1) * per_epoch
+            model.save_weights(str(ckpt))
+            state_file.write_text(json.dumps({"step": step, "loss": logs.get("loss"), "settings": asdict(settings)}))
+            log.info("checkpoint", extra={"step": step, "loss": logs.get("loss")})
+
+    epochs = -(-(settings.steps - start) // per_epoch)
+    train_view.fit(
+        _dataset(samples, config, settings, start),
+        steps_per_epoch=per_epoch,
+        epochs=epochs,
+        callbacks=[*(callbacks or []), Save(), keras.callbacks.CSVLogger(str(work_dir / "loss.csv"), append=True)],
+        verbose=2,
+    )
+
+
 def prune_and_finetune(
     float_core: keras.Model,
     samples: list[Sample],
@@ -158,37 +197,8 @@ def prune_and_finetune(
     work_dir: Path,
 ) -> keras.Model:
     """Prune + fine-tune, resuming from `work_dir` checkpoints; returns the stripped (plain) core model."""
-    work_dir.mkdir(parents=True, exist_ok=True)
     model = build_prunable(float_core, config, settings, settings.image_size)
-    train_view = keras.Model(model.inputs, keras.layers.Concatenate(axis=-1)(model.outputs[:2]))
-    state_file, ckpt = work_dir / "state.json", work_dir / "ckpt" / "weights"
-    start = 0
-    if state_file.exists() and json.loads(state_file.read_text()).get("settings") == asdict(settings):
-        start = json.loads(state_file.read_text())["step"]
-        model.load_weights(str(ckpt)).expect_partial()
-        log.info("resuming fine-tune", extra={"step": start})
-    if start < settings.steps:
-        lr = keras.optimizers.schedules.CosineDecay(settings.learning_rate, settings.steps, alpha=0.1)
-        opt = keras.optimizers.SGD(learning_rate=lr, momentum=0.9)
-        train_view.compile(optimizer=opt, loss=multibox_loss)
-        opt.iterations.assign(start)  # the learning-rate schedule resumes where it stopped
-        per_epoch = settings.checkpoint_every
-
-        class Save(keras.callbacks.Callback):
-            def on_epoch_end(self, epoch, logs=None):
-                step = start + (epoch + 1) * per_epoch
-                model.save_weights(str(ckpt))
-                state_file.write_text(json.dumps({"step": step, "loss": logs.get("loss"), "settings": asdict(settings)}))
-                log.info("checkpoint", extra={"step": step, "loss": logs.get("loss")})
-
-        epochs = -(-(settings.steps - start) // per_epoch)
-        train_view.fit(
-            _dataset(samples, config, settings, start),
-            steps_per_epoch=per_epoch,
-            epochs=epochs,
-            callbacks=[tfmot.sparsity.keras.UpdatePruningStep(), Save(), keras.callbacks.CSVLogger(str(work_dir / "loss.csv"), append=True)],
-            verbose=2,
-        )
+    fit_resumable(model, samples, config, settings, work_dir, [tfmot.sparsity.keras.UpdatePruningStep()])
     stripped = tfmot.sparsity.keras.strip_pruning(model)
     plain = build_core(config)  # input size free again
     copy_weights_by_name(stripped, plain)

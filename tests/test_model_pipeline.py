@@ -1,4 +1,4 @@
-"""model_opt end to end on a tiny network: build -> prune -> fine-tune -> strip -> int8 -> LiteRT."""
+"""model_opt end to end on a tiny network: build -> prune -> fine-tune -> strip -> QAT -> int8 -> LiteRT."""
 
 import numpy as np
 import pytest
@@ -9,6 +9,7 @@ from limelight.detector import Detector, LiteRTRunner  # noqa: E402
 from model_opt.data import match_targets, read_bbx_gt  # noqa: E402
 from model_opt.export import CalibrationError, to_int8_tflite, write_atomically  # noqa: E402
 from model_opt.retinaface import RetinaFaceConfig, build_core  # noqa: E402
+from model_opt.qat import QatSettings, float_kernels, load_qat, qat_finetune  # noqa: E402
 from model_opt.train import PruneSettings, kernel_sparsity, prune_and_finetune  # noqa: E402
 from limelight.anchors import prior_boxes  # noqa: E402
 
@@ -27,6 +28,15 @@ def tiny_pruned(shared_file, tmp_path_factory):
     work = tmp_path_factory.mktemp("finetune")
     model = prune_and_finetune(build_core(config), samples, config, settings, work)
     return model, settings, work
+
+
+@pytest.fixture(scope="module")
+def tiny_qat(tiny_pruned, shared_file, tmp_path_factory):
+    pruned, _, _ = tiny_pruned
+    samples = read_bbx_gt(shared_file(TRAIN_GT), shared_file(TRAIN_IMAGES))[:6]
+    config = RetinaFaceConfig.tiny()
+    settings = QatSettings(steps=2, batch_size=2, image_size=128, checkpoint_every=2, range_batches=2)
+    return qat_finetune(pruned, samples, config, settings, tmp_path_factory.mktemp("qat")), config
 
 
 @pytest.mark.slow
@@ -69,3 +79,41 @@ def test_every_face_gets_an_anchor():
     targets = match_targets(boxes, priors, RetinaFaceConfig().anchors)
     assert targets[:, 4].sum() >= 2
     assert set(np.flatnonzero(targets[:, 4])).issubset(range(len(priors)))
+
+
+@pytest.mark.slow
+def test_qat_keeps_the_pruned_zeros(tiny_pruned, tiny_qat):
+    pruned, settings, _ = tiny_pruned
+    qat, config = tiny_qat
+    before, after = kernel_sparsity(pruned), kernel_sparsity(float_kernels(qat, config))
+    assert after["prunable_kernels"] >= settings.target_sparsity - 0.01
+    assert after["prunable_kernels"] == pytest.approx(before["prunable_kernels"], abs=1e-6)
+
+
+@pytest.mark.slow
+def test_qat_ranges_start_from_the_data_not_tfmot_defaults(tiny_qat):
+    qat, _ = tiny_qat
+    ranges = [v.numpy() for l in qat.layers for v in l.weights if v.name.split("/")[-1].startswith("output_m")]
+    assert ranges, "no activation ranges found"
+    # tfmot's defaults are exactly -6 / 6 and move by 0.1% a step; two steps leave them within 1.2%
+    assert not any(abs(abs(float(r)) - 6.0) < 0.1 for r in ranges)
+
+
+@pytest.mark.slow
+def test_qat_int8_export_follows_the_qat_model(tiny_qat, tmp_path):
+    qat, config = tiny_qat
+    path = tmp_path / "qat.h5"
+    qat.save_weights(str(path))
+    reloaded = load_qat(path, config)
+    rng = np.random.default_rng(1)
+    image = rng.integers(0, 256, (1, 96, 160, 3)).astype(np.uint8)
+    loc_q, logits_q = (o.numpy() for o in qat(image.astype(np.float32), training=False)[:2])
+    loc_r, _ = (o.numpy() for o in reloaded(image.astype(np.float32), training=False)[:2])
+    np.testing.assert_allclose(loc_r, loc_q, atol=1e-5)  # the saved weights hold kernels and ranges
+    calib = lambda: (rng.integers(0, 256, (96, 160, 3)).astype(np.uint8) for _ in range(2))  # noqa: E731
+    data, _ = to_int8_tflite(reloaded, calib)
+    loc, score = LiteRTRunner(write_atomically(tmp_path / "qat_int8.tflite", data))(image)
+    expected = np.exp(logits_q[0, :, 1]) / np.exp(logits_q[0]).sum(-1)
+    # fake quantization in training == integer arithmetic in LiteRT, up to a few int8 steps
+    assert np.abs(score - expected).mean() < 0.02
+    assert np.abs(loc - loc_q[0]).mean() < 0.05

@@ -239,3 +239,47 @@ def test_backfill_never_crosses_a_cut() -> None:
     # THEN frames of the previous shot get no back-filled box, the cut frame does
     assert tracker.boxes_at(9) == [] and tracker.boxes_at(8) == []
     assert len(tracker.boxes_at(10)) == 1
+
+
+def test_a_weak_detection_seen_once_is_never_shown():
+    # GIVEN a weak (below confirm_score) false alarm in one frame and a strong face beside it
+    frames = [face(300, 50) for _ in range(20)]
+    frames[5] = np.concatenate([frames[5], face(50, 50, score=0.1)])
+    tracker = Tracker(TrackerOptions(confirm_score=0.3, confirm_frames=3))
+    run(tracker, frames)
+    # THEN the weak track exists (it may still grow) but no frame draws it; the strong face is drawn
+    assert len(tracker.tracks) == 2
+    for f in range(20):
+        assert ids_at(tracker, f) == [0]
+
+
+def test_a_weak_face_that_persists_is_shown_from_its_first_frame():
+    # GIVEN a face only ever detected weakly (0.15), in frames 10..15
+    frames = [face(100 + i, 80, score=0.15) if 10 <= i <= 15 else NO_FACES for i in range(40)]
+    tracker = Tracker(TrackerOptions(confirm_score=0.3, confirm_frames=3, backfill=3, hold=4))
+    shown = []
+    for i, dets in enumerate(frames):  # emitted as the engine does: each frame once it is final
+        tracker.update(i, dets)
+        shown += [(f, ids_at(tracker, f)) for f in range(i + 1) if tracker.is_final(f) and f not in dict(shown)]
+    tracker.finish()
+    shown += [(f, ids_at(tracker, f)) for f in range(40) if f not in dict(shown)]
+    # THEN once confirmed (3 detections, within the look-ahead) every frame of it is covered,
+    # including the backfilled frames before its first detection and the held ones after its last
+    covered = [f for f, ids in sorted(shown) if ids]
+    assert covered == list(range(7, 20))
+
+
+def test_weak_detections_extend_a_confirmed_track():
+    # GIVEN a strong face that turns away: detections fall to 0.12 for 20 frames
+    frames = [face(100 + i, 80, score=0.9 if i < 10 else 0.12) for i in range(30)]
+    tracker = Tracker(TrackerOptions(confirm_score=0.3, confirm_frames=11, hold=0))
+    run(tracker, frames)
+    # THEN one track covers all 30 frames although 2/3 of its detections are weak
+    assert len(tracker.tracks) == 1
+    assert all(ids_at(tracker, f) == [0] for f in range(30))
+
+
+@pytest.mark.parametrize("options", [dict(confirm_frames=0), dict(confirm_frames=50), dict(confirm_score=1.5)])
+def test_confirmation_options_are_validated(options):
+    with pytest.raises(TrackerError):
+        TrackerOptions(**options)

@@ -12,6 +12,12 @@ future it needs, so a frame's boxes cover more than its own detections:
 - smooth: detected and interpolated boxes are averaged over a centred window of radius `smooth`,
   shrunk symmetrically near a track's ends so its first and last boxes stay the detections.
 
+Two score levels (hysteresis, as in ByteTrack): the detector runs at a low threshold, and any
+detection, weak or strong, extends a track, so a face that turns or darkens stays covered; but a track
+is shown (its boxes returned) only once confirmed: one detection of at least `confirm_score`, or
+`confirm_frames` detections. A weak, one-frame false alarm is never drawn; a weak face that persists is,
+back to its first frame when its confirmation comes within the look-ahead of that frame.
+
 Association is greedy (best IoU first, then closest centres among boxes of similar size), against
 each track's last box or that box moved on at the track's velocity, whichever fits better. It errs on
 the side of new tracks: a new track is recognised afresh and blurred unless it is recognised, whereas
@@ -51,10 +57,16 @@ class TrackerOptions:
     hold: int = 4
     backfill: int = 3
     smooth: int = 2
+    confirm_score: float = 0.3  # a track with one detection scoring this much is shown...
+    confirm_frames: int = 3  # ...and so is one detected in this many frames (1 = every track is shown)
 
     def __post_init__(self) -> None:
         if not 0.0 < self.iou_threshold <= 1.0:
             raise TrackerError(f"iou_threshold must be in (0, 1], got {self.iou_threshold}")
+        if not 0.0 <= self.confirm_score <= 1.0:
+            raise TrackerError(f"confirm_score must be in [0, 1], got {self.confirm_score}")
+        if not 1 <= self.confirm_frames <= self.lookahead + 1:
+            raise TrackerError(f"confirm_frames must be in [1, lookahead + 1 = {self.lookahead + 1}], got {self.confirm_frames}")
         if self.max_shift < 0:
             raise TrackerError(f"max_shift must be >= 0, got {self.max_shift}")
         for name in ("max_gap", "hold", "backfill", "smooth"):
@@ -98,6 +110,7 @@ class _Track:
     first_box: np.ndarray
     last_box: np.ndarray
     detected: int = 1
+    peak: float = 1.0  # best detection score
     velocity: np.ndarray = field(default_factory=lambda: np.zeros(4, np.float32))  # box change per frame
     closed: bool = False  # ended by a cut: never matched again, still held/covered like any ended track
     shot_start: int = 0  # first frame of the track's shot: backfill never crosses a cut
@@ -154,6 +167,7 @@ class Tracker:
         out: list[Assignment] = []
         for d, row in enumerate(dets):
             box = row[:4].copy()
+            score = float(row[4]) if len(row) > 4 else 1.0
             if d in pairs:
                 track = live[pairs[d]]
                 gap = frame_index - track.last
@@ -164,9 +178,10 @@ class Tracker:
                 track.velocity = step if track.detected == 1 else (track.velocity + step) / 2
                 track.last, track.last_box = frame_index, box
                 track.detected += 1
+                track.peak = max(track.peak, score)
                 is_new = False
             else:
-                track = _Track(len(self._tracks), frame_index, frame_index, box, box, shot_start=self._shot_start)
+                track = _Track(len(self._tracks), frame_index, frame_index, box, box, peak=score, shot_start=self._shot_start)
                 self._tracks.append(track)
                 self._active.append(track)
                 is_new = True
@@ -228,6 +243,8 @@ class Tracker:
         opt = self.options
         out = []
         for t in self._active:
+            if not (t.peak >= opt.confirm_score or t.detected >= opt.confirm_frames):
+                continue  # not confirmed (yet): a weak detection seen too rarely to be trusted
             if frame_index in t.boxes:
                 r = min(opt.smooth, frame_index - t.first, t.last - frame_index)
                 box = np.mean([t.boxes[frame_index + k] for k in range(-r, r + 1)], axis=0)
