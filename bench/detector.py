@@ -3,10 +3,11 @@
 Models compared (all TFLite, run by the LiteRT interpreter with 2 threads):
   float         the WIDER FACE-trained RetinaFace-MobileNet0.25 weights, float32
   pruned_float  after tfmot pruning + fine-tuning, float32
-  pruned_int8   the shipped full-int8 model (functions/limelight/models/)
+  pruned_int8_ptq  the pruned model quantized after training (the comparison for QAT)
+  pruned_int8   the shipped full-int8 model, quantization-aware trained (functions/limelight/models/)
 AP uses the official protocol on the local 315-image val subset at long side 640 and at the
 original size (long side capped at 1600). Latency: median of 60 invokes at 640x384 (a 16:9 frame
-at long side 640), the three models interleaved three times, median of the three medians.
+at long side 640), the models interleaved three times, median of the three medians.
 
     .venv/bin/python bench/detector.py [--data ../shared/data] [--limit N]
 The float TFLite files come from `make model` (model_opt/work/).
@@ -35,6 +36,7 @@ def main() -> None:
     models = {
         "float": args.work / "float.tflite",
         "pruned_float": args.work / "pruned_float.tflite",
+        "pruned_int8_ptq": args.work / "pruned_int8_ptq.tflite",
         "pruned_int8": default_model_path(),
     }
     missing = [str(m) for m in models.values() if not m.exists()]
@@ -42,9 +44,9 @@ def main() -> None:
         sys.exit(f"bench/detector.py: missing {', '.join(missing)}: run `make model` first")
     r = measure(args.data, models, args.limit)
     print(f"WIDER FACE AP, local val subset ({args.limit or 315} images), official protocol")
-    print(f"{'model':<14}" + "".join(f"{s + ' ' + k:>14}" for s in ("640", "original") for k in ("easy", "medium", "hard")))
+    print(f"{'model':<17}" + "".join(f"{s + ' ' + k:>14}" for s in ("640", "original") for k in ("easy", "medium", "hard")))
     for name, row in r["ap"].items():
-        print(f"{name:<14}" + "".join(f"{row[s][k]:>14.3f}" for s in ("640", "original") for k in ("easy", "medium", "hard")))
+        print(f"{name:<17}" + "".join(f"{row[s][k]:>14.3f}" for s in ("640", "original") for k in ("easy", "medium", "hard")))
     d = {s: {k: r["ap"]["pruned_int8"][s][k] - r["ap"]["float"][s][k] for k in ("easy", "medium", "hard")} for s in ("640", "original")}
     print("int8 - float AP: " + ", ".join(f"{s} {k} {v:+.3f}" for s, row in d.items() for k, v in row.items()))
     lat = r["latency_ms"]

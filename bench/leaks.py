@@ -204,7 +204,11 @@ def run_clip(name: str, src: Path, photos: list[Path], args, tmp: Path) -> ClipR
     dst = (out_dir if args.keep_videos else tmp) / f"{src.stem}_limelight.mp4"
     dst.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    report = Anonymizer(Detector(), recognizer).video(src, dst)
+    from limelight.detector import LiteRTRunner
+
+    runner = LiteRTRunner(args.model) if args.model else None
+    detector = Detector(runner) if args.threshold is None else Detector(runner, threshold=args.threshold)
+    report = Anonymizer(detector, recognizer).video(src, dst)
     res.limelight_s = time.perf_counter() - t0
     res.frames = report.frames
     res.tracks, res.kept_tracks = report.faces, report.kept
@@ -296,6 +300,8 @@ def main() -> None:
     ap.add_argument("--data", help="shared data folder (default: $LIMELIGHT_DATA or <repo>/../shared/data)")
     ap.add_argument("--clips", nargs="+", default=list(CLIPS), choices=list(CLIPS), metavar="NAME",
                     help=f"subset of: {' '.join(CLIPS)} (default: all)")
+    ap.add_argument("--threshold", type=float, default=None, help="LimeLight's detector threshold (default: the engine's)")
+    ap.add_argument("--model", type=Path, default=None, help="another detector .tflite for LimeLight (default: the shipped one)")
     ap.add_argument("--every", type=int, default=10, help="check every N-th input frame (default 10)")
     ap.add_argument("--seconds", type=float, default=None, help="smoke test: only the first SECONDS of each clip")
     ap.add_argument("--yunet-score", type=float, default=0.6, help="YuNet score threshold (default 0.6)")

@@ -11,13 +11,20 @@ sys.path.insert(0, str(REPO / "functions"))
 
 from limelight.detector import default_model_path  # noqa: E402
 
-NAMES = {"float": "float32 (original weights)", "pruned_float": "pruned, float32", "pruned_int8": "pruned, full int8 (shipped)"}
+NAMES = {
+    "float": "float32 (original weights)",
+    "pruned_float": "pruned, float32",
+    "pruned_int8_ptq": "pruned, full int8, post-training quantization",
+    "pruned_int8": "pruned, full int8, quantization-aware training (shipped)",
+}
 
 
 def table(meta: dict) -> str:
     ev = meta["evaluation"]
     rows = ["| model | AP easy / medium / hard @ long side 640 | @ original size (≤1600) | LiteRT ms, 640x384, 2 threads |", "|---|---|---|---|"]
     for key, label in NAMES.items():
+        if key not in ev["ap"]:
+            continue
         ap = ev["ap"][key]
         cell = lambda s: " / ".join(f"{ap[s][k]:.3f}" for k in ("easy", "medium", "hard"))  # noqa: E731
         rows.append(f"| {label} | {cell('640')} | {cell('original')} | {ev['latency_ms'][key]:.1f} |")

@@ -39,7 +39,7 @@ def val_images(data: Path, limit: int | None = None) -> list[tuple[str, Path]]:
 
 def predict(runner, images: list[tuple[str, Path]], detect_size: int | None) -> dict[str, np.ndarray]:
     """Detections per image key at `detect_size` (long side; None = original size, capped at 1600)."""
-    det = Detector(runner, detect_size=detect_size, threshold=EVAL_THRESHOLD, stretch_contrast=False)  # the model alone
+    det = Detector(runner, detect_size=detect_size, threshold=EVAL_THRESHOLD, brighten_dark=False)  # the model alone
     out = {}
     for key, path in images:
         rgb = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)

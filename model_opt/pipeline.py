@@ -53,12 +53,16 @@ def float_model(data: Path, config: RetinaFaceConfig = RetinaFaceConfig()):
     return model
 
 
-def _train_stage(data: Path, work: Path, name: str, source: str, train) -> Path:
-    """`train(samples, checkpoint_dir)` -> model, saved to work/<name>_weights.h5 (legacy HDF5 layout:
-    a ".weights.h5" name would select the Keras 3 format). Redone only when `source` (the hash of the
-    weights it starts from) changed; an interrupted run resumes from its checkpoints in work/<name>/."""
+def train_samples(data: Path):
     from model_opt.data import read_bbx_gt
 
+    return read_bbx_gt(data / TRAIN_GT, data / TRAIN_IMAGES)
+
+
+def train_stage(work: Path, name: str, source: str, train) -> Path:
+    """`train(checkpoint_dir)` -> model, saved to work/<name>_weights.h5 (legacy HDF5 layout: a
+    ".weights.h5" name would select the Keras 3 format). Redone only when `source` (the hash of the
+    weights it starts from) changed; an interrupted run resumes from its checkpoints in work/<name>/."""
     out, stamp = work / f"{name}_weights.h5", work / f"{name}_weights.source"
     if out.exists() and stamp.exists() and stamp.read_text() == source:
         return out
@@ -66,7 +70,7 @@ def _train_stage(data: Path, work: Path, name: str, source: str, train) -> Path:
         shutil.rmtree(work / name, ignore_errors=True)
         stamp.write_text(source)
     out.unlink(missing_ok=True)
-    model = train(read_bbx_gt(data / TRAIN_GT, data / TRAIN_IMAGES), work / name)
+    model = train(work / name)
     tmp = out.with_name(f"{name}_weights.tmp.h5")
     model.save_weights(str(tmp))
     tmp.replace(out)
@@ -77,27 +81,27 @@ def stage_finetune(data: Path, work: Path, settings) -> Path:
     """Prune + fine-tune the float model; writes `work/pruned_weights.h5` (stripped, plain layers)."""
     from model_opt.train import prune_and_finetune
 
-    def train(samples, ckpt):
-        return prune_and_finetune(float_model(data), samples, RetinaFaceConfig(), settings, ckpt)
-    return _train_stage(data, work, "pruned", sha256(data / WEIGHTS), train)
+    def train(ckpt):
+        return prune_and_finetune(float_model(data), train_samples(data), RetinaFaceConfig(), settings, ckpt)
+    return train_stage(work, "pruned", sha256(data / WEIGHTS), train)
 
 
 def stage_recover(data: Path, work: Path, pruned_weights: Path, settings) -> Path:
     """Second fine-tune of the pruned model (`train.RECOVERY`); writes `work/recovered_weights.h5`."""
     from model_opt.train import prune_and_finetune
 
-    def train(samples, ckpt):
-        return prune_and_finetune(pruned_model(pruned_weights), samples, RetinaFaceConfig(), settings, ckpt)
-    return _train_stage(data, work, "recovered", sha256(pruned_weights), train)
+    def train(ckpt):
+        return prune_and_finetune(pruned_model(pruned_weights), train_samples(data), RetinaFaceConfig(), settings, ckpt)
+    return train_stage(work, "recovered", sha256(pruned_weights), train)
 
 
 def stage_qat(data: Path, work: Path, pruned_weights: Path, settings) -> Path:
     """Quantization-aware fine-tune of the pruned model (`qat.py`); writes `work/qat_weights.h5`."""
     from model_opt.qat import qat_finetune
 
-    def train(samples, ckpt):
-        return qat_finetune(pruned_model(pruned_weights), samples, RetinaFaceConfig(), settings, ckpt)
-    return _train_stage(data, work, "qat", sha256(pruned_weights), train)
+    def train(ckpt):
+        return qat_finetune(pruned_model(pruned_weights), train_samples(data), RetinaFaceConfig(), settings, ckpt)
+    return train_stage(work, "qat", sha256(pruned_weights), train)
 
 
 def pruned_model(weights: Path, config: RetinaFaceConfig = RetinaFaceConfig()):

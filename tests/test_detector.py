@@ -3,7 +3,7 @@
 import numpy as np
 
 from limelight.anchors import prior_boxes
-from limelight.detector import Detector, InputGeometry, _stretch
+from limelight.detector import TARGET_MEAN, Detector, InputGeometry, _brighten
 
 
 def test_input_is_scaled_to_the_long_side_and_padded_to_multiples_of_32():
@@ -13,16 +13,29 @@ def test_input_is_scaled_to_the_long_side_and_padded_to_multiples_of_32():
     assert portrait.resized == (640, 360) and portrait.padded == (640, 384)
 
 
-def test_dark_input_is_stretched_and_bright_input_left_alone():
+def test_dark_input_is_brightened_and_bright_input_left_alone():
     rng = np.random.default_rng(0)
     dark = rng.integers(0, 60, (64, 64, 3), dtype=np.uint8)
     before = dark.copy()
-    _stretch(dark)
-    assert dark.max() > 200 and np.all(dark >= before)
+    _brighten(dark)
+    assert abs(dark.mean() - TARGET_MEAN) < 15 and np.all(dark >= before)
+    # the order of levels is kept (a monotonic curve): no detail is invented or swapped
+    order = np.argsort(before.ravel(), kind="stable")
+    assert np.all(np.diff(dark.ravel()[order].astype(int)) >= 0)
     bright = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
     kept = bright.copy()
-    _stretch(bright)
+    _brighten(bright)
     np.testing.assert_array_equal(bright, kept)
+
+
+def test_a_dark_scene_with_a_spotlight_is_still_brightened():
+    # GIVEN a dark audience (level 25) under a small saturated spotlight: a linear stretch to the
+    # brightest level would leave it as it is
+    frame = np.full((90, 160, 3), 25, np.uint8)
+    frame[:10, :10] = 255
+    _brighten(frame)
+    # THEN the audience's level is lifted several times, the spotlight stays white
+    assert frame[50, 100, 0] >= 4 * 25 and np.all(frame[:10, :10] == 255)
 
 
 class _Runner:
@@ -48,4 +61,4 @@ def test_boxes_come_back_in_frame_pixels_and_the_frame_is_not_touched():
     assert dets.shape == (1, 5)
     cx, cy = (dets[0, 0] + dets[0, 2]) / 2, (dets[0, 1] + dets[0, 3]) / 2
     assert abs(cx - 200) <= 8 and abs(cy - 120) <= 8  # input pixels x2 (scale 0.5)
-    assert np.all(frame == 30)  # contrast stretching works on the detector's copy only
+    assert np.all(frame == 30)  # brightening works on the detector's copy only

@@ -117,3 +117,46 @@ def test_qat_int8_export_follows_the_qat_model(tiny_qat, tmp_path):
     # fake quantization in training == integer arithmetic in LiteRT, up to a few int8 steps
     assert np.abs(score - expected).mean() < 0.02
     assert np.abs(loc - loc_q[0]).mean() < 0.05
+
+
+class _FakeModel:
+    def __init__(self, tag: str):
+        self.tag = tag
+
+    def save_weights(self, path: str) -> None:
+        with open(path, "w") as f:
+            f.write(self.tag)
+
+
+def test_a_training_stage_reruns_only_when_its_start_weights_change(tmp_path):
+    from model_opt.pipeline import train_stage
+
+    calls = []
+
+    def train(tag):
+        def run(ckpt):
+            calls.append(tag)
+            ckpt.mkdir(parents=True, exist_ok=True)
+            (ckpt / "checkpoint").write_text(tag)
+            return _FakeModel(tag)
+        return run
+
+    out = train_stage(tmp_path, "qat", "sha-a", train("a"))
+    assert out.read_text() == "a" and calls == ["a"]
+    # GIVEN the same start weights THEN the stage is not redone
+    assert train_stage(tmp_path, "qat", "sha-a", train("again")).read_text() == "a" and calls == ["a"]
+    # GIVEN other start weights THEN it retrains from scratch: the old checkpoints are gone first
+    seen = []
+
+    def fresh(ckpt):
+        seen.append(ckpt.exists())
+        return _FakeModel("b")
+
+    assert train_stage(tmp_path, "qat", "sha-b", fresh).read_text() == "b" and seen == [False]
+    # GIVEN an interrupted run (checkpoints, no weights) THEN the stage runs again with its checkpoints
+    (tmp_path / "qat_weights.h5").unlink()
+    (tmp_path / "qat").mkdir()
+    (tmp_path / "qat" / "checkpoint").write_text("half")
+    resumed = []
+    train_stage(tmp_path, "qat", "sha-b", lambda ckpt: resumed.append((ckpt / "checkpoint").read_text()) or _FakeModel("c"))
+    assert resumed == ["half"]

@@ -22,9 +22,11 @@ from limelight.anchors import AnchorConfig, postprocess, prior_boxes
 from limelight.errors import LimeLightError
 
 MODEL_NAME = "retinaface_mnet025_pruned_int8"
-# Recall first: a missed face is published unblurred, a false alarm only blurs a patch. On the shared
-# clips 0.3 finds 5-16 points more of the faces an independent detector (YuNet) sees than 0.5 does.
-DEFAULT_THRESHOLD = 0.3
+# Recall first: a missed face is published unblurred, a false alarm only blurs a patch. The tracker
+# shows a track only once one detection reaches 0.3 or it persists (`TrackerOptions.confirm_*`), so
+# the weak detections down to 0.15 mostly extend faces already found. On 3 shared clips (bench/leaks.py)
+# 0.15 leaves 23% of unknown face-frames identifiable against 28% at 0.3 (friends: 32% -> 23%).
+DEFAULT_THRESHOLD = 0.15
 STRIDE = 32  # input sides must be multiples of the coarsest feature map's stride
 
 
@@ -116,12 +118,12 @@ class Detector:
         nms_iou: float = 0.4,
         anchors: AnchorConfig = AnchorConfig(),
         max_side: int = 1600,
-        stretch_contrast: bool = True,
+        brighten_dark: bool = True,
     ):
         self.runner = runner if runner is not None else LiteRTRunner(default_model_path())
         self.detect_size, self.threshold, self.nms_iou = detect_size, threshold, nms_iou
         self.anchors, self.max_side = anchors, max_side
-        self.stretch_contrast = stretch_contrast
+        self.brighten_dark = brighten_dark
         self._geometry: InputGeometry | None = None
         self._priors: np.ndarray | None = None
         self._canvas: np.ndarray | None = None
@@ -150,8 +152,8 @@ class Detector:
         else:
             interp = cv2.INTER_AREA if geo.scale < 1 else cv2.INTER_LINEAR
             cv2.resize(frame, (rw, rh), dst=self._canvas[0, :rh, :rw], interpolation=interp)
-        if self.stretch_contrast:
-            _stretch(self._canvas[0, :rh, :rw])
+        if self.brighten_dark:
+            _brighten(self._canvas[0, :rh, :rw])
         loc, score = self.runner(self._canvas)
         dets = postprocess(loc, score, self._priors, self.threshold, self.nms_iou, self.anchors)
         if len(dets):
@@ -161,22 +163,28 @@ class Detector:
         return dets
 
 
-MAX_GAIN = 4.0
-_IDENTITY = np.arange(256, dtype=np.float32)
+DARK_MEAN = 90.0  # network inputs darker than this mean level (0-255) are brightened...
+TARGET_MEAN = 128.0  # ...by the gamma curve that lifts their mean to mid-grey
+MIN_GAMMA = 1 / 3  # the strongest lift, for near-black frames (more would only amplify noise)
+_LEVELS = np.arange(256, dtype=np.float64) / 255.0
 
 
-def _stretch(image: np.ndarray) -> None:
-    """Brighten a dark network input in place so its 99.5th-percentile level reaches 255.
+def _brighten(image: np.ndarray) -> None:
+    """Lift a dark network input in place with a gamma curve taking its mean level to mid-grey.
 
-    The int8 model's activation ranges are calibrated on well-lit photos; in a dark scene (a
-    concert audience) faces then fall into a few quantization levels and are missed. Stretching
-    the detector's copy of the frame (never the output) restores them; bright frames are untouched.
+    The int8 model misses faces in dark scenes (a concert audience: faces within a few quantization
+    levels of black). A gamma curve lifts the dark tones most and keeps the highlights, so unlike a
+    linear stretch it still works when a spotlit performer fills the top of the range. Measured on
+    160 frames of 4 shared clips against YuNet at detector threshold 0.15: face recall 0.81 -> 0.86
+    (the dark hamilton clip 0.77 -> 0.96) with fewer false alarms (5.8 -> 5.2 per frame) than the
+    linear stretch it replaced. Only the detector's copy of the frame is changed, never the output.
     """
-    top = float(np.percentile(image[::4, ::4], 99.5))
-    gain = min(255.0 / max(top, 1.0), MAX_GAIN)
-    if gain > 1.1:
-        lut = np.clip(_IDENTITY * gain, 0, 255).astype(np.uint8)
-        cv2.LUT(image, lut, dst=image)
+    mean = float(image[::4, ::4].mean())
+    if mean >= DARK_MEAN:
+        return
+    gamma = max(np.log(TARGET_MEAN / 255.0) / np.log(max(mean, 1.0) / 255.0), MIN_GAMMA)
+    lut = (255.0 * _LEVELS**gamma + 0.5).astype(np.uint8)
+    cv2.LUT(image, lut, dst=image)
 
 
 def model_metadata(model_path: Path | None = None) -> dict:
