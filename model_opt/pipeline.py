@@ -1,5 +1,5 @@
-"""`make model`: float weights -> pruned + fine-tuned -> quantization-aware trained -> full int8
-TFLite + metadata, evaluated.
+"""`make model`: float weights -> pruned + fine-tuned -> batch-norm statistics re-estimated ->
+quantization-aware trained -> full int8 TFLite + metadata, evaluated.
 
 Each stage is a function from paths to paths; a stage whose output exists is not redone, so an
 interrupted run resumes (the fine-tune also resumes from its own checkpoints).
@@ -93,6 +93,16 @@ def stage_recover(data: Path, work: Path, pruned_weights: Path, settings) -> Pat
     def train(ckpt):
         return prune_and_finetune(pruned_model(pruned_weights), train_samples(data), RetinaFaceConfig(), settings, ckpt)
     return train_stage(work, "recovered", sha256(pruned_weights), train)
+
+
+def stage_batch_norm(data: Path, work: Path, pruned_weights: Path, settings) -> Path:
+    """Batch-norm statistics re-estimated for the pruned kernels (`train.reestimate_batch_norm`);
+    writes `work/bn_weights.h5`."""
+    from model_opt.train import reestimate_batch_norm
+
+    def train(ckpt):
+        return reestimate_batch_norm(pruned_model(pruned_weights), train_samples(data), RetinaFaceConfig(), settings)
+    return train_stage(work, "bn", sha256(pruned_weights), train)
 
 
 def stage_qat(data: Path, work: Path, pruned_weights: Path, settings) -> Path:
@@ -217,7 +227,7 @@ def stage_metadata(data: Path, work: Path, out_dir: Path, settings: list, qat_se
         "source_weights": {"file": WEIGHTS, "sha256": sha256(data / WEIGHTS), "license": "MIT (biubug6/Pytorch_Retinaface)"},
         "training_data": "WIDER FACE train subset (1,239 images) - non-commercial research licence",
         # Sparsity of the shipped kernels: after QAT, which keeps the pruned zeros.
-        "pruning": {"stages": [asdict(s) for s in settings], "achieved_sparsity": kernel_sparsity(float_kernels(load_qat(qat_weights)))},
+        "pruning": {"stages": [{"stage": type(s).__name__, **asdict(s)} for s in settings], "achieved_sparsity": kernel_sparsity(float_kernels(load_qat(qat_weights)))},
         "quantization": {"type": "full int8 (weights and activations), quantization-aware training "
                                  "(tfmot Default8BitPrunePreserveQuantizeScheme)",
                          "qat": asdict(qat_settings), **export_info},
@@ -247,7 +257,7 @@ def check_parity(data: Path, images: int = 5) -> float:
 
 def main(argv: list[str] | None = None) -> None:
     from model_opt.qat import QatSettings
-    from model_opt.train import RECOVERY, PruneSettings
+    from model_opt.train import RECOVERY, BatchNormSettings, PruneSettings
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", type=Path, default=Path(os.environ.get("LIMELIGHT_DATA", REPO.parent / "shared" / "data")))
@@ -271,6 +281,8 @@ def main(argv: list[str] | None = None) -> None:
         recovery = RECOVERY if args.steps is None else replace(RECOVERY, steps=max(1, args.steps // 2))
         weights = stage_recover(args.data, args.work, weights, recovery)
         stages.append(recovery)
+    weights = stage_batch_norm(args.data, args.work, weights, BatchNormSettings())
+    stages.append(BatchNormSettings())
     qat_settings = QatSettings() if args.qat_steps is None else replace(QatSettings(), steps=args.qat_steps)
     qat_weights = stage_qat(args.data, args.work, weights, qat_settings)
     info = stage_export(args.data, args.work, args.out, weights, qat_weights)

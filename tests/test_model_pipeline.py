@@ -10,7 +10,7 @@ from model_opt.data import match_targets, read_bbx_gt  # noqa: E402
 from model_opt.export import CalibrationError, to_int8_tflite, write_atomically  # noqa: E402
 from model_opt.retinaface import RetinaFaceConfig, build_core  # noqa: E402
 from model_opt.qat import QatSettings, float_kernels, load_qat, qat_finetune  # noqa: E402
-from model_opt.train import PruneSettings, kernel_sparsity, prune_and_finetune  # noqa: E402
+from model_opt.train import BatchNormSettings, PruneSettings, kernel_sparsity, prune_and_finetune, reestimate_batch_norm  # noqa: E402
 from limelight.anchors import prior_boxes  # noqa: E402
 
 TRAIN_GT = "widerface/train/wider_face_train_bbx_gt.subset.txt"
@@ -160,3 +160,24 @@ def test_a_training_stage_reruns_only_when_its_start_weights_change(tmp_path):
     resumed = []
     train_stage(tmp_path, "qat", "sha-b", lambda ckpt: resumed.append((ckpt / "checkpoint").read_text()) or _FakeModel("c"))
     assert resumed == ["half"]
+
+
+def test_batch_norm_reestimation_moves_only_the_statistics(shared_file):
+    samples = read_bbx_gt(shared_file(TRAIN_GT), shared_file(TRAIN_IMAGES))[:4]
+    config = RetinaFaceConfig.tiny()
+    core = build_core(config)
+    bn = [l for l in core.layers if l.__class__.__name__ == "BatchNormalization"]
+    kernels = [l.get_weights() for l in core.layers if l.__class__.__name__ == "Conv2D"]
+    before = [l.moving_mean.numpy().copy() for l in bn]
+    gammas = [l.gamma.numpy().copy() for l in bn]
+    reestimate_batch_norm(core, samples, config, BatchNormSettings(batches=2, batch_size=2, image_size=128, momentum=0.5))
+    # the statistics moved towards the data (fresh layers start at mean 0)...
+    assert sum(np.abs(l.moving_mean.numpy() - b).max() > 1e-3 for l, b in zip(bn, before)) >= len(bn) // 2
+    # ...and nothing learnt changed, and the layers' momentum is back to the model's own
+    for l, g in zip(bn, gammas):
+        np.testing.assert_array_equal(l.gamma.numpy(), g)
+        assert l.momentum == 0.9
+    after = [l.get_weights() for l in core.layers if l.__class__.__name__ == "Conv2D"]
+    for a, b in zip(after, kernels):
+        for x, y in zip(a, b):
+            np.testing.assert_array_equal(x, y)
