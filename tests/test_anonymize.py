@@ -68,7 +68,9 @@ def test_blurred_faces_lose_their_detail(hamilton_run):
         if t["decision"] != "blurred":
             continue
         frame_i, x1, y1, x2, y2, blurred = t["boxes"][len(t["boxes"]) // 2]
-        if not blurred or (x2 - x1) < 12:
+        # under 24 px the inner patch is ~14 px across and the codec's noise outweighs any face detail
+        # (seen: an 18 px false alarm on a dark, near-flat patch, Laplacian variance 14 in, 10 out)
+        if not blurred or (x2 - x1) < 24:
             continue
         # the face's inner 60%: the default ellipse leaves the box corners (background) alone
         dx, dy = (x2 - x1) * 0.2, (y2 - y1) * 0.2

@@ -24,8 +24,9 @@ from limelight.errors import LimeLightError
 MODEL_NAME = "retinaface_mnet025_pruned_int8"
 # Recall first: a missed face is published unblurred, a false alarm only blurs a patch. The tracker
 # shows a track only once one detection reaches 0.3 or it persists (`TrackerOptions.confirm_*`), so
-# the weak detections down to 0.15 mostly extend faces already found. On 3 shared clips (bench/leaks.py)
-# 0.15 leaves 23% of unknown face-frames identifiable against 28% at 0.3 (friends: 32% -> 23%).
+# the weak detections down to 0.15 mostly extend faces already found. Chosen with bench/leaks.py: on 3
+# shared clips 0.15 left 23% of unknown face-frames identifiable against 28% at 0.3 (friends: 32% ->
+# 23%; measured with the model before batch-norm re-estimation, which scores faces a little higher).
 DEFAULT_THRESHOLD = 0.15
 STRIDE = 32  # input sides must be multiples of the coarsest feature map's stride
 
@@ -177,7 +178,8 @@ def _brighten(image: np.ndarray) -> None:
     linear stretch it still works when a spotlit performer fills the top of the range. Measured on
     160 frames of 4 shared clips against YuNet at detector threshold 0.15: face recall 0.81 -> 0.86
     (the dark hamilton clip 0.77 -> 0.96) with fewer false alarms (5.8 -> 5.2 per frame) than the
-    linear stretch it replaced. Only the detector's copy of the frame is changed, never the output.
+    linear stretch it replaced (measured with the model before batch-norm re-estimation). Only the
+    detector's copy of the frame is changed, never the output.
     """
     mean = float(image[::4, ::4].mean())
     if mean >= DARK_MEAN:
