@@ -186,7 +186,7 @@ def _save_crop(folder: Path, tag: str, rgb_in: np.ndarray, rgb_out: np.ndarray, 
 def run_clip(name: str, src: Path, photos: list[Path], args, tmp: Path) -> ClipResult:
     import face_recognition
 
-    from limelight.detector import Detector
+    from limelight.detector import Detector, LiteRTRunner
     from limelight.pipeline import Anonymizer
     from limelight.recognizer import Recognizer, load_gallery
     from limelight.video import iter_frames
@@ -204,8 +204,6 @@ def run_clip(name: str, src: Path, photos: list[Path], args, tmp: Path) -> ClipR
     dst = (out_dir if args.keep_videos else tmp) / f"{src.stem}_limelight.mp4"
     dst.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    from limelight.detector import LiteRTRunner
-
     runner = LiteRTRunner(args.model) if args.model else None
     detector = Detector(runner) if args.threshold is None else Detector(runner, threshold=args.threshold)
     report = Anonymizer(detector, recognizer).video(src, dst)

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import heapq
 import os
-import secrets
 from array import array
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -31,10 +30,9 @@ from pathlib import Path
 from typing import Any
 
 import av
-from av.stream import Disposition
 
 from limelight.errors import InputError, OutputError
-from limelight.video import probe
+from limelight.video import error_reason, first_video_stream, probe, temporary_path
 
 __all__ = ["JoinStats", "Segment", "join", "merge_reports", "split"]
 
@@ -88,23 +86,6 @@ class JoinStats:
     audio_packets: int
 
 
-def _one_line(error: BaseException) -> str:
-    text = getattr(error, "strerror", None) or str(error) or type(error).__name__
-    return " ".join(str(text).split())
-
-
-def _video_stream(container: av.container.Container) -> av.video.stream.VideoStream | None:
-    """The first real video stream (cover art attached to audio files does not count)."""
-    for stream in container.streams.video:
-        if not stream.disposition & Disposition.attached_pic:
-            return stream
-    return None
-
-
-def _temporary(dst: Path) -> Path:
-    return dst.with_name(f".{dst.stem}.part-{secrets.token_hex(4)}{dst.suffix}")
-
-
 def _check_output(dst: Path) -> None:
     if not dst.parent.is_dir():
         raise OutputError(f"{dst}: destination folder does not exist")
@@ -123,7 +104,7 @@ class _SegmentWriter:
             self._out = av.open(str(path), mode="w", options=options)
             self._video = self._out.add_stream_from_template(template)
         except (av.FFmpegError, OSError, ValueError) as error:
-            raise OutputError(f"{path}: cannot write a segment ({_one_line(error)})") from error
+            raise OutputError(f"{path}: cannot write a segment ({error_reason(error)})") from error
         self._video.time_base = template.time_base
         self._video.metadata.update(template.metadata)
         self._video.disposition = template.disposition
@@ -133,13 +114,13 @@ class _SegmentWriter:
         try:
             self._out.mux(packet)
         except (av.FFmpegError, OSError, ValueError) as error:
-            raise OutputError(f"{self.path}: cannot write ({_one_line(error)})") from error
+            raise OutputError(f"{self.path}: cannot write ({error_reason(error)})") from error
 
     def close(self) -> None:
         try:
             self._out.close()
         except (av.FFmpegError, OSError) as error:
-            raise OutputError(f"{self.path}: cannot finish writing ({_one_line(error)})") from error
+            raise OutputError(f"{self.path}: cannot finish writing ({error_reason(error)})") from error
 
     def abort(self) -> None:
         try:
@@ -170,7 +151,7 @@ def split(src: str | os.PathLike[str], out_dir: str | os.PathLike[str], target_s
     writer: _SegmentWriter | None = None
     try:
         with av.open(str(src_p)) as container:
-            video = _video_stream(container)
+            video = first_video_stream(container)
             tb = video.time_base
             start_pts = frames = total = 0
             for packet in container.demux(video):
@@ -199,7 +180,7 @@ def split(src: str | os.PathLike[str], out_dir: str | os.PathLike[str], target_s
     except av.FFmpegError as error:
         if writer is not None:
             writer.abort()
-        raise InputError(f"{src_p}: corrupt or truncated ({_one_line(error)})") from error
+        raise InputError(f"{src_p}: corrupt or truncated ({error_reason(error)})") from error
     except BaseException:
         if writer is not None:
             writer.abort()
@@ -222,13 +203,13 @@ def _original_pts(path: Path) -> tuple[array, Fraction]:
     A container of its own: seeking back to 0 afterwards may land after the first audio packets.
     """
     with av.open(str(path)) as container:
-        stream = _video_stream(container)
+        stream = first_video_stream(container)
         if stream is None:
             raise InputError(f"{path}: no video stream")
         try:
             stamps = sorted(p.pts for p in container.demux(stream) if p.size and p.pts is not None)
         except av.FFmpegError as error:
-            raise InputError(f"{path}: corrupt or truncated ({_one_line(error)})") from error
+            raise InputError(f"{path}: corrupt or truncated ({error_reason(error)})") from error
         return array("q", stamps), stream.time_base
 
 
@@ -253,7 +234,7 @@ class _SegmentPackets:
             try:
                 container = av.open(str(path))
             except (av.FFmpegError, OSError) as error:
-                raise InputError(f"{path}: not a readable segment ({_one_line(error)})") from error
+                raise InputError(f"{path}: not a readable segment ({error_reason(error)})") from error
             with container:
                 stream = self._checked_stream(container, path)
                 tb = stream.time_base
@@ -275,13 +256,13 @@ class _SegmentPackets:
                         seen.append(packet.pts)
                         yield packet
                 except av.FFmpegError as error:
-                    raise InputError(f"{path}: corrupt segment ({_one_line(error)})") from error
+                    raise InputError(f"{path}: corrupt segment ({error_reason(error)})") from error
                 self._check_frames(seen, tb, path)
         if self.frames != len(self.original):
             raise OutputError(f"segments hold {self.frames} frames, the original {len(self.original)}; cannot join")
 
     def _checked_stream(self, container: av.container.InputContainer, path: Path) -> av.video.stream.VideoStream:
-        stream = _video_stream(container)
+        stream = first_video_stream(container)
         if stream is None:
             raise InputError(f"{path}: segment has no video stream")
         theirs, ours = stream.codec_context, self.reference.codec_context
@@ -319,7 +300,7 @@ def _audio_packets(container: av.container.InputContainer, path: Path) -> Iterat
             if packet.size:
                 yield packet
     except av.FFmpegError as error:
-        raise InputError(f"{path}: corrupt or truncated audio ({_one_line(error)})") from error
+        raise InputError(f"{path}: corrupt or truncated audio ({error_reason(error)})") from error
 
 
 def join(segment_paths: Iterable[str | os.PathLike[str]], original: str | os.PathLike[str], dst: str | os.PathLike[str]) -> JoinStats:
@@ -343,14 +324,14 @@ def join(segment_paths: Iterable[str | os.PathLike[str]], original: str | os.Pat
     probe(original_p)  # rejects missing, empty, truncated, non-video originals with an InputError
     stamps, stamps_tb = _original_pts(original_p)
     with av.open(str(original_p)) as source, av.open(str(paths[0])) as first:
-        template = _video_stream(first)
+        template = first_video_stream(first)
         if template is None:
             raise InputError(f"{paths[0]}: segment has no video stream")
-        tmp = _temporary(dst_p)
+        tmp = temporary_path(dst_p)
         try:
             out = av.open(str(tmp), mode="w")
         except (av.FFmpegError, OSError, ValueError) as error:
-            raise OutputError(f"{dst_p}: cannot create output ({_one_line(error)})") from error
+            raise OutputError(f"{dst_p}: cannot create output ({error_reason(error)})") from error
         try:
             video, audio = _output_streams(out, source, template)
             segments = _SegmentPackets(paths, template, stamps, stamps_tb)
@@ -366,7 +347,7 @@ def join(segment_paths: Iterable[str | os.PathLike[str]], original: str | os.Pat
             os.replace(tmp, dst_p)
         except (av.FFmpegError, OSError) as error:
             _discard(out, tmp)
-            raise OutputError(f"{dst_p}: cannot write ({_one_line(error)})") from error
+            raise OutputError(f"{dst_p}: cannot write ({error_reason(error)})") from error
         except BaseException:
             _discard(out, tmp)
             raise

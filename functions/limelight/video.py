@@ -193,7 +193,7 @@ def probe(path: str | os.PathLike[str]) -> VideoInfo:
     """
     p = Path(path)
     with _open_input(p) as container:
-        stream = _video_stream(container)
+        stream = first_video_stream(container)
         cc = stream.codec_context
         first = next(_decoded_frames(container, p), None)
         if first is None:
@@ -276,7 +276,7 @@ def transcode(
 
     started = time.perf_counter()
     with _open_input(src_p) as container:
-        tmp = dst_p.with_name(f".{dst_p.stem}.part-{secrets.token_hex(4)}{dst_p.suffix}")
+        tmp = temporary_path(dst_p)
         writer: _Writer | None = None
         try:
             writer = _Writer(container, tmp, dst_p, options)
@@ -310,7 +310,12 @@ def _per_frame(process: Callable[[np.ndarray, int], np.ndarray]) -> Transform:
     return run
 
 
-def _one_line(error: BaseException) -> str:
+def temporary_path(dst: Path) -> Path:
+    """A hidden, unique name beside `dst`: the file is written there and renamed when complete."""
+    return dst.with_name(f".{dst.stem}.part-{secrets.token_hex(4)}{dst.suffix}")
+
+
+def error_reason(error: BaseException) -> str:
     """FFmpeg's reason without errno or file name (the caller's message names the file)."""
     text = getattr(error, "strerror", None) or str(error) or type(error).__name__
     return " ".join(str(text).split())
@@ -343,8 +348,8 @@ def _open_input(path: Path) -> av.container.InputContainer:
     try:
         container = av.open(str(path), mode="r")
     except (av.FFmpegError, OSError, UnicodeDecodeError) as error:
-        raise InputError(f"{path}: not a readable video ({_one_line(error)})") from error
-    if _video_stream(container) is None:
+        raise InputError(f"{path}: not a readable video ({error_reason(error)})") from error
+    if first_video_stream(container) is None:
         container.close()
         raise InputError(f"{path}: no video stream")
     size = path.stat().st_size
@@ -371,7 +376,7 @@ def _indexed_end(container: av.container.InputContainer) -> int:
     return end
 
 
-def _video_stream(container: av.container.Container) -> av.video.stream.VideoStream | None:
+def first_video_stream(container: av.container.Container) -> av.video.stream.VideoStream | None:
     """The first real video stream; cover art in audio files (attached pictures) does not count."""
     for stream in container.streams.video:
         if not stream.disposition & Disposition.attached_pic:
@@ -392,9 +397,9 @@ def _sample_aspect_ratio(stream: av.video.stream.VideoStream) -> Fraction | None
 def _count_video_packets(container: av.container.InputContainer, path: Path) -> int:
     container.seek(0)
     try:
-        return sum(1 for packet in container.demux(_video_stream(container)) if packet.size)
+        return sum(1 for packet in container.demux(first_video_stream(container)) if packet.size)
     except av.FFmpegError as error:
-        raise InputError(f"{path}: corrupt or truncated ({_one_line(error)})") from error
+        raise InputError(f"{path}: corrupt or truncated ({error_reason(error)})") from error
 
 
 def _decoded_frames(
@@ -405,7 +410,7 @@ def _decoded_frames(
     The input is demuxed once, so audio reaches the writer in file order while video decodes.
     Only demuxing/decoding errors become InputError; errors of the writer propagate as they are.
     """
-    video = _video_stream(container)
+    video = first_video_stream(container)
     video.thread_type = "AUTO"
     video.codec_context.thread_count = writer.threads if writer is not None else 0
     audios = list(container.streams.audio) if writer is not None else []
@@ -417,7 +422,7 @@ def _decoded_frames(
         except StopIteration:
             return
         except av.FFmpegError as error:
-            raise InputError(f"{path}: corrupt or truncated ({_one_line(error)})") from error
+            raise InputError(f"{path}: corrupt or truncated ({error_reason(error)})") from error
         if frames is None:
             # A zero-size packet only marks the end of a stream for the decoder.
             if packet.size:
@@ -434,7 +439,7 @@ def _frames(
     exact_rgb: bool = False,
 ) -> Iterator[Frame]:
     """`Frame`s with strictly increasing pts (repairs missing or repeated decoder timestamps)."""
-    stream = _video_stream(container)
+    stream = first_video_stream(container)
     tb = stream.time_base
     rate = _frame_rate(stream)
     step = max(1, round(1 / (rate * tb))) if rate and tb else 1
@@ -477,7 +482,7 @@ class _Writer:
         self.threads = options.threads
         self.audio_packets = 0
         self._options = options
-        self._in_video = _video_stream(src)
+        self._in_video = first_video_stream(src)
         self._pending: list[av.Packet] | None = []
         self._expected: deque[int] = deque()
         self._input_done = False
@@ -485,7 +490,7 @@ class _Writer:
         try:
             self._out = av.open(str(tmp), mode="w")
         except (av.FFmpegError, OSError, ValueError) as error:
-            raise OutputError(f"{dst}: cannot create output ({_one_line(error)})") from error
+            raise OutputError(f"{dst}: cannot create output ({error_reason(error)})") from error
         try:
             self._setup_streams(src)
         except BaseException:
@@ -501,7 +506,7 @@ class _Writer:
         try:
             self._video = self._out.add_stream("libx264", rate=rate or None)
         except (av.FFmpegError, ValueError) as error:
-            raise OutputError(f"{self.dst}: cannot store H.264 video ({_one_line(error)})") from error
+            raise OutputError(f"{self.dst}: cannot store H.264 video ({error_reason(error)})") from error
         # Stream.metadata is a plain dict copied into the stream at header time; assigning a new
         # dict would be forwarded to the codec context by PyAV's __setattr__, so update in place.
         self._video.metadata.update(
@@ -515,7 +520,7 @@ class _Writer:
             except (av.FFmpegError, ValueError) as error:
                 raise OutputError(
                     f"{self.dst}: cannot copy audio codec {ia.codec_context.name!r} "
-                    f"into this container ({_one_line(error)})"
+                    f"into this container ({error_reason(error)})"
                 ) from error
             oa.metadata.update(ia.metadata)
             oa.disposition = ia.disposition
@@ -619,20 +624,20 @@ class _Writer:
         try:
             return self._video.encode(vframe)
         except av.FFmpegError as error:
-            raise OutputError(f"{self.dst}: H.264 encoding failed ({_one_line(error)})") from error
+            raise OutputError(f"{self.dst}: H.264 encoding failed ({error_reason(error)})") from error
 
     def _mux(self, packet: av.Packet) -> None:
         try:
             self._out.mux(packet)
         except (av.FFmpegError, OSError, ValueError) as error:
-            raise OutputError(f"{self.dst}: cannot write ({_one_line(error)})") from error
+            raise OutputError(f"{self.dst}: cannot write ({error_reason(error)})") from error
 
     def close(self) -> None:
         """Write the trailer; the file is complete afterwards."""
         try:
             self._out.close()
         except (av.FFmpegError, OSError) as error:
-            raise OutputError(f"{self.dst}: cannot finish writing ({_one_line(error)})") from error
+            raise OutputError(f"{self.dst}: cannot finish writing ({error_reason(error)})") from error
 
     def abort(self) -> None:
         """Release the output file after a failure (its content is discarded by the caller)."""
