@@ -59,10 +59,16 @@ def train_samples(data: Path):
     return read_bbx_gt(data / TRAIN_GT, data / TRAIN_IMAGES)
 
 
+def stage_source(start_weights: Path, settings) -> str:
+    """What a training stage's output depends on: the hash of the weights it starts from, and its settings."""
+    return f"{sha256(start_weights)} {json.dumps(asdict(settings), sort_keys=True)}"
+
+
 def train_stage(work: Path, name: str, source: str, train) -> Path:
     """`train(checkpoint_dir)` -> model, saved to work/<name>_weights.h5 (legacy HDF5 layout: a
-    ".weights.h5" name would select the Keras 3 format). Redone only when `source` (the hash of the
-    weights it starts from) changed; an interrupted run resumes from its checkpoints in work/<name>/."""
+    ".weights.h5" name would select the Keras 3 format). Redone only when `source` (`stage_source`: the
+    weights it starts from and its settings) changed; an interrupted run resumes from its checkpoints
+    in work/<name>/."""
     out, stamp = work / f"{name}_weights.h5", work / f"{name}_weights.source"
     if out.exists() and stamp.exists() and stamp.read_text() == source:
         return out
@@ -82,8 +88,9 @@ def stage_finetune(data: Path, work: Path, settings) -> Path:
     from model_opt.train import prune_and_finetune
 
     def train(ckpt):
-        return prune_and_finetune(float_model(data), train_samples(data), RetinaFaceConfig(), settings, ckpt)
-    return train_stage(work, "pruned", sha256(data / WEIGHTS), train)
+        teacher = float_model(data)
+        return prune_and_finetune(teacher, train_samples(data), RetinaFaceConfig(), settings, ckpt, teacher)
+    return train_stage(work, "pruned", stage_source(data / WEIGHTS, settings), train)
 
 
 def stage_recover(data: Path, work: Path, pruned_weights: Path, settings) -> Path:
@@ -91,8 +98,9 @@ def stage_recover(data: Path, work: Path, pruned_weights: Path, settings) -> Pat
     from model_opt.train import prune_and_finetune
 
     def train(ckpt):
-        return prune_and_finetune(pruned_model(pruned_weights), train_samples(data), RetinaFaceConfig(), settings, ckpt)
-    return train_stage(work, "recovered", sha256(pruned_weights), train)
+        return prune_and_finetune(pruned_model(pruned_weights), train_samples(data), RetinaFaceConfig(), settings, ckpt,
+                                  float_model(data))
+    return train_stage(work, "recovered", stage_source(pruned_weights, settings), train)
 
 
 def stage_batch_norm(data: Path, work: Path, pruned_weights: Path, settings) -> Path:
@@ -102,7 +110,7 @@ def stage_batch_norm(data: Path, work: Path, pruned_weights: Path, settings) -> 
 
     def train(ckpt):
         return reestimate_batch_norm(pruned_model(pruned_weights), train_samples(data), RetinaFaceConfig(), settings)
-    return train_stage(work, "bn", sha256(pruned_weights), train)
+    return train_stage(work, "bn", stage_source(pruned_weights, settings), train)
 
 
 def stage_qat(data: Path, work: Path, pruned_weights: Path, settings) -> Path:
@@ -110,8 +118,9 @@ def stage_qat(data: Path, work: Path, pruned_weights: Path, settings) -> Path:
     from model_opt.qat import qat_finetune
 
     def train(ckpt):
-        return qat_finetune(pruned_model(pruned_weights), train_samples(data), RetinaFaceConfig(), settings, ckpt)
-    return train_stage(work, "qat", sha256(pruned_weights), train)
+        return qat_finetune(pruned_model(pruned_weights), train_samples(data), RetinaFaceConfig(), settings, ckpt,
+                            float_model(data))
+    return train_stage(work, "qat", stage_source(pruned_weights, settings), train)
 
 
 def pruned_model(weights: Path, config: RetinaFaceConfig = RetinaFaceConfig()):
@@ -268,9 +277,13 @@ def main(argv: list[str] | None = None) -> None:
                    help="add the second, 640 px recovery fine-tune (model_opt/README.md: better float AP, 48.8%% sparsity)")
     p.add_argument("--steps", type=int, default=None, help="fine-tune steps (default: PruneSettings)")
     p.add_argument("--qat-steps", type=int, default=None, help="quantization-aware training steps (default: QatSettings)")
+    p.add_argument("--distill", type=float, default=None,
+                   help="weight of the distillation term towards the float model in both fine-tunes (0: off; default: the settings')")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     settings = PruneSettings() if args.steps is None else replace(PruneSettings(), steps=args.steps)
+    if args.distill is not None:
+        settings = replace(settings, distill=args.distill)
     args.work.mkdir(parents=True, exist_ok=True)
     log.info("parity with the reference ONNX: max score difference %.2e", check_parity(args.data))
     weights = stage_finetune(args.data, args.work, settings)
@@ -279,11 +292,13 @@ def main(argv: list[str] | None = None) -> None:
     stages = [settings]
     if args.recover:
         recovery = RECOVERY if args.steps is None else replace(RECOVERY, steps=max(1, args.steps // 2))
+        recovery = replace(recovery, distill=settings.distill)
         weights = stage_recover(args.data, args.work, weights, recovery)
         stages.append(recovery)
     weights = stage_batch_norm(args.data, args.work, weights, BatchNormSettings())
     stages.append(BatchNormSettings())
     qat_settings = QatSettings() if args.qat_steps is None else replace(QatSettings(), steps=args.qat_steps)
+    qat_settings = replace(qat_settings, distill=settings.distill)
     qat_weights = stage_qat(args.data, args.work, weights, qat_settings)
     info = stage_export(args.data, args.work, args.out, weights, qat_weights)
     path = stage_metadata(args.data, args.work, args.out, stages, qat_settings, info, qat_weights)

@@ -39,6 +39,7 @@ class QatSettings:
     seed: int = 2
     checkpoint_every: int = 50
     range_batches: int = 20  # batches that set the initial activation ranges
+    distill: float = 1.0  # weight of the distillation term towards the float teacher (train.distillation_loss)
 
 
 # Activation-range variables of tfmot's quantizers, by the suffix of their names.
@@ -118,11 +119,12 @@ def load_qat(weights: Path, config: RetinaFaceConfig = RetinaFaceConfig()) -> ke
 
 
 def qat_finetune(pruned_core: keras.Model, samples: list[Sample], config: RetinaFaceConfig,
-                 settings: QatSettings, work_dir: Path) -> keras.Model:
+                 settings: QatSettings, work_dir: Path, teacher: keras.Model | None = None) -> keras.Model:
     """Quantization-aware fine-tune of the pruned model, resumable from `work_dir`; returns the QAT
-    model (export it with `export.to_int8_tflite`, which takes the learnt ranges)."""
+    model (export it with `export.to_int8_tflite`, which takes the learnt ranges). `teacher` (the
+    unpruned float model) is distilled into it when `settings.distill` > 0."""
     model = quantize_aware(pruned_core, config, _calibration_batches(samples, config, settings))
-    fit_resumable(model, samples, config, settings, work_dir)
+    fit_resumable(model, samples, config, settings, work_dir, teacher=teacher)
     return model
 
 

@@ -10,7 +10,10 @@ from model_opt.data import match_targets, read_bbx_gt  # noqa: E402
 from model_opt.export import CalibrationError, to_int8_tflite, write_atomically  # noqa: E402
 from model_opt.retinaface import RetinaFaceConfig, build_core  # noqa: E402
 from model_opt.qat import QatSettings, float_kernels, load_qat, qat_finetune  # noqa: E402
-from model_opt.train import BatchNormSettings, PruneSettings, kernel_sparsity, prune_and_finetune, reestimate_batch_norm  # noqa: E402
+from model_opt.train import (  # noqa: E402
+    BatchNormSettings, PruneSettings, distillation_loss, kernel_sparsity, multibox_loss, prune_and_finetune,
+    reestimate_batch_norm,
+)
 from limelight.anchors import prior_boxes  # noqa: E402
 
 TRAIN_GT = "widerface/train/wider_face_train_bbx_gt.subset.txt"
@@ -26,7 +29,8 @@ def tiny_pruned(shared_file, tmp_path_factory):
         batch_size=2, image_size=128, checkpoint_every=2,
     )
     work = tmp_path_factory.mktemp("finetune")
-    model = prune_and_finetune(build_core(config), samples, config, settings, work)
+    teacher = build_core(config)  # the distillation path (teacher outputs joined to the targets) runs too
+    model = prune_and_finetune(build_core(config), samples, config, settings, work, teacher)
     return model, settings, work
 
 
@@ -160,6 +164,41 @@ def test_a_training_stage_reruns_only_when_its_start_weights_change(tmp_path):
     resumed = []
     train_stage(tmp_path, "qat", "sha-b", lambda ckpt: resumed.append((ckpt / "checkpoint").read_text()) or _FakeModel("c"))
     assert resumed == ["half"]
+
+
+def test_distillation_adds_nothing_when_the_student_matches_the_teacher():
+    rng = np.random.default_rng(0)
+    anchors = 50
+    gt = np.concatenate([rng.normal(0, 1, (2, anchors, 4)), (rng.random((2, anchors, 1)) < 0.1)], -1)
+    teacher = np.concatenate([rng.normal(0, 1, (2, anchors, 4)), rng.normal(0, 3, (2, anchors, 2))], -1)
+    y_true = np.concatenate([gt, teacher], -1).astype(np.float32)
+    base = float(multibox_loss(gt.astype(np.float32), teacher.astype(np.float32)))
+    # GIVEN a student whose outputs are the teacher's THEN only the ground-truth loss remains
+    assert float(distillation_loss(1.0)(y_true, teacher.astype(np.float32))) == pytest.approx(base, rel=1e-5)
+    # GIVEN other scores or other boxes where the teacher sees a face THEN the loss grows, by the weight
+    other_scores = teacher.copy()
+    other_scores[..., 4:6] = other_scores[..., 4:6][..., ::-1]
+    other_boxes = teacher + np.array([0.5, 0.5, 0.5, 0.5, 0, 0])
+    for student in (other_scores, other_boxes):
+        student = student.astype(np.float32)
+        plain = float(multibox_loss(gt.astype(np.float32), student))
+        one, two = (float(distillation_loss(w)(y_true, student)) for w in (1.0, 2.0))
+        assert one > plain + 0.01 and two - plain == pytest.approx(2 * (one - plain), rel=1e-4)
+    # weight 0: the plain multibox loss
+    assert float(distillation_loss(0.0)(y_true, other_boxes.astype(np.float32))) == pytest.approx(
+        float(multibox_loss(gt.astype(np.float32), other_boxes.astype(np.float32))), rel=1e-6)
+
+
+def test_a_training_stage_depends_on_its_settings_too(tmp_path):
+    from model_opt.pipeline import stage_source
+
+    weights = tmp_path / "w.h5"
+    weights.write_bytes(b"weights")
+    a = stage_source(weights, QatSettings())
+    assert a == stage_source(weights, QatSettings())
+    assert a != stage_source(weights, QatSettings(distill=0.0))
+    weights.write_bytes(b"other weights")
+    assert a != stage_source(weights, QatSettings())
 
 
 def test_batch_norm_reestimation_moves_only_the_statistics(shared_file):
