@@ -41,9 +41,10 @@ Each leak is also given a cause from LimeLight's own report (its boxes at that f
 but its track was kept as a consented person) or "weak" (a blurred box overlaps, yet the face is
 still identifiable: box misplaced / too small, or blur too weak). Leaks whose input encoding is
 within 0.6 of a consented person are flagged "near-known" (possibly the consented person, turned
-or blurred by motion, that YuNet+dlib failed to identify). Up to `--crops` leak crops per clip
-(input | output side by side) and a few known-but-blurred crops are saved to a new folder
-bench/out/leaks/<UTC time>-<pid>/<clip>/ per run.
+or blurred by motion, that YuNet+dlib failed to identify). Up to `--crops` crops per clip of the
+leaks that are confirmed and above the floor, as many of the others (input | output side by side),
+and a few known-but-blurred crops are saved to a new folder bench/out/leaks/<UTC time>-<pid>/<clip>/
+per run.
 
 Writes only to a temporary directory and bench/out/leaks/ (git-ignored).
 """
@@ -232,7 +233,8 @@ def run_clip(name: str, src: Path, photos: list[Path], args, tmp: Path) -> ClipR
 
     yunet = None
     confirm = CenterFaceCheck(args.centerface, args.confirm_score) if args.centerface else None
-    saved_leaks = saved_known = 0
+    saved = {True: 0, False: 0}  # leak crops saved: actionable (confirmed, above the floor) or not
+    saved_known = 0
     for (i, _, rgb_in), (j, _, rgb_out) in zip(iter_frames(src), iter_frames(dst)):
         if i != j or rgb_in.shape != rgb_out.shape:
             raise RuntimeError(f"{name}: output frame {j} {rgb_out.shape} does not line up with input frame {i} {rgb_in.shape}")
@@ -310,13 +312,14 @@ def run_clip(name: str, src: Path, photos: list[Path], args, tmp: Path) -> ClipR
                 res.confirmed_floor += at_floor
             diff = np.abs(rgb_in[top:bottom, left:right].astype(np.int16) - rgb_out[top:bottom, left:right]).mean()
             res.untouched_leaks += diff < args.untouched
-            if saved_leaks < args.crops:
+            actionable = confirmed and not kept_near_known and not at_floor
+            if saved[actionable] < args.crops:
                 near = f"_near-{nearest}-{d_known:.2f}" if d_known <= NEAR_KNOWN else ""
                 near += f"_kept-as-{kept_as}" if kept_as else ""
                 near += "_confirmed" if confirmed else ("_unconfirmed" if confirm else "")
                 near += "_floor" if at_floor else ""
                 _save_crop(out_dir, f"leak_{cause}_f{i:04d}_x{left}_y{top}_{right - left}px_dio{d_io:.2f}{near}", rgb_in, rgb_out, face)
-                saved_leaks += 1
+                saved[actionable] += 1
     return res
 
 
@@ -336,7 +339,8 @@ def main() -> None:
     ap.add_argument("--untouched", type=float, default=4.0, help="mean |in - out| (0-255) under which a leaked face counts as untouched pixels (default 4)")
     ap.add_argument("--confirm-score", type=float, default=0.5, help="CenterFace score that confirms a YuNet face (default 0.5)")
     ap.add_argument("--no-confirm", action="store_true", help="skip the CenterFace confirmation")
-    ap.add_argument("--crops", type=int, default=6, help="leak crops saved per clip to --out (default 6)")
+    ap.add_argument("--crops", type=int, default=6,
+                    help="leak crops saved per clip to --out: this many confirmed leaks above the floor, and as many others (default 6)")
     ap.add_argument("--out", type=Path, default=None,
                     help="folder for crops (default: a new bench/out/leaks/<UTC time>-<pid>/, so runs never mix)")
     ap.add_argument("--keep-videos", action="store_true", help="also keep LimeLight's outputs in --out")
