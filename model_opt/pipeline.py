@@ -281,9 +281,10 @@ def main(argv: list[str] | None = None) -> None:
                    help="weight of the distillation term towards the float model in both fine-tunes (0: off; default: the settings')")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    settings = PruneSettings() if args.steps is None else replace(PruneSettings(), steps=args.steps)
-    if args.distill is not None:
-        settings = replace(settings, distill=args.distill)
+    distill = {} if args.distill is None else {"distill": args.distill}  # --distill sets every fine-tune's
+    settings = replace(PruneSettings(), **distill)
+    if args.steps is not None:
+        settings = replace(settings, steps=args.steps)
     args.work.mkdir(parents=True, exist_ok=True)
     log.info("parity with the reference ONNX: max score difference %.2e", check_parity(args.data))
     weights = stage_finetune(args.data, args.work, settings)
@@ -291,14 +292,16 @@ def main(argv: list[str] | None = None) -> None:
         return
     stages = [settings]
     if args.recover:
-        recovery = RECOVERY if args.steps is None else replace(RECOVERY, steps=max(1, args.steps // 2))
-        recovery = replace(recovery, distill=settings.distill)
+        recovery = replace(RECOVERY, **distill)
+        if args.steps is not None:
+            recovery = replace(recovery, steps=max(1, args.steps // 2))
         weights = stage_recover(args.data, args.work, weights, recovery)
         stages.append(recovery)
     weights = stage_batch_norm(args.data, args.work, weights, BatchNormSettings())
     stages.append(BatchNormSettings())
-    qat_settings = QatSettings() if args.qat_steps is None else replace(QatSettings(), steps=args.qat_steps)
-    qat_settings = replace(qat_settings, distill=settings.distill)
+    qat_settings = replace(QatSettings(), **distill)
+    if args.qat_steps is not None:
+        qat_settings = replace(qat_settings, steps=args.qat_steps)
     qat_weights = stage_qat(args.data, args.work, weights, qat_settings)
     info = stage_export(args.data, args.work, args.out, weights, qat_weights)
     path = stage_metadata(args.data, args.work, args.out, stages, qat_settings, info, qat_weights)

@@ -91,8 +91,6 @@ def distillation_loss(weight: float):
     def loss(y_true, y_pred):
         gt, t_loc, t_logits = y_true[..., :5], y_true[..., 5:9], y_true[..., 9:11]
         base = multibox_loss(gt, y_pred)
-        if weight == 0:
-            return base
         loc_p, logits = y_pred[..., :4], y_pred[..., 4:6]
         t_prob = tf.nn.softmax(t_logits)
         kl = tf.reduce_sum(t_prob * (tf.nn.log_softmax(t_logits) - tf.nn.log_softmax(logits)), axis=-1)
@@ -204,7 +202,6 @@ def fit_resumable(model: keras.Model, samples: list[Sample], config: RetinaFaceC
     lr = keras.optimizers.schedules.CosineDecay(settings.learning_rate, settings.steps, alpha=0.1)
     opt = keras.optimizers.SGD(learning_rate=lr, momentum=0.9)
     if teacher is not None and settings.distill > 0:
-        teacher.trainable = False
         train_view.compile(optimizer=opt, loss=distillation_loss(settings.distill))
     else:
         teacher = None

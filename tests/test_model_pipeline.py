@@ -132,7 +132,7 @@ class _FakeModel:
             f.write(self.tag)
 
 
-def test_a_training_stage_reruns_only_when_its_start_weights_change(tmp_path):
+def test_a_training_stage_reruns_only_when_its_source_changes(tmp_path):
     from model_opt.pipeline import train_stage
 
     calls = []
@@ -147,9 +147,9 @@ def test_a_training_stage_reruns_only_when_its_start_weights_change(tmp_path):
 
     out = train_stage(tmp_path, "qat", "sha-a", train("a"))
     assert out.read_text() == "a" and calls == ["a"]
-    # GIVEN the same start weights THEN the stage is not redone
+    # GIVEN the same source (start weights and settings) THEN the stage is not redone
     assert train_stage(tmp_path, "qat", "sha-a", train("again")).read_text() == "a" and calls == ["a"]
-    # GIVEN other start weights THEN it retrains from scratch: the old checkpoints are gone first
+    # GIVEN another source THEN it retrains from scratch: the old checkpoints are gone first
     seen = []
 
     def fresh(ckpt):
