@@ -85,14 +85,16 @@ def _distort(rng, image):
         hsv[..., 1] *= rng.uniform(0.5, 1.5)
         hsv[..., 0] = (hsv[..., 0] + rng.uniform(-9, 9)) % 180
         img = cv2.cvtColor(np.clip(hsv, 0, 255).astype(np.uint8), cv2.COLOR_HSV2RGB).astype(np.float32)
-    return np.clip(img, 0, 255)
+    # Back to uint8, what a decoder hands the detector: the resize that follows then saturates at 0..255
+    # (cubic and Lanczos overshoot on float input, which stretched the int8 model's learnt input range).
+    return np.clip(np.rint(img), 0, 255).astype(np.uint8)
 
 
 _INTERPOLATIONS = (cv2.INTER_LINEAR, cv2.INTER_CUBIC, cv2.INTER_AREA, cv2.INTER_NEAREST, cv2.INTER_LANCZOS4)
 
 
 def augment(rng: np.random.Generator, image: np.ndarray, boxes: np.ndarray, size: int):
-    """RGB uint8 image + boxes -> (size x size float32 RGB 0..255, boxes in that frame)."""
+    """RGB uint8 image + boxes -> (size x size float32 RGB, whole values 0..255, boxes in that frame)."""
     image, boxes = _random_crop(rng, image, boxes)
     image = _distort(rng, image)
     if rng.random() < 0.5:

@@ -277,6 +277,8 @@ def main(argv: list[str] | None = None) -> None:
                    help="add the second, 640 px recovery fine-tune (model_opt/README.md: better float AP, 48.8%% sparsity)")
     p.add_argument("--steps", type=int, default=None, help="fine-tune steps (default: PruneSettings)")
     p.add_argument("--qat-steps", type=int, default=None, help="quantization-aware training steps (default: QatSettings)")
+    p.add_argument("--allocation", choices=["uniform", "lamp"], default=None,
+                   help="how the target sparsity is shared among the kernels (default: PruneSettings')")
     p.add_argument("--distill", type=float, default=None,
                    help="weight of the distillation term towards the float model in both fine-tunes (0: off; default: the settings')")
     args = p.parse_args(argv)
@@ -285,6 +287,8 @@ def main(argv: list[str] | None = None) -> None:
     settings = replace(PruneSettings(), **distill)
     if args.steps is not None:
         settings = replace(settings, steps=args.steps)
+    if args.allocation is not None:
+        settings = replace(settings, allocation=args.allocation)
     args.work.mkdir(parents=True, exist_ok=True)
     log.info("parity with the reference ONNX: max score difference %.2e", check_parity(args.data))
     weights = stage_finetune(args.data, args.work, settings)

@@ -47,6 +47,9 @@ class PruneSettings:
     min_layer_params: int = 0  # kernels smaller than this stay dense (the stem, the first pointwise)
     freeze_bn: bool = True
     distill: float = 1.0  # weight of the distillation term (0: ground-truth multibox loss only)
+    # "uniform": every pruned kernel at target_sparsity; "lamp": layer-adaptive (`lamp_sparsities`), the
+    # same share of all pruned weights, spread by each weight's importance within its layer.
+    allocation: str = "uniform"
 
 
 # Optional recovery fine-tune of the pruned model (`--recover`): full-size crops, batch norm re-learnt
@@ -107,32 +110,55 @@ def _smooth_l1(d):
     return tf.where(a < 1.0, 0.5 * d * d, a - 0.5)
 
 
-def _prune_wrap(schedule):
-    def wrap(layer):
-        return tfmot.sparsity.keras.prune_low_magnitude(layer, pruning_schedule=schedule)
-    return wrap
+def lamp_sparsities(kernels: dict[str, np.ndarray], target: float) -> dict[str, float]:
+    """Per-layer sparsities that prune `target` of all the kernels' weights together, by LAMP
+    (Lee et al., "Layer-adaptive sparsity for the magnitude-based pruning", ICLR 2021).
+
+    A weight's LAMP score is its squared magnitude over the sum of the squares of the weights of its
+    layer that are at least as large; one global threshold on the scores sets each layer's share. Small
+    layers whose weights all matter (the stem, the first pointwise convolutions) stay nearly dense and
+    wide layers with many small weights give up more, unlike a uniform share that cuts every layer
+    alike. Each layer keeps at least its largest weight (its score is 1)."""
+    scores = {}
+    for name, k in kernels.items():
+        sq = np.sort(np.square(k.astype(np.float64).ravel()))
+        tail = np.cumsum(sq[::-1])[::-1]  # sum of the squares of the weights >= each one
+        scores[name] = sq / np.maximum(tail, 1e-30)
+    every = np.sort(np.concatenate(list(scores.values())))
+    cut = int(round(target * every.size))
+    if cut == 0:
+        return {name: 0.0 for name in kernels}
+    threshold = every[cut - 1]
+    return {name: float(np.sum(s <= threshold) / s.size) for name, s in scores.items()}
 
 
 def build_prunable(float_core: keras.Model, config: RetinaFaceConfig, settings: PruneSettings, size: int) -> keras.Model:
     """A fresh copy of `float_core` whose backbone/FPN/SSH convolutions are wrapped for pruning.
 
     Built from scratch (not `clone_model`) so no layer is shared with the float model."""
-    if settings.schedule == "constant":
-        schedule = tfmot.sparsity.keras.ConstantSparsity(settings.target_sparsity, begin_step=0, frequency=settings.prune_frequency)
-    else:
+    def schedule(sparsity: float):
+        if settings.schedule == "constant":
+            return tfmot.sparsity.keras.ConstantSparsity(sparsity, begin_step=0, frequency=settings.prune_frequency)
         end = max(1, int(settings.steps * settings.prune_end_fraction))
-        schedule = tfmot.sparsity.keras.PolynomialDecay(
-            initial_sparsity=0.0, final_sparsity=settings.target_sparsity, begin_step=0, end_step=end,
-            frequency=settings.prune_frequency,
+        return tfmot.sparsity.keras.PolynomialDecay(
+            initial_sparsity=0.0, final_sparsity=sparsity, begin_step=0, end_step=end, frequency=settings.prune_frequency,
         )
-    prune = _prune_wrap(schedule)
-    sizes = {l.name: int(np.prod(l.kernel.shape)) for l in float_core.layers if isinstance(l, keras.layers.Conv2D)}
+
+    kernels = {l.name: l.kernel.numpy() for l in float_core.layers
+               if isinstance(l, keras.layers.Conv2D) and not isinstance(l, keras.layers.DepthwiseConv2D)
+               # Heads stay dense: they are 0.6% of the weights and decide every score and box.
+               and l.name != "preprocess" and "Head" not in l.name and l.kernel.shape.num_elements() >= settings.min_layer_params}
+    if settings.allocation == "lamp":
+        share = lamp_sparsities(kernels, settings.target_sparsity)
+    elif settings.allocation == "uniform":
+        share = {name: settings.target_sparsity for name in kernels}
+    else:
+        raise ValueError(f"unknown sparsity allocation {settings.allocation!r}")
 
     def wrap(layer):
-        # Heads stay dense: they are 0.6% of the weights and decide every score and box.
-        if "Head" in layer.name or sizes.get(layer.name, 0) < settings.min_layer_params:
+        if layer.name not in share or share[layer.name] <= 0.0:
             return layer
-        return prune(layer)
+        return tfmot.sparsity.keras.prune_low_magnitude(layer, pruning_schedule=schedule(share[layer.name]))
 
     pruned = build_core(config, (size, size), wrap=wrap)
     copy_weights_by_name(float_core, pruned)

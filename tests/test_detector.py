@@ -3,7 +3,7 @@
 import numpy as np
 
 from limelight.anchors import prior_boxes
-from limelight.detector import TARGET_MEAN, Detector, InputGeometry, _brighten
+from limelight.detector import TARGET_MEAN, Detector, InputGeometry, _brighten, to_model_input
 
 
 def test_input_is_scaled_to_the_long_side_and_padded_to_multiples_of_32():
@@ -62,3 +62,18 @@ def test_boxes_come_back_in_frame_pixels_and_the_frame_is_not_touched():
     cx, cy = (dets[0, 0] + dets[0, 2]) / 2, (dets[0, 1] + dets[0, 3]) / 2
     assert abs(cx - 200) <= 8 and abs(cy - 120) <= 8  # input pixels x2 (scale 0.5)
     assert np.all(frame == 30)  # brightening works on the detector's copy only
+
+
+def test_frames_reach_the_model_as_its_input_quantization_reads_them():
+    frame = np.array([[[[0, 38, 255], [100, 101, 102]]]], np.uint8)
+    # the shipped contract: uint8, scale 1, zero point 0 -> the frame itself, no copy per frame
+    assert to_model_input(frame, np.uint8, (1.0, 0)) is frame
+    # a float export takes the same values
+    np.testing.assert_array_equal(to_model_input(frame, np.float32, (0.0, 0)), frame.astype(np.float32))
+    # another input range: each pixel is quantized so that (q - zero point) * scale reads it back
+    scale, zp = 1.4947, 38
+    q = to_model_input(frame, np.uint8, (scale, zp))
+    assert q.dtype == np.uint8
+    np.testing.assert_allclose((q.astype(float) - zp) * scale, frame, atol=scale / 2 + 1e-6)
+    q8 = to_model_input(frame, np.int8, (1.0, -128))  # an int8 input of range 0..255
+    np.testing.assert_array_equal(q8.astype(int) + 128, frame)

@@ -6,13 +6,13 @@ import pytest
 pytest.importorskip("tensorflow_model_optimization", reason="model_opt needs the dev requirements")
 
 from limelight.detector import Detector, LiteRTRunner  # noqa: E402
-from model_opt.data import match_targets, read_bbx_gt  # noqa: E402
+from model_opt.data import augment, match_targets, read_bbx_gt  # noqa: E402
 from model_opt.export import CalibrationError, to_int8_tflite, write_atomically  # noqa: E402
 from model_opt.retinaface import RetinaFaceConfig, build_core  # noqa: E402
 from model_opt.qat import QatSettings, float_kernels, load_qat, qat_finetune  # noqa: E402
 from model_opt.train import (  # noqa: E402
-    BatchNormSettings, PruneSettings, distillation_loss, kernel_sparsity, multibox_loss, prune_and_finetune,
-    reestimate_batch_norm,
+    BatchNormSettings, PruneSettings, distillation_loss, kernel_sparsity, lamp_sparsities, multibox_loss,
+    prune_and_finetune, reestimate_batch_norm,
 )
 from limelight.anchors import prior_boxes  # noqa: E402
 
@@ -77,6 +77,19 @@ def test_empty_calibration_set_is_refused():
         to_int8_tflite(build_core(RetinaFaceConfig.tiny()), lambda: iter(()))
 
 
+def test_augmented_images_hold_pixel_values_only():
+    # The QAT input range follows every value it is trained on: values outside 0..255 (interpolation
+    # overshoot) stretched it and cost the int8 model input resolution and its scale-1 input.
+    rng = np.random.default_rng(0)
+    image = np.zeros((200, 300, 3), np.uint8)
+    image[:, 150:] = 255  # a hard edge, where cubic and Lanczos interpolation overshoot
+    boxes = np.array([[100, 50, 200, 150]], np.float32)
+    for _ in range(40):
+        out, _ = augment(rng, image, boxes, 96)
+        assert out.dtype == np.float32 and out.min() >= 0 and out.max() <= 255
+        np.testing.assert_array_equal(out, np.rint(out))
+
+
 def test_every_face_gets_an_anchor():
     priors = prior_boxes(128, 128)
     boxes = np.array([[10, 10, 26, 30], [60, 40, 124, 120]], np.float32)
@@ -116,7 +129,10 @@ def test_qat_int8_export_follows_the_qat_model(tiny_qat, tmp_path):
     np.testing.assert_allclose(loc_r, loc_q, atol=1e-5)  # the saved weights hold kernels and ranges
     calib = lambda: (rng.integers(0, 256, (96, 160, 3)).astype(np.uint8) for _ in range(2))  # noqa: E731
     data, _ = to_int8_tflite(reloaded, calib)
-    loc, score = LiteRTRunner(write_atomically(tmp_path / "qat_int8.tflite", data))(image)
+    runner = LiteRTRunner(write_atomically(tmp_path / "qat_int8.tflite", data))
+    # the input range stayed the pixels' own through the fine-tune: frames go in unchanged
+    assert runner.input_dtype == np.uint8 and runner._quantization == (1.0, 0)
+    loc, score = runner(image)
     expected = np.exp(logits_q[0, :, 1]) / np.exp(logits_q[0]).sum(-1)
     # fake quantization in training == integer arithmetic in LiteRT, up to a few int8 steps
     assert np.abs(score - expected).mean() < 0.02
@@ -187,6 +203,29 @@ def test_distillation_adds_nothing_when_the_student_matches_the_teacher():
     # weight 0: the plain multibox loss
     assert float(distillation_loss(0.0)(y_true, other_boxes.astype(np.float32))) == pytest.approx(
         float(multibox_loss(gt.astype(np.float32), other_boxes.astype(np.float32))), rel=1e-6)
+
+
+def test_lamp_prunes_the_target_share_of_all_weights_layer_by_layer():
+    rng = np.random.default_rng(0)
+    kernels = {
+        # a wide layer of many small weights and a few large ones: most of it can go
+        "wide": np.concatenate([rng.normal(0, 0.01, 9000), rng.normal(0, 1.0, 1000)]),
+        "narrow": rng.normal(0, 1.0, 200),  # a small layer whose weights are all alike
+        "even": np.ones(800),  # every weight equally important
+    }
+    total = sum(k.size for k in kernels.values())
+    for target in (0.3, 0.5, 0.8):
+        share = lamp_sparsities(kernels, target)
+        pruned = sum(share[n] * k.size for n, k in kernels.items())
+        assert abs(pruned / total - target) <= 1 / total + 1e-9
+    share = lamp_sparsities(kernels, 0.5)
+    # the share follows what a layer can spare, not a uniform 50%: all 5,500 weights to prune are the
+    # wide layer's small ones; the layers whose weights are all alike stay dense
+    assert share == {"wide": 0.55, "narrow": 0.0, "even": 0.0}
+    # every layer keeps at least its largest weight, even at extreme targets
+    extreme = lamp_sparsities(kernels, 0.999)
+    assert all(extreme[n] * k.size <= k.size - 1 for n, k in kernels.items())
+    assert lamp_sparsities(kernels, 0.0) == {n: 0.0 for n in kernels}
 
 
 def test_a_training_stage_depends_on_its_settings_too(tmp_path):

@@ -67,6 +67,7 @@ class LiteRTRunner:
             raise ModelError(f"{path}: cannot load detector model ({e})") from None
         self._input = self.interpreter.get_input_details()[0]
         self.input_dtype = self._input["dtype"]
+        self._quantization = self._input["quantization"]
         self._shape: tuple[int, ...] | None = None
         self._loc = self._score = None
 
@@ -82,11 +83,23 @@ class LiteRTRunner:
     def __call__(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if batch.shape != self._shape:
             self._resize(batch.shape)
-        if self.input_dtype != np.uint8:  # a float32 export takes the same 0..255 RGB values
-            batch = batch.astype(self.input_dtype)
-        self.interpreter.set_tensor(self._input["index"], batch)
+        self.interpreter.set_tensor(self._input["index"], to_model_input(batch, self.input_dtype, self._quantization))
         self.interpreter.invoke()
         return self.interpreter.get_tensor(self._loc)[0], self.interpreter.get_tensor(self._score)[0]
+
+
+def to_model_input(batch: np.ndarray, dtype, quantization: tuple[float, int]) -> np.ndarray:
+    """RGB uint8 pixels -> the model's input tensor. The shipped int8 model takes them unchanged (uint8,
+    scale 1, zero point 0); a float32 export takes the same 0..255 values as floats; any other integer
+    input is quantized with its own scale and zero point, so a model with another input range still
+    sees the real image."""
+    scale, zero_point = quantization
+    if dtype == np.uint8 and (scale, zero_point) in ((1.0, 0), (0.0, 0)):
+        return batch
+    if not np.issubdtype(dtype, np.integer):
+        return batch.astype(dtype)
+    info = np.iinfo(dtype)
+    return np.clip(np.rint(batch / scale + zero_point), info.min, info.max).astype(dtype)
 
 
 @dataclass(frozen=True)
