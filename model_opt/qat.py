@@ -60,14 +60,47 @@ def quantize_aware(core: keras.Model, config: RetinaFaceConfig = RetinaFaceConfi
     for layer in plain.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.trainable = False
-    annotated = tfmot.quantization.keras.quantize_annotate_model(plain)
-    with tfmot.quantization.keras.quantize_scope():
+    annotated = keras.models.clone_model(plain, clone_function=_annotate)
+    copy_weights_by_name(plain, annotated)
+    with tfmot.quantization.keras.quantize_scope({"_FixedLayerConfig": _FixedLayerConfig}):
         qat = tfmot.quantization.keras.quantize_apply(
             annotated, scheme=tfmot.experimental.combine.Default8BitPrunePreserveQuantizeScheme()
         )
     if calibration is not None:
         _init_ranges(qat, plain, calibration)
     return qat
+
+
+class _FixedLayerConfig(tfmot.quantization.keras.QuantizeConfig):
+    """For the fixed BGR-swap-and-mean layer: its output is quantized, its kernel left out of the QAT
+    wrapper. tfmot's wrapper lists every weight it quantizes as trainable, even in a frozen layer, so
+    the default config had the fine-tune turn the swap into a learnt colour mix (gains 1.01..1.05,
+    0.03 cross-talk). The converter still stores the kernel in int8; its 0 / 1 entries are exact."""
+
+    def get_weights_and_quantizers(self, layer):
+        return []
+
+    def get_activations_and_quantizers(self, layer):
+        return []
+
+    def set_quantize_weights(self, layer, quantize_weights):
+        pass
+
+    def set_quantize_activations(self, layer, quantize_activations):
+        pass
+
+    def get_output_quantizers(self, layer):
+        return [tfmot.quantization.keras.quantizers.MovingAverageQuantizer(
+            num_bits=8, per_axis=False, symmetric=False, narrow_range=False)]
+
+    def get_config(self):
+        return {}
+
+
+def _annotate(layer: keras.layers.Layer) -> keras.layers.Layer:
+    if layer.name == "preprocess":
+        return tfmot.quantization.keras.quantize_annotate_layer(layer, quantize_config=_FixedLayerConfig())
+    return tfmot.quantization.keras.quantize_annotate_layer(layer) if not isinstance(layer, keras.layers.InputLayer) else layer
 
 
 def _range_vars(wrapper: keras.layers.Layer) -> tuple[tf.Variable, tf.Variable] | None:

@@ -108,6 +108,18 @@ def test_qat_keeps_the_pruned_zeros(tiny_pruned, tiny_qat):
 
 
 @pytest.mark.slow
+@pytest.mark.slow
+def test_qat_leaves_the_fixed_preprocessing_alone(tiny_qat):
+    qat, config = tiny_qat
+    weights = {w.name.split(":")[0]: w.numpy() for w in qat.get_layer("quant_preprocess").weights}
+    kernel, bias = weights["preprocess/kernel"], weights["preprocess/bias"]
+    expected = np.zeros((1, 1, 3, 3), np.float32)
+    expected[0, 0, [2, 1, 0], [0, 1, 2]] = 1.0  # RGB -> BGR
+    np.testing.assert_array_equal(kernel, expected)
+    np.testing.assert_array_equal(bias, [-104.0, -117.0, -123.0])
+    assert not any("preprocess" in w.name for w in qat.trainable_weights)
+
+
 def test_qat_ranges_start_from_the_data_not_tfmot_defaults(tiny_qat):
     qat, _ = tiny_qat
     ranges = [v.numpy() for l in qat.layers for v in l.weights if v.name.split("/")[-1].startswith("output_m")]
