@@ -240,8 +240,7 @@ def stage_metadata(data: Path, work: Path, out_dir: Path, settings: list, qat_se
         "quantization": {"type": "full int8 (weights and activations), quantization-aware training "
                                  "(tfmot Default8BitPrunePreserveQuantizeScheme)",
                          "qat": asdict(qat_settings), **export_info},
-        "input": {"layout": "NHWC (1, H, W, 3), H and W multiples of 32, dynamic", "dtype": "uint8", "color": "RGB",
-                  "range": "0..255 (scale 1, zero point 0); BGR swap and mean (104,117,123) inside the model"},
+        "input": input_convention(int8_path),
         "outputs": {"loc": "(1, A, 4) offsets, variances (0.1, 0.2)", "score": "(1, A) face probability"},
         "anchors": {"min_sizes": [[16, 32], [64, 128], [256, 512]], "steps": [8, 16, 32], "variances": [0.1, 0.2]},
         "evaluation": {"protocol": "official WIDER FACE (IoU 0.5, easy/medium/hard keep lists, VOC AP)",
@@ -253,6 +252,21 @@ def stage_metadata(data: Path, work: Path, out_dir: Path, settings: list, qat_se
     path = int8_path.with_suffix(".json")
     path.write_text(json.dumps(meta, indent=1) + "\n")
     return path
+
+
+def input_convention(model_path: Path) -> dict:
+    """The int8 model's input, read from the file: the runtime feeds decoded RGB frames unchanged only
+    when the input is uint8 with scale 1 and zero point 0 (otherwise it quantizes each frame)."""
+    runner = LiteRTRunner(model_path)
+    scale, zero_point = runner.input_quantization
+    unchanged = runner.input_dtype == np.uint8 and (scale, zero_point) == (1.0, 0)
+    return {
+        "layout": "NHWC (1, H, W, 3), H and W multiples of 32, dynamic", "dtype": np.dtype(runner.input_dtype).name,
+        "color": "RGB", "scale": scale, "zero_point": zero_point,
+        "range": ("0..255 pixels unchanged" if unchanged else "0..255 as floats" if not scale
+                  else f"pixel v enters as round(v / {scale:.4f} + {zero_point})")
+                 + "; BGR swap and mean (104,117,123) inside the model",
+    }
 
 
 def check_parity(data: Path, images: int = 5) -> float:

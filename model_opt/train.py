@@ -49,7 +49,7 @@ class PruneSettings:
     distill: float = 1.0  # weight of the distillation term (0: ground-truth multibox loss only)
     # "uniform": every pruned kernel at target_sparsity; "lamp": layer-adaptive (`lamp_sparsities`), the
     # same share of all pruned weights, spread by each weight's importance within its layer.
-    allocation: str = "uniform"
+    allocation: str = "lamp"
 
 
 # Optional recovery fine-tune of the pruned model (`--recover`): full-size crops, batch norm re-learnt

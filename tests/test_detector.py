@@ -77,3 +77,17 @@ def test_frames_reach_the_model_as_its_input_quantization_reads_them():
     np.testing.assert_allclose((q.astype(float) - zp) * scale, frame, atol=scale / 2 + 1e-6)
     q8 = to_model_input(frame, np.int8, (1.0, -128))  # an int8 input of range 0..255
     np.testing.assert_array_equal(q8.astype(int) + 128, frame)
+
+
+def test_the_shipped_model_is_what_its_metadata_says():
+    from limelight.detector import LiteRTRunner, default_model_path, model_metadata
+
+    path = default_model_path()
+    meta = model_metadata(path)
+    assert meta["evaluation"]["int8_sha256"] == meta["sha256"]  # the figures were measured on this file
+    assert path.stat().st_size == meta["file_bytes"] <= 1_000_000
+    assert meta["pruning"]["achieved_sparsity"]["prunable_kernels"] >= 0.5
+    runner = LiteRTRunner(path)
+    # decoded frames go in unchanged: uint8 pixels, scale 1, zero point 0 (no per-frame conversion)
+    assert runner.input_dtype == np.uint8 and runner.input_quantization == (1.0, 0)
+    assert (meta["input"]["scale"], meta["input"]["zero_point"]) == runner.input_quantization

@@ -143,7 +143,7 @@ def test_qat_int8_export_follows_the_qat_model(tiny_qat, tmp_path):
     data, _ = to_int8_tflite(reloaded, calib)
     runner = LiteRTRunner(write_atomically(tmp_path / "qat_int8.tflite", data))
     # the input range stayed the pixels' own through the fine-tune: frames go in unchanged
-    assert runner.input_dtype == np.uint8 and runner._quantization == (1.0, 0)
+    assert runner.input_dtype == np.uint8 and runner.input_quantization == (1.0, 0)
     loc, score = runner(image)
     expected = np.exp(logits_q[0, :, 1]) / np.exp(logits_q[0]).sum(-1)
     # fake quantization in training == integer arithmetic in LiteRT, up to a few int8 steps

@@ -67,7 +67,7 @@ class LiteRTRunner:
             raise ModelError(f"{path}: cannot load detector model ({e})") from None
         self._input = self.interpreter.get_input_details()[0]
         self.input_dtype = self._input["dtype"]
-        self._quantization = self._input["quantization"]
+        self.input_quantization = self._input["quantization"]
         self._shape: tuple[int, ...] | None = None
         self._loc = self._score = None
 
@@ -83,7 +83,7 @@ class LiteRTRunner:
     def __call__(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if batch.shape != self._shape:
             self._resize(batch.shape)
-        self.interpreter.set_tensor(self._input["index"], to_model_input(batch, self.input_dtype, self._quantization))
+        self.interpreter.set_tensor(self._input["index"], to_model_input(batch, self.input_dtype, self.input_quantization))
         self.interpreter.invoke()
         return self.interpreter.get_tensor(self._loc)[0], self.interpreter.get_tensor(self._score)[0]
 
