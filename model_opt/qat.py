@@ -60,8 +60,7 @@ def quantize_aware(core: keras.Model, config: RetinaFaceConfig = RetinaFaceConfi
     for layer in plain.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.trainable = False
-    annotated = keras.models.clone_model(plain, clone_function=_annotate)
-    copy_weights_by_name(plain, annotated)
+    annotated = keras.models.clone_model(plain, clone_function=_annotate)  # wraps plain's own layers
     with tfmot.quantization.keras.quantize_scope({"_FixedLayerConfig": _FixedLayerConfig}):
         qat = tfmot.quantization.keras.quantize_apply(
             annotated, scheme=tfmot.experimental.combine.Default8BitPrunePreserveQuantizeScheme()

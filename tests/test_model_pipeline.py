@@ -108,7 +108,6 @@ def test_qat_keeps_the_pruned_zeros(tiny_pruned, tiny_qat):
 
 
 @pytest.mark.slow
-@pytest.mark.slow
 def test_qat_leaves_the_fixed_preprocessing_alone(tiny_qat):
     qat, config = tiny_qat
     weights = {w.name.split(":")[0]: w.numpy() for w in qat.get_layer("quant_preprocess").weights}
@@ -120,6 +119,7 @@ def test_qat_leaves_the_fixed_preprocessing_alone(tiny_qat):
     assert not any("preprocess" in w.name for w in qat.trainable_weights)
 
 
+@pytest.mark.slow
 def test_qat_ranges_start_from_the_data_not_tfmot_defaults(tiny_qat):
     qat, _ = tiny_qat
     ranges = [v.numpy() for l in qat.layers for v in l.weights if v.name.split("/")[-1].startswith("output_m")]
