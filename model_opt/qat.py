@@ -32,7 +32,7 @@ from model_opt.train import fit_resumable  # noqa: E402
 
 @dataclass(frozen=True)
 class QatSettings:
-    steps: int = 400
+    steps: int = 800
     batch_size: int = 8
     image_size: int = 480
     learning_rate: float = 2e-4
