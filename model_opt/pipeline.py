@@ -238,7 +238,7 @@ def stage_metadata(data: Path, work: Path, out_dir: Path, settings: list, qat_se
         # Sparsity of the shipped kernels: after QAT, which keeps the pruned zeros.
         "pruning": {"stages": [{"stage": type(s).__name__, **asdict(s)} for s in settings], "achieved_sparsity": kernel_sparsity(float_kernels(load_qat(qat_weights)))},
         "quantization": {"type": "full int8 (weights and activations), quantization-aware training "
-                                 "(tfmot Default8BitPrunePreserveQuantizeScheme)",
+                                 "(tfmot Default8BitPrunePreserveQuantizeScheme, depthwise kernels per channel)",
                          "qat": asdict(qat_settings), **export_info},
         "input": input_convention(int8_path),
         "outputs": {"loc": "(1, A, 4) offsets, variances (0.1, 0.2)", "score": "(1, A) face probability"},

@@ -62,12 +62,55 @@ def quantize_aware(core: keras.Model, config: RetinaFaceConfig = RetinaFaceConfi
             layer.trainable = False
     annotated = keras.models.clone_model(plain, clone_function=_annotate)  # wraps plain's own layers
     with tfmot.quantization.keras.quantize_scope({"_FixedLayerConfig": _FixedLayerConfig}):
-        qat = tfmot.quantization.keras.quantize_apply(
-            annotated, scheme=tfmot.experimental.combine.Default8BitPrunePreserveQuantizeScheme()
-        )
+        qat = tfmot.quantization.keras.quantize_apply(annotated, scheme=_Scheme())
     if calibration is not None:
         _init_ranges(qat, plain, calibration)
     return qat
+
+
+class _DepthwiseKernelQuantizer(tfmot.quantization.keras.quantizers.LastValueQuantizer):
+    """Per-channel int8 for a depthwise kernel (kh, kw, C, M), as the TFLite export stores it.
+
+    tfmot's default depthwise quantizer is "per axis" along the kernel's last axis, the depth
+    multiplier (size 1 here): one scale for all channels, so training simulated coarser weights than
+    the exported model has (its converter quantizes the batch-norm-folded kernel per channel).
+    Quantizing the kernel reshaped to (kh, kw, 1, C x M) makes the last axis the channel; tfmot's
+    per-channel ops take 2-D or 4-D kernels only."""
+
+    def __init__(self):
+        super().__init__(num_bits=8, per_axis=True, symmetric=True, narrow_range=True)
+
+    def build(self, tensor_shape, name, layer):
+        channels = int(tensor_shape[-2]) * int(tensor_shape[-1])
+        make = lambda suffix, value: layer.add_weight(  # noqa: E731
+            f"{name}_{suffix}", shape=(channels,), initializer=keras.initializers.Constant(value), trainable=False)
+        return {"min_var": make("min", -6.0), "max_var": make("max", 6.0)}
+
+    def __call__(self, inputs, training, weights, **kwargs):
+        kh, kw, c, m = inputs.shape
+        flat = tf.reshape(inputs, (kh, kw, 1, c * m))
+        return tf.reshape(super().__call__(flat, training, weights, **kwargs), (kh, kw, c, m))
+
+
+class _Registry:
+    """The prune-preserving 8-bit registry, with `_DepthwiseKernelQuantizer` for depthwise kernels."""
+
+    def __init__(self, base):
+        self._base = base
+
+    def __getattr__(self, name):
+        return getattr(self._base, name)
+
+    def get_quantize_config(self, layer):
+        config = self._base.get_quantize_config(layer)
+        if isinstance(layer, keras.layers.DepthwiseConv2D):
+            config.weight_quantizer = _DepthwiseKernelQuantizer()
+        return config
+
+
+class _Scheme(tfmot.experimental.combine.Default8BitPrunePreserveQuantizeScheme):
+    def get_quantize_registry(self):
+        return _Registry(super().get_quantize_registry())
 
 
 class _FixedLayerConfig(tfmot.quantization.keras.QuantizeConfig):

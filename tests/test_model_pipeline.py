@@ -120,6 +120,25 @@ def test_qat_leaves_the_fixed_preprocessing_alone(tiny_qat):
 
 
 @pytest.mark.slow
+def test_qat_quantizes_depthwise_kernels_per_channel(tiny_qat):
+    """tfmot's default gives a depthwise kernel one scale (its last axis is the depth multiplier);
+    the exported model has one per channel, and so must the training."""
+    qat, _ = tiny_qat
+    checked = 0
+    for wrapper in qat.layers:
+        inner = getattr(wrapper, "layer", None)
+        if type(inner).__name__ != "DepthwiseConv2D":
+            continue
+        weights = {v.name.split("/")[-1].split(":")[0]: v.numpy() for v in wrapper.weights}
+        kernel, low = weights["depthwise_kernel"], weights["depthwise_kernel_min"]
+        assert low.shape == (kernel.shape[2],)
+        # a training step sets each channel's range from its own weights (symmetric, narrow range)
+        np.testing.assert_allclose(-low, np.abs(kernel).max(axis=(0, 1, 3)), rtol=0.05)
+        checked += 1
+    assert checked >= 3
+
+
+@pytest.mark.slow
 def test_qat_ranges_start_from_the_data_not_tfmot_defaults(tiny_qat):
     qat, _ = tiny_qat
     ranges = [v.numpy() for l in qat.layers for v in l.weights if v.name.split("/")[-1].startswith("output_m")]
