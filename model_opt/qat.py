@@ -180,9 +180,10 @@ def _init_ranges(qat: keras.Model, plain: keras.Model, calibration: Iterable[np.
     # The input: uint8 frames, so the range is exactly 0..255 (scale 1, zero point 0 in the TFLite model).
     for layer in qat.layers:
         if type(layer).__name__ == "QuantizeLayer":  # tfmot does not export the class
-            for var in layer.weights:
-                if var.name.split("/")[-1].startswith("quantize_layer_m"):
-                    var.assign(0.0 if "_min" in var.name else 255.0)
+            for var in layer.weights:  # named after the layer: quantize_layer_1_min in a second model
+                leaf = var.name.split("/")[-1].split(":")[0]
+                if leaf.endswith(("_min", "_max")):
+                    var.assign(0.0 if leaf.endswith("_min") else 255.0)
     return len(names)
 
 
