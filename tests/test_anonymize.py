@@ -106,3 +106,30 @@ def test_without_known_faces_everyone_is_blurred(clip, tmp_path):
     assert doc["faces"] >= 1 and doc["kept"] == 0
     assert all(b[5] == 1 for t in doc["tracks"] for b in t["boxes"])
     json.dumps(doc)  # the report is plain JSON
+
+
+@pytest.mark.slow
+def test_consented_person_who_turns_away_is_shown_again_when_facing_back(clip, shared_file, tmp_path):
+    # GIVEN the friends clip and all six friends as consented people, one photo each
+    src = clip("friends_yakhyo_in_video.mp4")
+    gallery_dir = tmp_path / "known"
+    gallery_dir.mkdir()
+    for name in ["Chandler", "Joey", "Monica", "Phoebe", "Rachel", "Ross"]:
+        (gallery_dir / f"{name}.png").symlink_to(shared_file(f"videos/known_faces/friends/{name}.yakhyo.png"))
+    gallery = load_gallery(gallery_dir)
+    engine = Anonymizer(Detector(), Recognizer(gallery), AnonymizeOptions())
+    dst = tmp_path / "friends_anonymized.mp4"
+    doc = engine.video(src, dst).as_dict()
+
+    # WHEN Phoebe turns away (frames ~290-355: no sample matches her) and faces the camera again
+    phoebe = [t for t in doc["tracks"] if t["first_frame"] <= 300 and t["last_frame"] >= 395
+              and t["decision"] == "kept as Phoebe"]
+    assert len(phoebe) == 1
+    shown = {b[0]: b[5] == 0 for b in phoebe[0]["boxes"]}
+    # THEN she is shown before, blurred while turned away, and shown again after
+    assert shown[275] and not shown[340] and shown[395]
+    # AND in the output she is still herself at frame 395
+    _, *box, _ = next(b for b in phoebe[0]["boxes"] if b[0] == 395)
+    out = encode_face(_frames(dst, [395])[395], box)
+    assert out is not None
+    assert np.linalg.norm(out - gallery.encodings[gallery.names.index("Phoebe")]) < 0.45

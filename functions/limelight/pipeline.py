@@ -39,8 +39,11 @@ class RecognitionSchedule:
 
     A track is sampled every `interval` frames until it has `max_samples`; a track that is kept
     (consented) goes on being checked every `verify_interval` frames for as long as it lasts, and
-    `revoke_after` consecutive checks that do not match its person blur it for good: a tracker
-    mistake must not carry one person's consent over to a stranger.
+    `revoke_after` consecutive checks that do not match its person suspend it (blurred): a tracker
+    mistake must not carry one person's consent over to a stranger. A suspended track is still
+    checked every `verify_interval` frames and shown again only after `min_matches` consecutive
+    confident matches of one consented person, the evidence a new track needs: a consented person
+    who turns away for a moment is blurred while turned, not for the rest of the shot.
     """
 
     first_samples: int = 3  # taken `first_interval` apart, so a decision exists within the look-ahead
@@ -101,19 +104,37 @@ def default_output(src: Path) -> Path:
 
 
 class _TrackState:
-    __slots__ = ("vote", "samples", "last_sample", "misses", "revoked")
+    __slots__ = ("vote", "samples", "last_sample", "recent", "suspended", "start")
 
     def __init__(self, vote: IdentityVote | None):
         self.vote, self.samples, self.last_sample = vote, 0, -(10**9)
-        self.misses, self.revoked = 0, False
+        self.recent: list[str | None] = []  # the names the latest samples matched (None: nobody)
+        self.suspended = False
+        self.start = 0  # after a resumption only the samples from this one on count
 
     def decision(self, min_matches: int = 1, window: int | None = None) -> Decision | None:
         if self.vote is None:
             return None
+        if self.start:
+            window = min(window or self.samples, self.samples - self.start)
         d = self.vote.decision(window)
-        if d.kept and (self.revoked or d.matches < min_matches):
+        if d.kept and (self.suspended or d.matches < min_matches):
             return Decision(False, None, d.votes, d.matches, d.best_distance)
         return d
+
+    def record(self, name: str | None, kept_as: str | None, schedule: RecognitionSchedule) -> None:
+        """After a sample (already counted in `samples`) matched `name` (None: nobody): suspend a
+        track kept as `kept_as` whose last `revoke_after` samples all missed that person; resume a
+        suspended one whose last `min_matches` samples all matched one person, judged from then on
+        by the samples since that run began (a new track needs the same evidence)."""
+        self.recent = (self.recent + [name])[-max(schedule.revoke_after, schedule.min_matches):]
+        if kept_as is not None:
+            last = self.recent[-schedule.revoke_after:]
+            self.suspended = len(last) == schedule.revoke_after and kept_as not in last
+        elif self.suspended:
+            last = self.recent[-schedule.min_matches:]
+            if len(last) == schedule.min_matches and last[0] is not None and len(set(last)) == 1:
+                self.suspended, self.start = False, self.samples - schedule.min_matches
 
 
 class Anonymizer:
@@ -125,11 +146,11 @@ class Anonymizer:
     # -- per-track identity ---------------------------------------------------------------------
     def _sample(self, state: _TrackState, frame: np.ndarray, index: int, det: np.ndarray) -> None:
         sched = self.options.recognition
-        if state.vote is None or state.revoked or det[4] < sched.min_score:
+        if state.vote is None or det[4] < sched.min_score:
             return
         current = state.decision(sched.min_matches, sched.window)
         gap = index - state.last_sample
-        if current.kept:  # keep verifying a consented track for as long as it lasts
+        if current.kept or state.suspended:  # keep verifying a consented track for as long as it lasts
             wait = sched.verify_interval
         elif state.samples < sched.first_samples:
             wait = sched.first_interval
@@ -143,9 +164,7 @@ class Anonymizer:
             return
         match = state.vote.add(encoding)
         state.samples += 1
-        if current.kept:
-            state.misses = 0 if match.name == current.name else state.misses + 1
-            state.revoked = state.misses >= sched.revoke_after
+        state.record(match.name, current.name if current.kept else None, sched)
 
     def _kept(self, state: _TrackState | None, min_matches: int) -> tuple[bool, str | None]:
         d = state.decision(min_matches, self.options.recognition.window) if state is not None else None

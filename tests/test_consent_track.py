@@ -1,0 +1,102 @@
+"""Consent over a track's life: verification, suspension and resumption (`pipeline._TrackState`).
+
+The engine samples a track's face now and then (`RecognitionSchedule`); these tests script what
+the face encoder returns at each frame and follow the keep/blur decision frame by frame.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+import limelight.pipeline as pipeline
+from limelight.pipeline import AnonymizeOptions, Anonymizer, _TrackState
+from tests.test_recognizer import synthetic_recognizer, toward, unit
+
+DETECTION = np.array([10.0, 10.0, 90.0, 110.0, 0.95], np.float32)
+
+
+def _follow(monkeypatch, face_at, frames: int) -> list[bool]:
+    """Runs one track through `frames` frames; `face_at(i)` is the encoding of the face at frame i.
+    Returns whether the face is shown (kept) at each frame."""
+    recognizer, _ = synthetic_recognizer()
+    engine = Anonymizer(None, recognizer, AnonymizeOptions())
+    monkeypatch.setattr(pipeline, "encode_face", lambda frame, box: face_at(frame))
+    state = _TrackState(recognizer.vote())
+    min_matches = engine.options.recognition.min_matches
+    shown = []
+    for i in range(frames):
+        engine._sample(state, i, i, DETECTION)  # the "frame" is its index: face_at sees it
+        shown.append(engine._kept(state, min_matches)[0])
+    return shown
+
+
+def _people():
+    _, people = synthetic_recognizer()
+    ann = toward(people["ann"], unit(30), 0.3)  # a good sample of ann
+    turned = toward(people["ann"], unit(31), 0.7)  # ann turned away: matches nobody
+    stranger = people["ann"] + 0.85 * unit(32)  # far from ann and bob
+    return ann, turned, stranger
+
+
+def test_consented_person_who_turns_away_is_blurred_while_turned_then_shown_again(monkeypatch):
+    ann, turned, _ = _people()
+    # GIVEN ann facing the camera for 60 frames, turned away for 60, then facing it again
+    shown = _follow(monkeypatch, lambda i: turned if 60 <= i < 120 else ann, 240)
+    verify = AnonymizeOptions().recognition.verify_interval
+
+    # THEN she is shown once two samples agree, blurred within two checks of turning away...
+    assert all(shown[5:60])
+    assert not any(shown[60 + 2 * verify:120])
+    # ...and shown again within two checks of facing the camera, to the end of the track
+    assert all(shown[120 + 2 * verify + 1:])
+
+
+def test_tracker_switch_to_a_stranger_is_blurred_and_stays_blurred(monkeypatch):
+    ann, _, stranger = _people()
+    # GIVEN a track that is ann for 60 frames, then (a tracker mistake) a stranger for 400
+    shown = _follow(monkeypatch, lambda i: ann if i < 60 else stranger, 460)
+    verify = AnonymizeOptions().recognition.verify_interval
+
+    # THEN the stranger is blurred within two checks and never shown again
+    assert all(shown[5:60])
+    assert not any(shown[60 + 2 * verify:])
+
+
+def test_one_lucky_match_does_not_show_a_suspended_track_again(monkeypatch):
+    ann, turned, stranger = _people()
+    # GIVEN ann, then a stranger whose face matches ann in one sample only (frames 150-154)
+    shown = _follow(monkeypatch, lambda i: ann if i < 60 or 150 <= i < 155 else stranger, 300)
+
+    # THEN after the suspension one matching sample is not enough: blurred to the end
+    assert not any(shown[120:])
+
+
+@pytest.mark.parametrize("matches_needed", [2, 3])
+def test_resumption_needs_min_matches_consecutive_matches(monkeypatch, matches_needed):
+    ann, turned, _ = _people()
+    options = AnonymizeOptions()
+    schedule = options.recognition
+    state = _TrackState(synthetic_recognizer()[0].vote())
+    # GIVEN a track kept as ann (two matches), then suspended (two misses)
+    for name in ["ann", "ann"]:
+        state.vote.add(ann)
+        state.samples += 1
+        state.record(name, None, schedule)
+    assert state.decision(schedule.min_matches, schedule.window).kept
+    for _ in range(schedule.revoke_after):
+        state.vote.add(turned)
+        state.samples += 1
+        state.record(None, "ann", schedule)
+    assert state.suspended and not state.decision(schedule.min_matches, schedule.window).kept
+    # WHEN ann matches again, sample after sample
+    schedule = replace(schedule, min_matches=matches_needed)
+    for n in range(1, matches_needed + 1):
+        state.vote.add(ann)
+        state.samples += 1
+        state.record("ann", None, schedule)
+        # THEN she is shown only once `min_matches` samples in a row agree
+        assert state.suspended == (n < matches_needed)
+    assert state.decision(matches_needed, schedule.window).name == "ann"
