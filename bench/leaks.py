@@ -243,7 +243,7 @@ def run_clip(name: str, src: Path, photos: list[Path], args, tmp: Path) -> ClipR
     res.tracks, res.kept_tracks = report.faces, report.kept
     per_frame: dict[int, list[tuple[np.ndarray, int, str | None, int]]] = {}
     for tid, track in report.tracks.items():
-        kept_as = track.decision.name if track.decision is not None and track.decision.kept else None
+        kept_as = max(track.shown_as, key=track.shown_as.get) if track.shown_as else None  # shown, if only for a while
         for f, x1, y1, x2, y2, blurred in track.boxes:
             per_frame.setdefault(int(f), []).append((np.array([x1, y1, x2, y2]), int(blurred), kept_as, tid))
     # (frame, person) where the bench itself identified a consented person on a LimeLight track

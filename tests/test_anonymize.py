@@ -128,6 +128,9 @@ def test_consented_person_who_turns_away_is_shown_again_when_facing_back(clip, s
     shown = {b[0]: b[5] == 0 for b in phoebe[0]["boxes"]}
     # THEN she is shown before, blurred while turned away, and shown again after
     assert shown[275] and not shown[340] and shown[395]
+    # AND the report names her for every frame she was shown
+    assert phoebe[0]["shown_as"] == {"Phoebe": phoebe[0]["frames"] - phoebe[0]["frames_blurred"]}
+    assert all(sum(t["shown_as"].values()) == t["frames"] - t["frames_blurred"] for t in doc["tracks"])
     # AND in the output she is still herself at frame 395
     _, *box, _ = next(b for b in phoebe[0]["boxes"] if b[0] == 395)
     out = encode_face(_frames(dst, [395])[395], box)

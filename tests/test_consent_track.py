@@ -100,3 +100,20 @@ def test_resumption_needs_min_matches_consecutive_matches(monkeypatch, matches_n
         # THEN she is shown only once `min_matches` samples in a row agree
         assert state.suspended == (n < matches_needed)
     assert state.decision(matches_needed, schedule.window).name == "ann"
+
+
+def test_report_names_the_person_of_every_frame_left_unblurred():
+    from limelight.report import FileReport
+
+    report = FileReport("in.mp4", "out.mp4", "video")
+    # GIVEN a track shown as ann for two frames, then blurred (suspended) for one
+    report.add_box(3, 0, [0, 0, 10, 10], blurred=False, shown_as="ann")
+    report.add_box(3, 1, [0, 0, 10, 10], blurred=False, shown_as="ann")
+    report.add_box(3, 2, [0, 0, 10, 10], blurred=True)
+    track = report.as_dict()["tracks"][0]
+    # THEN the audit trail says whom the shown frames were shown as, although the track ends blurred
+    assert track["decision"] == "blurred" and track["frames_blurred"] == 1
+    assert track["shown_as"] == {"ann": 2}
+    # AND an unblurred face without a consented name is refused
+    with pytest.raises(ValueError, match="must name"):
+        report.add_box(4, 0, [0, 0, 10, 10], blurred=False)

@@ -174,7 +174,7 @@ class Anonymizer:
         blur, kept_flags, labels = [], [], []
         for tid, box in boxes:
             kept, name = self._kept(states.get(tid), min_matches)
-            report.add_box(tid, index, box, blurred=not kept)
+            report.add_box(tid, index, box, blurred=not kept, shown_as=name if kept else None)
             if not kept:
                 blur.append(box)
             kept_flags.append(kept)

@@ -18,11 +18,15 @@ from limelight.recognizer import Decision
 
 @dataclass
 class TrackRecord:
-    """One face track; `boxes` rows are [frame, x1, y1, x2, y2, blurred (1) or kept (0)]."""
+    """One face track; `boxes` rows are [frame, x1, y1, x2, y2, blurred (1) or kept (0)].
+
+    `decision` is the track's final one; `shown_as` counts the frames shown (left unblurred) under
+    each consented name, so a track shown for a while and then suspended is accounted for too."""
 
     track_id: int
     boxes: list[list[float]] = field(default_factory=list)
     decision: Decision | None = None
+    shown_as: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         d = self.decision
@@ -38,6 +42,7 @@ class TrackRecord:
                 "best_distance": None if d.best_distance is None else round(d.best_distance, 3),
             },
             "frames_blurred": sum(1 for b in self.boxes if b[5]),
+            "shown_as": dict(self.shown_as),
             "boxes": self.boxes,
         }
 
@@ -53,9 +58,14 @@ class FileReport:
     seconds: float = 0.0
     tracks: dict[int, TrackRecord] = field(default_factory=dict)
 
-    def add_box(self, track_id: int, frame: int, box, blurred: bool) -> None:
+    def add_box(self, track_id: int, frame: int, box, blurred: bool, shown_as: str | None = None) -> None:
+        """One frame of a track; a box left unblurred names the consented person it was shown as."""
+        if not blurred and shown_as is None:
+            raise ValueError("a face left unblurred must name the consented person it was shown as")
         rec = self.tracks.setdefault(track_id, TrackRecord(track_id))
         rec.boxes.append([frame, *(round(float(v), 1) for v in box[:4]), int(blurred)])
+        if not blurred:
+            rec.shown_as[shown_as] = rec.shown_as.get(shown_as, 0) + 1
 
     @property
     def faces(self) -> int:
