@@ -25,6 +25,13 @@ a wrong merge could carry one person's consent over to a stranger.
 
 Memory: per-frame state lives only between the released frame and the newest one; what grows with
 the video is one small `TrackSummary` per track.
+
+Why not a tracking library: the maintained ones (supervision's ByteTrack, norfair) are online
+trackers: they return each frame's boxes as that frame arrives, with no way to revise the past,
+while redaction needs the opposite: boxes decided late over a look-ahead buffer (backfill before
+a face's first detection, gaps filled from both ends), confirmation that can reach back to a
+track's first frame, and a merge policy tuned so that consent never passes between people. Those
+are most of this module; the association itself is a few dozen lines.
 """
 
 from __future__ import annotations
