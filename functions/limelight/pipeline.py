@@ -1,8 +1,9 @@
 """The anonymization engine: decode -> detect -> track -> recognise -> redact -> encode.
 
 One streaming function serves the CLI and the per-segment Lambda. Frames are held in a look-ahead
-buffer only as long as the tracker needs to settle their boxes (a few frames), so memory does not
-grow with the video's length. A face is left unblurred only when its track's votes say it is a
+buffer until the tracker has settled their boxes and a recognition decision has had
+`RecognitionSchedule.decision_delay` frames (1 s at 24 fps) to reach them, so memory does not grow
+with the video's length. A face is left unblurred only when its track's votes say it is a
 consented person; everything else, including faces too small to recognise, is blurred.
 """
 
@@ -56,6 +57,12 @@ class RecognitionSchedule:
     verify_interval: int = 15
     revoke_after: int = 2
     min_score: float = 0.6  # only confident detections are worth a sample
+    # A frame is redacted only once `decision_delay` newer frames have been seen, so a decision
+    # reached then (a face moving into the shot is often matched only after a few samples) still
+    # applies to it: a consented person is not blurred for the first half second of every shot, and
+    # a suspension reaches back as far. Costs that many decoded frames of memory (1 s of 1080p at
+    # 24 fps: ~150 MB).
+    decision_delay: int = 24
 
 
 class ShotChangeDetector:
@@ -191,8 +198,12 @@ class Anonymizer:
             shots = ShotChangeDetector()
             buffer: deque[Frame] = deque()
 
+            delay = self.options.recognition.decision_delay
+            finished = False
+
             def ready() -> Iterator[Frame]:
-                while buffer and tracker.is_final(buffer[0].index):
+                while buffer and tracker.is_final(buffer[0].index) and (
+                        finished or buffer[-1].index - buffer[0].index >= delay):
                     f = buffer.popleft()
                     self._emit(f.rgb, f.index, tracker.boxes_at(f.index), states, report, self.options.recognition.min_matches)
                     tracker.release(f.index)
@@ -219,6 +230,7 @@ class Anonymizer:
                 if pending is not None:
                     yield from track(pending[0], pending[1].result(), pending[2])
             tracker.finish()
+            finished = True
             yield from ready()
 
         return run
