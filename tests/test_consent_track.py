@@ -117,3 +117,40 @@ def test_report_names_the_person_of_every_frame_left_unblurred():
     # AND an unblurred face without a consented name is refused
     with pytest.raises(ValueError, match="must name"):
         report.add_box(4, 0, [0, 0, 10, 10], blurred=False)
+
+
+class _NoFaces:
+    def __call__(self, rgb):
+        return np.zeros((0, 5), np.float32)
+
+
+def _frames_read_before_first_output(options: AnonymizeOptions, shape) -> int:
+    from limelight.report import FileReport
+    from limelight.video import Frame
+
+    read = 0
+
+    def frames():
+        nonlocal read
+        for i in range(200):
+            read += 1
+            yield Frame(index=i, pts=i, time=i / 24, rgb=np.zeros(shape, np.uint8))
+
+    run = Anonymizer(_NoFaces(), None, options)._transform(FileReport("in", "out", "video"), {})
+    next(iter(run(frames())))
+    return read
+
+
+def test_frames_are_held_for_the_decision_delay_within_a_memory_cap():
+    options = AnonymizeOptions()
+    delay = options.recognition.decision_delay
+    # GIVEN small frames: the first is redacted only once `decision_delay` newer frames were read
+    # (plus the one in detection), so a recognition decision within that second still reaches it
+    small = _frames_read_before_first_output(options, (36, 64, 3))
+    assert delay + 1 <= small <= delay + 3
+    # GIVEN frames so large that the cap allows 15 of them: the first is redacted after ~15
+    capped = replace(options, recognition=replace(options.recognition, max_held_bytes=15 * 36 * 64 * 3))
+    assert 15 + 1 <= _frames_read_before_first_output(capped, (36, 64, 3)) <= 15 + 3 < small
+    # AND without a delay only the tracker's own look-ahead is held
+    none = replace(options, recognition=replace(options.recognition, decision_delay=0))
+    assert _frames_read_before_first_output(none, (36, 64, 3)) <= options.tracker.lookahead + 3 < small

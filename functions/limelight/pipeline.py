@@ -61,8 +61,9 @@ class RecognitionSchedule:
     # reached then (a face moving into the shot is often matched only after a few samples) still
     # applies to it: a consented person is not blurred for the first half second of every shot, and
     # a suspension reaches back as far. Costs that many decoded frames of memory (1 s of 1080p at
-    # 24 fps: ~150 MB).
+    # 24 fps: ~150 MB), at most `max_held_bytes` of them (4K frames: 10).
     decision_delay: int = 24
+    max_held_bytes: int = 256 * 2**20
 
 
 class ShotChangeDetector:
@@ -198,10 +199,11 @@ class Anonymizer:
             shots = ShotChangeDetector()
             buffer: deque[Frame] = deque()
 
-            delay = self.options.recognition.decision_delay
+            sched = self.options.recognition
             finished = False
 
             def ready() -> Iterator[Frame]:
+                delay = min(sched.decision_delay, sched.max_held_bytes // max(buffer[0].rgb.nbytes, 1)) if buffer else 0
                 while buffer and tracker.is_final(buffer[0].index) and (
                         finished or buffer[-1].index - buffer[0].index >= delay):
                     f = buffer.popleft()
