@@ -279,8 +279,7 @@ def run_clip(name: str, src: Path, photos: list[Path], args, tmp: Path) -> ClipR
             tag += f"_kept-as-{leak['kept_as']}" if leak["kept_as"] else ""
             tag += "_confirmed" if leak["confirmed"] else ("_unconfirmed" if confirm else "")
             tag += "_floor" if leak["at_floor"] else ""
-            pair = leak["crop"] if isinstance(leak["crop"], np.ndarray) else _crop_pair(*leak["crop"], leak["face"])
-            _save_pair(out_dir, tag, pair)
+            _save_pair(out_dir, tag, leak["crop"])
             saved[actionable] += 1
 
     for (i, _, rgb_in), (j, _, rgb_out) in zip(iter_frames(src), iter_frames(dst)):
@@ -351,8 +350,8 @@ def run_clip(name: str, src: Path, photos: list[Path], args, tmp: Path) -> ClipR
             diff = np.abs(rgb_in[top:bottom, left:right].astype(np.int16) - rgb_out[top:bottom, left:right]).mean()
             leak = dict(frame=i, cause=cause, kept_as=kept_as, track=track, large=large, d_io=d_io, d_known=d_known,
                         nearest=nearest, confirmed=confirmed, at_floor=at_floor, untouched=diff < args.untouched,
-                        face=face, tag=f"leak_{cause}_f{i:04d}_x{left}_y{top}_{right - left}px_dio{d_io:.2f}",
-                        crop=(rgb_in, rgb_out) if cause != "kept" else _crop_pair(rgb_in, rgb_out, face))
+                        tag=f"leak_{cause}_f{i:04d}_x{left}_y{top}_{right - left}px_dio{d_io:.2f}",
+                        crop=_crop_pair(rgb_in, rgb_out, face))  # kept leaks are settled after the last frame
             if cause == "kept":
                 pending.append(leak)
             else:

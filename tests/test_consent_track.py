@@ -75,28 +75,28 @@ def test_one_lucky_match_does_not_show_a_suspended_track_again(monkeypatch):
 
 
 @pytest.mark.parametrize("matches_needed", [2, 3])
-def test_resumption_needs_min_matches_consecutive_matches(monkeypatch, matches_needed):
+def test_resumption_needs_min_matches_consecutive_matches(matches_needed):
     ann, turned, _ = _people()
     options = AnonymizeOptions()
     schedule = options.recognition
     state = _TrackState(synthetic_recognizer()[0].vote())
     # GIVEN a track kept as ann (two matches), then suspended (two misses)
-    for name in ["ann", "ann"]:
+    for _ in range(2):
         state.vote.add(ann)
         state.samples += 1
-        state.record(name, None, schedule)
+        state.record(None, schedule)
     assert state.decision(schedule.min_matches, schedule.window).kept
     for _ in range(schedule.revoke_after):
         state.vote.add(turned)
         state.samples += 1
-        state.record(None, "ann", schedule)
+        state.record("ann", schedule)
     assert state.suspended and not state.decision(schedule.min_matches, schedule.window).kept
     # WHEN ann matches again, sample after sample
     schedule = replace(schedule, min_matches=matches_needed)
     for n in range(1, matches_needed + 1):
         state.vote.add(ann)
         state.samples += 1
-        state.record("ann", None, schedule)
+        state.record(None, schedule)
         # THEN she is shown only once `min_matches` samples in a row agree
         assert state.suspended == (n < matches_needed)
     assert state.decision(matches_needed, schedule.window).name == "ann"

@@ -112,11 +112,10 @@ def default_output(src: Path) -> Path:
 
 
 class _TrackState:
-    __slots__ = ("vote", "samples", "last_sample", "recent", "suspended", "start")
+    __slots__ = ("vote", "samples", "last_sample", "suspended", "start")
 
     def __init__(self, vote: IdentityVote | None):
         self.vote, self.samples, self.last_sample = vote, 0, -(10**9)
-        self.recent: list[str | None] = []  # the names the latest samples matched (None: nobody)
         self.suspended = False
         self.start = 0  # after a resumption only the samples from this one on count
 
@@ -130,17 +129,16 @@ class _TrackState:
             return Decision(False, None, d.votes, d.matches, d.best_distance)
         return d
 
-    def record(self, name: str | None, kept_as: str | None, schedule: RecognitionSchedule) -> None:
-        """After a sample (already counted in `samples`) matched `name` (None: nobody): suspend a
-        track kept as `kept_as` whose last `revoke_after` samples all missed that person; resume a
+    def record(self, kept_as: str | None, schedule: RecognitionSchedule) -> None:
+        """After a sample was added to the vote (and counted in `samples`): suspend a track kept as
+        `kept_as` whose last `revoke_after` samples all missed that person; resume a
         suspended one whose last `min_matches` samples all matched one person, judged from then on
         by the samples since that run began (a new track needs the same evidence)."""
-        self.recent = (self.recent + [name])[-max(schedule.revoke_after, schedule.min_matches):]
         if kept_as is not None:
-            last = self.recent[-schedule.revoke_after:]
+            last = self.vote.last_names(schedule.revoke_after)
             self.suspended = len(last) == schedule.revoke_after and kept_as not in last
         elif self.suspended:
-            last = self.recent[-schedule.min_matches:]
+            last = self.vote.last_names(schedule.min_matches)
             if len(last) == schedule.min_matches and last[0] is not None and len(set(last)) == 1:
                 self.suspended, self.start = False, self.samples - schedule.min_matches
 
@@ -170,9 +168,9 @@ class Anonymizer:
         encoding = encode_face(frame, det[:4])
         if encoding is None:
             return
-        match = state.vote.add(encoding)
+        state.vote.add(encoding)
         state.samples += 1
-        state.record(match.name, current.name if current.kept else None, sched)
+        state.record(current.name if current.kept else None, sched)
 
     def _kept(self, state: _TrackState | None, min_matches: int) -> tuple[bool, str | None]:
         d = state.decision(min_matches, self.options.recognition.window) if state is not None else None

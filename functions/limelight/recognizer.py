@@ -532,6 +532,10 @@ class IdentityVote:
         self._samples.append(sample)
         return sample
 
+    def last_names(self, count: int) -> list[str | None]:
+        """The names the last `count` samples matched (None: nobody), oldest first."""
+        return [sample.name for sample in self._samples[-count:]] if count > 0 else []
+
     def decision(self, window: int | None = None) -> Decision:
         """The track's decision from the samples added so far (only the last `window` if given:
         a long track is judged on what it shows now, not on how it entered the frame)."""
