@@ -5,8 +5,9 @@ What is measured, per clip (default: the 720p `friends_yakhyo_in_video.mp4` and 
 
   (a) LimeLight: `Anonymizer(Detector(), None).video(src, dst)`, default options, no known faces
       (decode -> detect -> track -> blur -> libx264 encode, audio copied);
-  (b) transcode: `limelight.video.transcode(src, dst)` with no frame callback: the same decoder,
-      RGB conversion and libx264 settings as (a), i.e. the floor LimeLight cannot beat;
+  (b) transcode: `limelight.video.transcode(src, dst)` with no frame callback: the same decoder
+      and libx264 settings as (a), frames passed from decoder to encoder in YUV with no colour
+      conversion, i.e. the floor LimeLight cannot beat;
   (c) deface 1.5.0 (PyPI), its default settings (`deface SRC -o DST`: CenterFace at full
       resolution, threshold 0.2, imageio-ffmpeg libx264 writer), in its own venv.
 

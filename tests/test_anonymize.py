@@ -139,3 +139,37 @@ def test_consented_person_who_turns_away_is_shown_again_when_facing_back(clip, s
     out = encode_face(_frames(dst, [395])[395], box)
     assert out is not None
     assert np.linalg.norm(out - gallery.encodings[gallery.names.index("Phoebe")]) < 0.45
+
+
+def test_only_the_redacted_regions_change(tmp_path, monkeypatch):
+    import limelight.demo as demo
+    from limelight.video import EncodeOptions
+
+    # GIVEN the demo's two portraits over a moving background (1 s), anonymized losslessly (crf 0)
+    # so that any change the engine makes shows, with no known face: both faces are blurred
+    monkeypatch.setattr(demo, "SECONDS", 1)
+    src, dst = tmp_path / "in.mp4", tmp_path / "out.mp4"
+    demo.make_clip(src, demo.portraits())
+    options = AnonymizeOptions(encode=EncodeOptions(crf=0))
+    report = Anonymizer(Detector(), None, options).video(src, dst)
+    # THEN both faces were blurred in every frame
+    boxes = [b for t in report.as_dict()["tracks"] for b in t["boxes"]]
+    frames = report.frames
+    assert frames == 25 and all(b[5] == 1 for b in boxes)
+    assert {int(b[0]) for b in boxes} == set(range(frames)) and len(boxes) >= 2 * frames
+    scale = options.redact.scale
+    with av.open(str(src)) as a, av.open(str(dst)) as b:
+        for i, (fa, fb) in enumerate(zip(a.decode(video=0), b.decode(video=0), strict=True)):
+            ya, yb = fa.to_ndarray(), fb.to_ndarray()  # raw I420: Y rows, then U and V
+            h = fa.height
+            changed = np.zeros(ya.shape, bool)
+            for _, x1, y1, x2, y2, _ in (r for r in boxes if r[0] == i):
+                cx, cy, hw, hh = (x1 + x2) / 2, (y1 + y2) / 2, (x2 - x1) * scale / 2 + 2, (y2 - y1) * scale / 2 + 2
+                lo_x, hi_x, lo_y, hi_y = int(cx - hw), int(cx + hw) + 1, int(cy - hh), int(cy + hh) + 1
+                changed[max(lo_y, 0):hi_y, max(lo_x, 0):hi_x] = True
+                # the chroma planes, at half size: U then V, each h / 4 rows of the array's width
+                uv = changed[h:].reshape(2, h // 2, fa.width // 2)
+                uv[:, max(lo_y // 2, 0):hi_y // 2 + 1, max(lo_x // 2, 0):hi_x // 2 + 1] = True
+            # AND outside the (scaled) face boxes every Y, U and V sample is exactly the input's
+            assert np.array_equal(ya[~changed], yb[~changed]), f"frame {i}: pixels outside the faces changed"
+            assert np.abs(ya[:h][changed[:h]].astype(int) - yb[:h][changed[:h]]).mean() > 3

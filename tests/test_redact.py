@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from limelight.redact import KEPT_COLOUR, REDACTED_COLOUR, Mode, RedactError, RedactOptions, Shape, mark, redact
+from limelight.redact import KEPT_COLOUR, REDACTED_COLOUR, Mode, RedactError, RedactOptions, Shape, mark, redact, redact_planes
 
 ALL_OPTIONS = [RedactOptions(mode=m, shape=s) for m in Mode for s in Shape]
 
@@ -153,3 +153,58 @@ def test_invalid_inputs_raise_redact_errors():
         redact(noise_frame(), np.array([[np.nan, 0, 5, 5]]))
     with pytest.raises(RedactError, match="kept"):
         mark(noise_frame(), boxes((0, 0, 5, 5)), kept=[])
+
+
+# ---------------------------------------------------------------- 4:2:0 planes (video frames)
+
+def _i420(rgb: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420)
+
+
+def _split(i420: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    h = i420.shape[0] * 2 // 3
+    chroma = i420[h:].reshape(2, h // 2, i420.shape[1] // 2)
+    return i420[:h], chroma[0], chroma[1]
+
+
+@pytest.mark.parametrize("options", ALL_OPTIONS, ids=lambda o: f"{o.mode}-{o.shape}")
+def test_redacting_the_planes_hides_the_face_as_redacting_rgb_does(options):
+    # GIVEN a smooth frame with a noisy 100 px "face", as RGB and as I420 planes
+    rgb = np.full((360, 480, 3), 120, np.uint8)
+    rgb[100:200, 100:200] = noise_frame(100, 100, seed=3)
+    i420 = _i420(rgb)
+    before = i420.copy()
+    # WHEN the face is redacted on the planes, and on the RGB frame
+    redact_planes(*_split(i420), boxes((100, 100, 200, 200)), options)
+    redact(rgb, boxes((100, 100, 200, 200)), options)
+    # THEN luma outside the scaled box (x, y in [85, 215)) and chroma outside its half are untouched...
+    y0, u0, _ = _split(before)
+    y1, u1, _ = _split(i420)
+    outside = np.ones(y1.shape, bool)
+    outside[85:215, 85:215] = False
+    assert np.array_equal(y1[outside], y0[outside])
+    outside_c = np.ones(u1.shape, bool)
+    outside_c[42:108, 42:108] = False
+    assert np.array_equal(u1[outside_c], u0[outside_c])
+    # ...and the face, converted back to RGB, is as hidden as the RGB redaction left it
+    back = cv2.cvtColor(i420, cv2.COLOR_YUV2RGB_I420)
+    assert laplacian_std(back[110:190, 110:190]) < 0.2 * laplacian_std(noise_frame(80, 80, seed=3))
+    if options.mode is not Mode.PIXELATE:  # chroma blocks lie on their own grid: same detail, other cells
+        coarse = [cv2.resize(f[110:190, 110:190], (8, 8), interpolation=cv2.INTER_AREA).astype(int) for f in (back, rgb)]
+        assert np.abs(coarse[0] - coarse[1]).mean() < 4
+
+
+def test_solid_on_planes_paints_the_video_black_level():
+    y, u, v = _split(_i420(noise_frame()))
+    redact_planes(y, u, v, boxes((100, 100, 200, 200)), RedactOptions(mode=Mode.SOLID, shape=Shape.BOX))
+    assert (y[90:210, 90:210] == 16).all() and (u[46:104, 46:104] == 128).all() and (v[46:104, 46:104] == 128).all()
+    redact_planes(y, u, v, boxes((100, 100, 200, 200)), RedactOptions(mode=Mode.SOLID, shape=Shape.BOX), black=0)
+    assert (y[90:210, 90:210] == 0).all()
+
+
+def test_planes_of_wrong_sizes_are_refused():
+    y, u, v = _split(_i420(noise_frame()))
+    with pytest.raises(RedactError):
+        redact_planes(y, u[:, :-1], v, boxes((10, 10, 50, 50)))
+    with pytest.raises(RedactError):
+        redact_planes(y[:, :, None], u, v, boxes((10, 10, 50, 50)))

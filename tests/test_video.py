@@ -15,6 +15,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+import cv2
 import numpy as np
 import pytest
 
@@ -378,13 +379,66 @@ def test_bt709_colours_come_back_without_matrix_shift(tmp_path):
     patches[:, 48:] = (128, 128, 128)
     src = _write_clip(tmp_path / "bars.mp4", frames=4, bt709=True, pixels=patches)
     dst = tmp_path / "out.mp4"
-    transcode(src, dst, options=EncodeOptions(exact_rgb=True))
+    # Frames read as RGB: the encoder converts them back with the BT.709 matrix tagged on them
+    transcode(src, dst, lambda rgb, i: rgb, options=EncodeOptions(exact_rgb=True))
     before = next(iter_frames(src, exact_rgb=True))[2].astype(np.int16)
     after = next(iter_frames(dst, exact_rgb=True))[2].astype(np.int16)
     for x in (8, 24, 40, 56):
         assert np.abs(before[8:40, x - 4 : x + 4] - after[8:40, x - 4 : x + 4]).mean() < 3
     with av.open(str(dst)) as c:
         assert c.streams.video[0].codec_context.colorspace == 1
+
+
+def _planes(path: Path) -> list[np.ndarray]:
+    """Every decoded frame of `path` as its raw I420 array (no colour conversion)."""
+    with av.open(str(path)) as c:
+        return [f.to_ndarray() for f in c.decode(video=0)]
+
+
+def test_untouched_frames_reach_the_encoder_exactly_as_decoded(tmp_path):
+    # GIVEN a BT.709 clip, transcoded losslessly (crf 0) so that only the pipeline can change pixels
+    src = _write_clip(tmp_path / "in.mp4", frames=12, size=(96, 54), bt709=True)
+    lossless = EncodeOptions(crf=0)
+    # WHEN frames nobody touches go through
+    transcode(src, tmp_path / "same.mp4", options=lossless)
+    # THEN every Y, U and V sample is the decoded one: the frames never left YUV
+    before = _planes(src)
+    assert all(np.array_equal(a, b) for a, b in zip(before, _planes(tmp_path / "same.mp4"), strict=True))
+    # AND a transform that reads the frames as RGB goes through a colour conversion and back,
+    # which is not exact (the test can tell the two apart)
+    transcode(src, tmp_path / "rgb.mp4", lambda rgb, i: rgb, options=lossless)
+    assert any(not np.array_equal(a, b) for a, b in zip(before, _planes(tmp_path / "rgb.mp4"), strict=True))
+
+
+@pytest.mark.parametrize("region", [(0, 0, 96, 54), (13, 7, 58, 33), (1, 1, 95, 53), (40, 10, 41, 11)])
+def test_rgb_region_is_the_whole_frame_conversion_cut(tmp_path, region):
+    # GIVEN a decoded frame held in YUV, and odd region bounds (chroma covers 2 x 2 pixels) whose
+    # height is no multiple of 4 (PyAV's I420 buffers need one)
+    src = _write_clip(tmp_path / "in.mp4", frames=2, size=(96, 54), bt709=True)
+    frame = next(_decoded_frames_of(src))
+    assert frame.yuv is not None
+    whole = Frame(0, 0, 0.0, yuv=frame.yuv.copy(), colorspace=frame.colorspace, color_range=frame.color_range).rgb
+    x0, y0, x1, y1 = region
+    # THEN converting only the region gives the same pixels as converting everything and cutting
+    assert np.array_equal(frame.rgb_region(x0, y0, x1, y1), whole[y0:y1, x0:x1])
+    assert frame.yuv is not None  # and the frame itself stayed in YUV
+
+
+def test_reading_rgb_turns_the_frame_into_rgb_once(tmp_path):
+    src = _write_clip(tmp_path / "in.mp4", frames=2, size=(64, 48))
+    frame = next(_decoded_frames_of(src))
+    y, u, v = frame.planes()
+    assert y.shape == (48, 64) and u.shape == v.shape == (24, 32) and frame.nbytes == 64 * 48 * 3 // 2
+    rgb = frame.rgb
+    assert frame.yuv is None and frame.rgb is rgb and frame.nbytes == 64 * 48 * 3
+    assert np.array_equal(frame.luma(), cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY))
+
+
+def _decoded_frames_of(path: Path):
+    from limelight.video import _frames, _open_input
+
+    with _open_input(path) as container:
+        yield from _frames(container, path)
 
 
 def test_lookahead_transform_holding_frames_back_keeps_audio_and_interleaving(tmp_path):

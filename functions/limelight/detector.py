@@ -146,6 +146,9 @@ class Detector:
         self._canvas: np.ndarray | None = None
 
     def _prepare(self, height: int, width: int) -> InputGeometry:
+        geo = self._geometry
+        if geo is not None and geo.frame_size == (height, width):
+            return geo
         size = self.detect_size or min(max(height, width), self.max_side)
         geo = InputGeometry.for_frame(height, width, size)
         self._geometry = geo
@@ -158,17 +161,24 @@ class Detector:
     def geometry(self) -> InputGeometry | None:
         return self._geometry
 
-    def __call__(self, frame: np.ndarray) -> np.ndarray:
-        h, w = frame.shape[:2]
-        geo = self._geometry
-        if geo is None or geo.frame_size != (h, w):
-            geo = self._prepare(h, w)
+    def input_size(self, height: int, width: int) -> tuple[int, int]:
+        """(height, width) that a frame of this size is scaled to for the network."""
+        return self._prepare(height, width).resized
+
+    def __call__(self, frame: np.ndarray, frame_size: tuple[int, int] | None = None) -> np.ndarray:
+        """Faces in `frame` (RGB uint8). With `frame_size` = (height, width), `frame` is that frame
+        already scaled to `input_size(*frame_size)` (a video is converted and scaled in one step);
+        boxes are in `frame_size` pixels either way."""
+        h, w = frame_size or frame.shape[:2]
+        geo = self._prepare(h, w)
         rh, rw = geo.resized
-        if (rh, rw) == (h, w):
-            self._canvas[0, :h, :w] = frame
-        else:
+        if frame.shape[:2] == (rh, rw):
+            self._canvas[0, :rh, :rw] = frame
+        elif frame.shape[:2] == (h, w):
             interp = cv2.INTER_AREA if geo.scale < 1 else cv2.INTER_LINEAR
             cv2.resize(frame, (rw, rh), dst=self._canvas[0, :rh, :rw], interpolation=interp)
+        else:
+            raise ValueError(f"a frame of {w}x{h} goes in at {rw}x{rh} or its own size, got {frame.shape[1]}x{frame.shape[0]}")
         if self.brighten_dark:
             _brighten(self._canvas[0, :rh, :rw])
         loc, score = self.runner(self._canvas)

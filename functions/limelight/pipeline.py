@@ -23,7 +23,7 @@ import numpy as np
 from limelight.detector import Detector
 from limelight.errors import InputError, OutputError
 from limelight.recognizer import Decision, IdentityVote, Recognizer, encode_face
-from limelight.redact import RedactOptions, mark, redact
+from limelight.redact import RedactOptions, mark, redact, redact_planes
 from limelight.report import FileReport
 from limelight.tracker import Tracker, TrackerOptions
 from limelight.video import EncodeOptions, Frame, transcode
@@ -60,8 +60,8 @@ class RecognitionSchedule:
     # A frame is redacted only once `decision_delay` newer frames have been seen, so a decision
     # reached then (a face moving into the shot is often matched only after a few samples) still
     # applies to it: a consented person is not blurred for the first half second of every shot, and
-    # a suspension reaches back as far. Costs that many decoded frames of memory (1 s of 1080p at
-    # 24 fps: ~150 MB), at most `max_held_bytes` of them (4K frames: 10).
+    # a suspension reaches back as far. Costs that many decoded frames of memory (held as 4:2:0 YUV,
+    # 1 s of 1080p at 24 fps: ~75 MB), at most `max_held_bytes` of them (4K frames: 20).
     decision_delay: int = 24
     max_held_bytes: int = 256 * 2**20
 
@@ -76,10 +76,14 @@ class ShotChangeDetector:
         self.threshold = threshold
         self._prev: np.ndarray | None = None
 
-    def __call__(self, frame_rgb: np.ndarray) -> bool:
-        thumb = cv2.cvtColor(cv2.resize(frame_rgb, (64, 36), interpolation=cv2.INTER_AREA), cv2.COLOR_RGB2GRAY)
+    def __call__(self, frame: np.ndarray, levels: int = 255) -> bool:
+        """`frame`: RGB (H, W, 3) or grey / luma (H, W) uint8 whose black-to-white span is `levels`
+        (219 for the Y plane of limited-range video: differences are rescaled to 0-255)."""
+        thumb = cv2.resize(frame, (64, 36), interpolation=cv2.INTER_AREA)
+        if thumb.ndim == 3:
+            thumb = cv2.cvtColor(thumb, cv2.COLOR_RGB2GRAY)
         thumb = thumb.astype(np.int16)
-        cut = self._prev is not None and float(np.abs(thumb - self._prev).mean()) > self.threshold
+        cut = self._prev is not None and float(np.abs(thumb - self._prev).mean()) * 255 / levels > self.threshold
         self._prev = thumb
         return cut
 
@@ -150,7 +154,7 @@ class Anonymizer:
         self.detector, self.recognizer, self.options = detector, recognizer, options
 
     # -- per-track identity ---------------------------------------------------------------------
-    def _sample(self, state: _TrackState, frame: np.ndarray, index: int, det: np.ndarray) -> None:
+    def _sample(self, state: _TrackState, frame: Frame, index: int, det: np.ndarray) -> None:
         sched = self.options.recognition
         if state.vote is None or det[4] < sched.min_score:
             return
@@ -176,7 +180,8 @@ class Anonymizer:
         d = state.decision(min_matches, self.options.recognition.window) if state is not None else None
         return (d.kept, d.name) if d is not None else (False, None)
 
-    def _emit(self, frame, index: int, boxes: list[tuple[int, np.ndarray]], states, report: FileReport, min_matches: int) -> None:
+    def _emit(self, frame: Frame, boxes: list[tuple[int, np.ndarray]], states, report: FileReport, min_matches: int) -> None:
+        index = frame.index
         blur, kept_flags, labels = [], [], []
         for tid, box in boxes:
             kept, name = self._kept(states.get(tid), min_matches)
@@ -186,9 +191,21 @@ class Anonymizer:
             kept_flags.append(kept)
             labels.append(name or f"#{tid}")
         if blur:
-            redact(frame, np.asarray(blur, np.float32), self.options.redact)
+            if frame.yuv is not None:  # on the decoded planes: no colour conversion of the frame
+                redact_planes(*frame.planes(), np.asarray(blur, np.float32), self.options.redact,
+                              black=0 if frame.full_range else 16)
+            else:
+                redact(frame.rgb, np.asarray(blur, np.float32), self.options.redact)
         if self.options.mark_faces and boxes:
-            mark(frame, np.asarray([b for _, b in boxes], np.float32), kept_flags, labels)
+            mark(frame.rgb, np.asarray([b for _, b in boxes], np.float32), kept_flags, labels)
+
+    def _detect(self, frame: Frame) -> np.ndarray:
+        """Faces in `frame`; a YUV frame is converted to RGB at the network's input size in one step."""
+        if frame.yuv is None:
+            return self.detector(frame.rgb)
+        size = (frame.height, frame.width)
+        rh, rw = self.detector.input_size(*size)
+        return self.detector(frame.rgb_resized(rw, rh), size)
 
     # -- video ----------------------------------------------------------------------------------
     def _transform(self, report: FileReport, states: dict[int, _TrackState]) -> Callable[[Iterator[Frame]], Iterable[Frame]]:
@@ -201,11 +218,11 @@ class Anonymizer:
             finished = False
 
             def ready() -> Iterator[Frame]:
-                delay = min(sched.decision_delay, sched.max_held_bytes // max(buffer[0].rgb.nbytes, 1)) if buffer else 0
+                delay = min(sched.decision_delay, sched.max_held_bytes // max(buffer[0].nbytes, 1)) if buffer else 0
                 while buffer and tracker.is_final(buffer[0].index) and (
                         finished or buffer[-1].index - buffer[0].index >= delay):
                     f = buffer.popleft()
-                    self._emit(f.rgb, f.index, tracker.boxes_at(f.index), states, report, self.options.recognition.min_matches)
+                    self._emit(f, tracker.boxes_at(f.index), states, report, self.options.recognition.min_matches)
                     tracker.release(f.index)
                     yield f
 
@@ -214,7 +231,7 @@ class Anonymizer:
                     state = states.get(a.track_id)
                     if state is None:
                         state = states[a.track_id] = _TrackState(self.recognizer.vote() if self.recognizer else None)
-                    self._sample(state, f.rgb, f.index, a.detection)
+                    self._sample(state, f, f.index, a.detection)
                 buffer.append(f)
                 yield from ready()
 
@@ -223,7 +240,7 @@ class Anonymizer:
             with ThreadPoolExecutor(max_workers=1, thread_name_prefix="detect") as pool:
                 pending = None
                 for f in frames:
-                    job = (f, pool.submit(self.detector, f.rgb), shots(f.rgb))
+                    job = (f, pool.submit(self._detect, f), shots(f.luma(), f.luma_levels))
                     if pending is not None:
                         yield from track(pending[0], pending[1].result(), pending[2])
                     pending = job
@@ -264,7 +281,7 @@ class Anonymizer:
                 if encoding is not None:
                     state.vote.add(encoding)
             boxes.append((tid, det[:4]))
-        self._emit(rgb, 0, boxes, states, report, min_matches=1)  # a photo has one sample per face
+        self._emit(Frame(0, 0, 0.0, rgb=rgb), boxes, states, report, min_matches=1)  # a photo has one sample per face
         for tid, rec in report.tracks.items():
             rec.decision = states[tid].decision()
         _write_image(dst, rgb[..., ::-1])

@@ -22,7 +22,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import cv2
 import face_recognition
@@ -30,6 +30,9 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from limelight.errors import LimeLightError, OutputError
+
+if TYPE_CHECKING:
+    from limelight.video import Frame
 
 __all__ = [
     "Decision",
@@ -369,7 +372,7 @@ def load_gallery(folder: str | os.PathLike[str]) -> Gallery:
 
 
 def encode_face(
-    frame_rgb: np.ndarray,
+    frame_rgb: np.ndarray | Frame,
     box_x1y1x2y2: np.ndarray | tuple[float, ...],
     *,
     min_size: int = MIN_FACE_PX,
@@ -379,16 +382,24 @@ def encode_face(
     `min_size` pixels on its short side: such faces cannot be recognised and stay blurred.
 
     The tight RetinaFace box is converted to the square box dlib's landmark predictor expects
-    (see `_HOG_SIDE_PER_SQRT_AREA`). `frame_rgb` is (H, W, 3) uint8 and is not modified.
+    (see `_HOG_SIDE_PER_SQRT_AREA`). `frame_rgb` is (H, W, 3) uint8 and is not modified; it may
+    also be a video `Frame`, of which only the crop around the face is converted to RGB.
     """
-    frame = np.asarray(frame_rgb)
-    if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
-        raise ValueError(f"frame must be (H, W, 3) uint8 RGB, got {frame.shape} {frame.dtype}")
+    if hasattr(frame_rgb, "rgb_region"):
+        height, width, region = frame_rgb.height, frame_rgb.width, frame_rgb.rgb_region
+    else:
+        frame = np.asarray(frame_rgb)
+        if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
+            raise ValueError(f"frame must be (H, W, 3) uint8 RGB, got {frame.shape} {frame.dtype}")
+        height, width = frame.shape[:2]
+
+        def region(x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
+            return frame[y0:y1, x0:x1]
+
     box = np.asarray(box_x1y1x2y2, dtype=float).ravel()[:4]
     if box.shape != (4,) or not np.all(np.isfinite(box)):
         raise ValueError(f"box must hold 4 finite values x1, y1, x2, y2, got {box_x1y1x2y2!r}")
     x1, y1, x2, y2 = (float(v) for v in box)
-    height, width = frame.shape[:2]
     visible_w = min(x2, width) - max(x1, 0.0)
     visible_h = min(y2, height) - max(y1, 0.0)
     if min(visible_w, visible_h) < min_size:
@@ -402,7 +413,7 @@ def encode_face(
     cy0 = int(np.clip(np.floor(cy - margin), 0, height - 1))
     cx1 = int(np.clip(np.ceil(cx + margin), cx0 + 1, width))
     cy1 = int(np.clip(np.ceil(cy + margin), cy0 + 1, height))
-    crop = np.ascontiguousarray(frame[cy0:cy1, cx0:cx1])
+    crop = np.ascontiguousarray(region(cx0, cy0, cx1, cy1))
     top = int(round(cy - side / 2)) - cy0
     left = int(round(cx - side / 2)) - cx0
     size = int(round(side))

@@ -1,4 +1,4 @@
-"""Per-frame face redaction, in place on an RGB uint8 frame (pure numpy / OpenCV, no state).
+"""Per-frame face redaction, in place on an RGB frame or the planes of a YUV one (numpy / OpenCV, no state).
 
 Each box is scaled around its centre (`RedactOptions.scale`, so hair, ears and a late or loose
 detection are covered too), clipped to the frame, and its region replaced by an anonymised version:
@@ -26,7 +26,7 @@ from enum import StrEnum
 import cv2
 import numpy as np
 
-__all__ = ["Mode", "RedactError", "RedactOptions", "Shape", "mark", "redact"]
+__all__ = ["Mode", "RedactError", "RedactOptions", "Shape", "mark", "redact", "redact_planes"]
 
 BLUR_PIXELS = 16  # the blur works on a copy this many pixels across the scaled box (then upscaled)
 BLUR_SIGMA = 0.2  # gaussian sigma as a fraction of the scaled box's long side
@@ -75,11 +75,43 @@ def redact(frame: np.ndarray, boxes: np.ndarray, options: RedactOptions = Redact
     Boxes may reach outside the frame; boxes with nothing inside it are skipped. N = 0 is a no-op.
     """
     _check_frame(frame)
-    for _, (x1, y1, x2, y2), (cx, cy, w, h) in _regions(boxes, options.scale, frame.shape):
-        roi = frame[y1:y2, x1:x2]
+    _hide(frame, _as_boxes(boxes), options, fill=0)
+
+
+def redact_planes(
+    y: np.ndarray,
+    u: np.ndarray,
+    v: np.ndarray,
+    boxes: np.ndarray,
+    options: RedactOptions = RedactOptions(),
+    *,
+    black: int = 16,
+) -> None:
+    """`redact` on the planes of a 4:2:0 YUV frame, in place: Y (H, W), U and V (H/2, W/2); boxes
+    in Y pixels.
+
+    Blurring, pixelation and the ellipse's edge are linear, so applying them to Y, U and V apiece
+    (the chroma planes with the boxes halved) hides a face as they would in RGB, without converting
+    the frame: every pixel outside the faces stays as it was decoded. SOLID paints Y at `black`
+    (16 for the usual limited range, 0 for full-range video) and U, V at 128 (no colour).
+    """
+    for plane in (y, u, v):
+        _check_plane(plane)
+    if u.shape != v.shape or u.shape != ((y.shape[0] + 1) // 2, (y.shape[1] + 1) // 2):
+        raise RedactError(f"4:2:0 planes need U and V of half the size of Y {y.shape}, got {u.shape} and {v.shape}")
+    arr = _as_boxes(boxes)
+    _hide(y, arr, options, black)
+    _hide(u, arr / 2, options, 128)
+    _hide(v, arr / 2, options, 128)
+
+
+def _hide(image: np.ndarray, boxes: np.ndarray, options: RedactOptions, fill: int) -> None:
+    """Redaction proper, on an (H, W) plane or (H, W, C) image; SOLID paints `fill`."""
+    for _, (x1, y1, x2, y2), (cx, cy, w, h) in _regions(boxes, options.scale, image.shape):
+        roi = image[y1:y2, x1:x2]
         long_side = max(w, h)  # of the whole scaled box: strength does not drop at the frame edge
         if options.mode is Mode.SOLID:
-            hidden = np.zeros_like(roi)
+            hidden = np.full_like(roi, fill)
         elif options.mode is Mode.PIXELATE:
             # Blocks of at least 2 px: a tiny face still loses its pixels rather than being kept as is.
             hidden = _up(_down(roi, max(long_side / PIXELATE_BLOCKS, 2)), roi, cv2.INTER_NEAREST)
@@ -134,6 +166,15 @@ def _check_frame(frame: np.ndarray) -> None:
     # OpenCV writes in place only into row-major pixels with packed channels (any positive row step).
     if frame.strides[1:] != (3, 1) or frame.strides[0] < 3 * frame.shape[1]:
         raise RedactError(f"frame strides {frame.strides} cannot be drawn on in place; pass a C-ordered array")
+
+
+def _check_plane(plane: np.ndarray) -> None:
+    if not isinstance(plane, np.ndarray) or plane.dtype != np.uint8 or plane.ndim != 2:
+        raise RedactError(f"a plane must be an (H, W) uint8 array, got {getattr(plane, 'shape', type(plane))}")
+    if not plane.flags.writeable:
+        raise RedactError("plane is read-only: redaction works in place, pass a writeable one")
+    if plane.strides[1] != 1 or plane.strides[0] < plane.shape[1]:
+        raise RedactError(f"plane strides {plane.strides} cannot be drawn on in place; pass row-major pixels")
 
 
 def _as_boxes(boxes: np.ndarray) -> np.ndarray:

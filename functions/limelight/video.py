@@ -2,9 +2,10 @@
 
 Contract of `transcode` (see docs/DESIGN.md, "Video rules"):
 
-- frames stream one by one (memory does not grow with video length) and are handed out as RGB
-  `np.ndarray` (H, W, 3) uint8 in *coded* orientation (the display matrix is not applied; see
-  `VideoInfo.rotation`);
+- frames stream one by one (memory does not grow with video length) as `Frame`s in *coded*
+  orientation (the display matrix is not applied; see `VideoInfo.rotation`): planar 4:2:0 video
+  stays in YUV as decoded, so pixels nobody changes are encoded exactly as they were decoded, and
+  `Frame.rgb` converts to RGB (H, W, 3) uint8 for whoever needs it (`iter_frames` yields RGB);
 - the processed frames are re-encoded with libx264 (CRF), every frame keeps its pts, so frame
   count, fractional / variable frame rates, the start offset and the duration are kept;
 - every audio stream is copied packet for packet, bit-exact (no re-encode); subtitle and data
@@ -29,6 +30,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+import cv2
 import numpy as np
 from av.sidedata.sidedata import Type as SideDataType
 from av.stream import Disposition
@@ -98,8 +100,9 @@ class EncodeOptions:
     preset: libx264 speed/size trade-off (`PRESETS`); "veryfast" keeps 720p above real time.
     threads: encoder, decoder and colour-conversion threads; 0 lets FFmpeg choose.
     pix_fmt: output pixel format; None keeps the input's if it is 4:2:0 8-bit, else yuv420p.
-    exact_rgb: exact YUV->RGB conversion of the decoded frames; the default fast one leaves
-        the output about one level darker but saves ~7 ms per 720p frame.
+    exact_rgb: exact YUV->RGB conversion of frames read as RGB (`Frame.rgb`); the default fast
+        one leaves such frames about one level darker but saves ~7 ms per 720p frame. Frames
+        kept in YUV (the anonymizer's, or any frame nobody reads as RGB) are not converted at all.
     """
 
     crf: int = 18
@@ -154,19 +157,141 @@ class VideoInfo:
         return self.audio_streams > 0
 
 
-@dataclass(slots=True)
+# Decoded formats kept as they are (planar 4:2:0, 8 bit): frames stay in YUV from decoder to encoder.
+_PLANAR_420 = frozenset({"yuv420p", "yuvj420p"})
+
+
 class Frame:
     """One decoded video frame travelling through `transcode(transform=...)`.
 
     index: 0-based decode order (= presentation order); pts: timestamp in the video stream's
-    time base; time: pts in seconds; rgb: (H, W, 3) uint8 pixels, may be modified in place or
-    replaced by an array of the same shape.
+    time base; time: pts in seconds.
+
+    Pixels: a frame of a planar 4:2:0 8-bit input of even size (nearly every H.264 / HEVC / VP9
+    video) is held as decoded, in `yuv`: the I420 layout, an (H * 3 / 2, W) uint8 array of the Y
+    rows, then U, then V at half resolution (`planes()` gives views of the three). A frame kept in
+    YUV reaches the encoder without any colour conversion, so every pixel that is not redacted is
+    encoded exactly as it was decoded, at no cost; `rgb_resized` and `rgb_region` convert only
+    what a detector or a face encoder needs. Other inputs are held as RGB.
+
+    `rgb` is the frame as (H, W, 3) uint8 RGB. Reading it converts a YUV frame once, and from then
+    on that RGB array *is* the frame (`yuv` becomes None): modify it in place, or assign an array of
+    the same shape.
     """
 
-    index: int
-    pts: int
-    time: float
-    rgb: np.ndarray
+    __slots__ = ("index", "pts", "time", "_rgb", "_yuv", "pix_fmt", "colorspace", "color_range", "_flags")
+
+    def __init__(
+        self,
+        index: int,
+        pts: int,
+        time: float,
+        rgb: np.ndarray | None = None,
+        *,
+        yuv: np.ndarray | None = None,
+        pix_fmt: str = "yuv420p",
+        colorspace: int = 2,
+        color_range: int = 0,
+        exact_rgb: bool = False,
+    ) -> None:
+        if (rgb is None) == (yuv is None):
+            raise ValueError("a Frame holds either rgb or yuv pixels")
+        if yuv is not None and (yuv.dtype != np.uint8 or yuv.ndim != 2 or yuv.shape[0] % 3 or yuv.shape[1] % 2):
+            raise ValueError(f"yuv must be an I420 (H * 3 / 2, W) uint8 array of even size, got {yuv.dtype} {yuv.shape}")
+        if pix_fmt not in _PLANAR_420:
+            raise ValueError(f"pix_fmt must be one of {sorted(_PLANAR_420)}, got {pix_fmt!r}")
+        self.index, self.pts, self.time = index, pts, time
+        self._rgb, self._yuv = rgb, yuv
+        self.pix_fmt, self.colorspace, self.color_range = pix_fmt, colorspace, color_range
+        self._flags = _EXACT_RGB if exact_rgb else _FAST_RGB
+
+    def __repr__(self) -> str:
+        held = "yuv" if self._yuv is not None else "rgb"
+        return f"Frame(index={self.index}, pts={self.pts}, {self.width}x{self.height} {held})"
+
+    @property
+    def height(self) -> int:
+        return self._rgb.shape[0] if self._yuv is None else self._yuv.shape[0] * 2 // 3
+
+    @property
+    def width(self) -> int:
+        return self._rgb.shape[1] if self._yuv is None else self._yuv.shape[1]
+
+    @property
+    def nbytes(self) -> int:
+        return (self._rgb if self._yuv is None else self._yuv).nbytes
+
+    @property
+    def yuv(self) -> np.ndarray | None:
+        """The I420 pixels, or None once the frame is held as RGB."""
+        return self._yuv
+
+    @property
+    def full_range(self) -> bool:
+        """Whether Y spans 0..255 (JPEG range) rather than 16..235."""
+        return self.pix_fmt == "yuvj420p" or self.color_range == 2
+
+    def planes(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Writable views of Y (H, W), U and V (H/2, W/2) of a YUV frame."""
+        if self._yuv is None:
+            raise ValueError("the frame is held as RGB")
+        h, w = self.height, self.width
+        chroma = self._yuv[h:].reshape(2, h // 2, w // 2)
+        return self._yuv[:h], chroma[0], chroma[1]
+
+    @property
+    def rgb(self) -> np.ndarray:
+        if self._rgb is None:
+            self._rgb = self._video_frame(self._yuv).to_ndarray(format="rgb24", interpolation=self._flags)
+            self._yuv = None
+        return self._rgb
+
+    @rgb.setter
+    def rgb(self, value: np.ndarray) -> None:
+        self._rgb, self._yuv = value, None
+
+    def rgb_resized(self, width: int, height: int) -> np.ndarray:
+        """The frame as RGB scaled to width x height (area averaging when shrinking), unchanged itself."""
+        shrink = width < self.width or height < self.height
+        if self._yuv is None:
+            interp = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
+            return cv2.resize(self._rgb, (width, height), interpolation=interp)
+        flags = Interpolation.AREA if shrink else Interpolation.BILINEAR
+        return self._video_frame(self._yuv).reformat(width, height, "rgb24", interpolation=flags).to_ndarray()
+
+    def rgb_region(self, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
+        """RGB pixels of rows y0:y1 and columns x0:x1 (within the frame), without converting the rest."""
+        if self._yuv is None:
+            return self._rgb[y0:y1, x0:x1]
+        h = self.height
+        ex0, ey0 = x0 & ~1, y0 & ~1  # chroma samples cover 2 x 2 pixels: convert an even-aligned block
+        ex1, ey1 = min(x1 + (x1 & 1), self.width), min(y1 + (y1 & 1), h)
+        y, u, v = self.planes()
+        block = np.concatenate([
+            y[ey0:ey1, ex0:ex1].ravel(),
+            u[ey0 // 2:ey1 // 2, ex0 // 2:ex1 // 2].ravel(),
+            v[ey0 // 2:ey1 // 2, ex0 // 2:ex1 // 2].ravel(),
+        ]).reshape(-1, ex1 - ex0)
+        rgb = self._video_frame(block).to_ndarray(format="rgb24", interpolation=self._flags)
+        return rgb[y0 - ey0:y1 - ey0, x0 - ex0:x1 - ex0]
+
+    def luma(self) -> np.ndarray:
+        """A grey (H, W) view of the frame: the Y plane, or the RGB frame converted."""
+        if self._yuv is not None:
+            return self._yuv[: self.height]
+        return cv2.cvtColor(self._rgb, cv2.COLOR_RGB2GRAY)
+
+    @property
+    def luma_levels(self) -> int:
+        """Levels from black to white in `luma()`: 219 in limited-range Y (16..235), else 255."""
+        return 219 if self._yuv is not None and not self.full_range else 255
+
+    def _video_frame(self, yuv: np.ndarray) -> av.VideoFrame:
+        """A VideoFrame of I420 pixels (a copy), tagged with this frame's colour matrix and range."""
+        # Not from_numpy_buffer: PyAV 18 reads an I420 buffer's height wrongly unless it is a multiple of 4.
+        vframe = av.VideoFrame.from_ndarray(yuv, format=self.pix_fmt)
+        vframe.colorspace, vframe.color_range = self.colorspace, self.color_range
+        return vframe
 
 
 @dataclass(frozen=True)
@@ -457,8 +582,14 @@ def _frames(
             if index == 0:
                 writer.start(vframe)
             writer.issued(pts)
-        rgb = vframe.to_ndarray(format="rgb24", interpolation=flags)
-        yield Frame(index=index, pts=pts, time=float(pts * tb) if tb else 0.0, rgb=rgb)
+        seconds = float(pts * tb) if tb else 0.0
+        if vframe.format.name in _PLANAR_420 and vframe.width % 2 == 0 and vframe.height % 2 == 0:
+            yield Frame(
+                index, pts, seconds, yuv=vframe.to_ndarray(), pix_fmt=vframe.format.name,
+                colorspace=vframe.colorspace, color_range=vframe.color_range, exact_rgb=exact_rgb,
+            )
+        else:
+            yield Frame(index, pts, seconds, rgb=vframe.to_ndarray(format="rgb24", interpolation=flags))
         last_pts = pts
         index += 1
     if index == 0:
@@ -603,20 +734,29 @@ class _Writer:
             raise ValueError(f"transform stopped after {index} frames without returning them all")
 
     def _encode(self, frame: Frame) -> None:
-        rgb = frame.rgb
         cc = self._video.codec_context
-        if rgb.dtype != np.uint8 or rgb.shape != (cc.height, cc.width, 3):
-            raise ValueError(
-                f"frame {frame.index}: expected uint8 array of shape {(cc.height, cc.width, 3)}, "
-                f"got {rgb.dtype} {rgb.shape}"
-            )
-        # Zero-copy wrap: the encoder converts it to YUV inside encode(), before `rgb` can change.
-        vframe = av.VideoFrame.from_numpy_buffer(np.ascontiguousarray(rgb), format="rgb24")
+        if frame.yuv is not None:
+            # Held as decoded: no colour conversion (none at all when the encoder's format is the
+            # input's, as it is unless EncodeOptions.pix_fmt says otherwise).
+            if (frame.height, frame.width) != (cc.height, cc.width):
+                raise ValueError(
+                    f"frame {frame.index}: expected a {cc.width}x{cc.height} frame, got {frame.width}x{frame.height}"
+                )
+            vframe = frame._video_frame(frame.yuv)
+        else:
+            rgb = frame.rgb
+            if rgb.dtype != np.uint8 or rgb.shape != (cc.height, cc.width, 3):
+                raise ValueError(
+                    f"frame {frame.index}: expected uint8 array of shape {(cc.height, cc.width, 3)}, "
+                    f"got {rgb.dtype} {rgb.shape}"
+                )
+            # Zero-copy wrap: the encoder converts it to YUV inside encode(), before `rgb` can change.
+            vframe = av.VideoFrame.from_numpy_buffer(np.ascontiguousarray(rgb), format="rgb24")
+            vframe.colorspace, vframe.color_range = self._pixel_tags
         vframe.pts = frame.pts
         # The input time base, not self._video.time_base: the muxer may have changed the
         # stream's (MP4 raises 1/50 to 1/12800) and PyAV would rescale pts into the coarse one.
         vframe.time_base = self._in_video.time_base
-        vframe.colorspace, vframe.color_range = self._pixel_tags
         for packet in self._encode_packets(vframe):
             self._mux(packet)
 
