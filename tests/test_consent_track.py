@@ -6,6 +6,7 @@ the face encoder returns at each frame and follow the keep/blur decision frame b
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import replace
 
 import numpy as np
@@ -18,17 +19,34 @@ from tests.test_recognizer import synthetic_recognizer, toward, unit
 DETECTION = np.array([10.0, 10.0, 90.0, 110.0, 0.95], np.float32)
 
 
-def _follow(monkeypatch, face_at, frames: int) -> list[bool]:
-    """Runs one track through `frames` frames; `face_at(i)` is the encoding of the face at frame i.
-    Returns whether the face is shown (kept) at each frame."""
+class _Scripted:
+    """Stands in for `FaceEncoder`: the encoding asked for at frame i is `face_at(i)`."""
+
+    def __init__(self, face_at):
+        self.face_at, self.done, self.next = face_at, {}, 0
+
+    def submit(self, frame, box):
+        ticket, self.next = self.next, self.next + 1
+        self.done[ticket] = self.face_at(frame)  # the "frame" is its index
+        return ticket
+
+    def result(self, ticket):
+        return self.done.pop(ticket)
+
+
+def _follow(face_at, frames: int, lag: int = 0) -> list[bool]:
+    """Runs one track through `frames` frames; `face_at(i)` is the encoding of the face at frame i,
+    which joins the vote `lag` frames later (the engine's `result_lag`). Returns whether the face is
+    shown (kept) at each frame."""
     recognizer, _ = synthetic_recognizer()
     engine = Anonymizer(None, recognizer, AnonymizeOptions())
-    monkeypatch.setattr(pipeline, "encode_face", lambda frame, box: face_at(frame))
+    encoder, pending = _Scripted(face_at), deque()
     state = _TrackState(recognizer.vote())
     min_matches = engine.options.recognition.min_matches
     shown = []
     for i in range(frames):
-        engine._sample(state, i, i, DETECTION)  # the "frame" is its index: face_at sees it
+        engine._sample(state, i, i, DETECTION, encoder, pending)
+        engine._apply(encoder, pending, i - lag)
         shown.append(engine._kept(state, min_matches)[0])
     return shown
 
@@ -41,10 +59,10 @@ def _people():
     return ann, turned, stranger
 
 
-def test_consented_person_who_turns_away_is_blurred_while_turned_then_shown_again(monkeypatch):
+def test_consented_person_who_turns_away_is_blurred_while_turned_then_shown_again():
     ann, turned, _ = _people()
     # GIVEN ann facing the camera for 60 frames, turned away for 60, then facing it again
-    shown = _follow(monkeypatch, lambda i: turned if 60 <= i < 120 else ann, 240)
+    shown = _follow(lambda i: turned if 60 <= i < 120 else ann, 240)
     verify = AnonymizeOptions().recognition.verify_interval
 
     # THEN she is shown once two samples agree, blurred within two checks of turning away...
@@ -54,10 +72,10 @@ def test_consented_person_who_turns_away_is_blurred_while_turned_then_shown_agai
     assert all(shown[120 + 2 * verify + 1:])
 
 
-def test_tracker_switch_to_a_stranger_is_blurred_and_stays_blurred(monkeypatch):
+def test_tracker_switch_to_a_stranger_is_blurred_and_stays_blurred():
     ann, _, stranger = _people()
     # GIVEN a track that is ann for 60 frames, then (a tracker mistake) a stranger for 400
-    shown = _follow(monkeypatch, lambda i: ann if i < 60 else stranger, 460)
+    shown = _follow(lambda i: ann if i < 60 else stranger, 460)
     verify = AnonymizeOptions().recognition.verify_interval
 
     # THEN the stranger is blurred within two checks and never shown again
@@ -65,10 +83,10 @@ def test_tracker_switch_to_a_stranger_is_blurred_and_stays_blurred(monkeypatch):
     assert not any(shown[60 + 2 * verify:])
 
 
-def test_one_lucky_match_does_not_show_a_suspended_track_again(monkeypatch):
+def test_one_lucky_match_does_not_show_a_suspended_track_again():
     ann, turned, stranger = _people()
     # GIVEN ann, then a stranger whose face matches ann in one sample only (frames 150-154)
-    shown = _follow(monkeypatch, lambda i: ann if i < 60 or 150 <= i < 155 else stranger, 300)
+    shown = _follow(lambda i: ann if i < 60 or 150 <= i < 155 else stranger, 300)
 
     # THEN after the suspension one matching sample is not enough: blurred to the end
     assert not any(shown[120:])
@@ -143,14 +161,27 @@ def _frames_read_before_first_output(options: AnonymizeOptions, shape) -> int:
 
 def test_frames_are_held_for_the_decision_delay_within_a_memory_cap():
     options = AnonymizeOptions()
-    delay = options.recognition.decision_delay
-    # GIVEN small frames: the first is redacted only once `decision_delay` newer frames were read
-    # (plus the one in detection), so a recognition decision within that second still reaches it
+    delay = options.recognition.decision_delay + options.recognition.result_lag
+    # GIVEN small frames: the first is redacted only once `decision_delay` + `result_lag` newer frames
+    # were read (plus the one in detection), so a recognition decision within that second, whose
+    # samples joined the votes `result_lag` frames after they were taken, still reaches it
     small = _frames_read_before_first_output(options, (36, 64, 3))
     assert delay + 1 <= small <= delay + 3
     # GIVEN frames so large that the cap allows 15 of them: the first is redacted after ~15
     capped = replace(options, recognition=replace(options.recognition, max_held_bytes=15 * 36 * 64 * 3))
     assert 15 + 1 <= _frames_read_before_first_output(capped, (36, 64, 3)) <= 15 + 3 < small
     # AND without a delay only the tracker's own look-ahead is held
-    none = replace(options, recognition=replace(options.recognition, decision_delay=0))
+    none = replace(options, recognition=replace(options.recognition, decision_delay=0, result_lag=0))
     assert _frames_read_before_first_output(none, (36, 64, 3)) <= options.tracker.lookahead + 3 < small
+
+
+def test_a_sample_joins_the_vote_result_lag_frames_after_it_was_taken():
+    ann, _, _ = _people()
+    # GIVEN ann facing the camera from the first frame
+    at_once = _follow(lambda i: ann, 60)
+    lag = AnonymizeOptions().recognition.result_lag
+    lagged = _follow(lambda i: ann, 60, lag=lag)
+    # THEN with encodings claimed `result_lag` frames late (the worker process), her track is kept
+    # exactly that much later in the stream (the engine holds frames that much longer to make up)
+    assert lag > 0 and lagged.index(True) == at_once.index(True) + lag
+    assert all(lagged[at_once.index(True) + lag:])

@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 
 from limelight.detector import Detector
+from limelight.encoder_worker import FaceEncoder
 from limelight.errors import InputError, OutputError
 from limelight.recognizer import Decision, IdentityVote, Recognizer, encode_face
 from limelight.redact import RedactOptions, mark, redact, redact_planes
@@ -61,9 +62,18 @@ class RecognitionSchedule:
     # reached then (a face moving into the shot is often matched only after a few samples) still
     # applies to it: a consented person is not blurred for the first half second of every shot, and
     # a suspension reaches back as far. Costs that many decoded frames of memory (held as 4:2:0 YUV,
-    # 1 s of 1080p at 24 fps: ~75 MB), at most `max_held_bytes` of them (4K frames: 20).
+    # 1 s of 1080p at 24 fps: ~75 MB, ~95 MB with `result_lag`), at most `max_held_bytes` of them (4K: 20).
     decision_delay: int = 24
     max_held_bytes: int = 256 * 2**20
+    # Encodings run in a worker process (`encoder_worker`) while the video goes on; a sample's result
+    # is claimed (waited for) `result_lag` frames after it was asked for, and frames are held that much
+    # longer, so that decisions still reach back `decision_delay` frames. Fixed in frames, not in time,
+    # so the output does not depend on the worker's speed. Short, because the schedule learns of a
+    # decision that late (a kept track is then checked less often): 6 frames cover an encoding at
+    # 24 fps, and on 2 cores a longer lag gained nothing (the cores are busy either way).
+    # `worker_process` False: in-process.
+    result_lag: int = 6
+    worker_process: bool = True
 
 
 class ShotChangeDetector:
@@ -116,10 +126,11 @@ def default_output(src: Path) -> Path:
 
 
 class _TrackState:
-    __slots__ = ("vote", "samples", "last_sample", "suspended", "start")
+    __slots__ = ("vote", "samples", "in_flight", "last_sample", "suspended", "start")
 
     def __init__(self, vote: IdentityVote | None):
         self.vote, self.samples, self.last_sample = vote, 0, -(10**9)
+        self.in_flight = 0  # samples asked for whose encodings are not yet in the vote
         self.suspended = False
         self.start = 0  # after a resumption only the samples from this one on count
 
@@ -154,27 +165,42 @@ class Anonymizer:
         self.detector, self.recognizer, self.options = detector, recognizer, options
 
     # -- per-track identity ---------------------------------------------------------------------
-    def _sample(self, state: _TrackState, frame: Frame, index: int, det: np.ndarray) -> None:
+    def _sample(self, state: _TrackState, frame: Frame, index: int, det: np.ndarray, encoder: FaceEncoder,
+                pending: deque) -> None:
+        """Ask `encoder` for an encoding of the track's face when its schedule says so; the result
+        joins the vote in `_apply`."""
         sched = self.options.recognition
         if state.vote is None or det[4] < sched.min_score:
             return
         current = state.decision(sched.min_matches, sched.window)
         gap = index - state.last_sample
+        taken = state.samples + state.in_flight
         if current.kept or state.suspended:  # keep verifying a consented track for as long as it lasts
             wait = sched.verify_interval
-        elif state.samples < sched.first_samples:
+        elif taken < sched.first_samples:
             wait = sched.first_interval
         else:
-            wait = sched.interval if state.samples < sched.max_samples else sched.late_interval
+            wait = sched.interval if taken < sched.max_samples else sched.late_interval
         if gap < wait:
             return
         state.last_sample = index
-        encoding = encode_face(frame, det[:4])
-        if encoding is None:
-            return
-        state.vote.add(encoding)
-        state.samples += 1
-        state.record(current.name if current.kept else None, sched)
+        ticket = encoder.submit(frame, det[:4])
+        if ticket is not None:  # None: too small to recognise
+            state.in_flight += 1
+            pending.append((index, state, ticket))
+
+    def _apply(self, encoder: FaceEncoder, pending: deque, upto: int | None) -> None:
+        """Add the encodings of the samples taken at frames <= `upto` (all with None) to their
+        tracks' votes, in the order they were taken (waiting for the worker where needed)."""
+        sched = self.options.recognition
+        while pending and (upto is None or pending[0][0] <= upto):
+            _, state, ticket = pending.popleft()
+            encoding = encoder.result(ticket)
+            state.in_flight -= 1
+            current = state.decision(sched.min_matches, sched.window)
+            state.vote.add(encoding)
+            state.samples += 1
+            state.record(current.name if current.kept else None, sched)
 
     def _kept(self, state: _TrackState | None, min_matches: int) -> tuple[bool, str | None]:
         d = state.decision(min_matches, self.options.recognition.window) if state is not None else None
@@ -216,9 +242,14 @@ class Anonymizer:
 
             sched = self.options.recognition
             finished = False
+            encoder = FaceEncoder(processes=sched.worker_process)
+            if self.recognizer is not None:
+                encoder.start()  # before the detection thread: the worker forks from a quiet process
+            pending: deque = deque()  # (frame index, track state, ticket) of samples not yet in a vote
+            hold = sched.decision_delay + sched.result_lag
 
             def ready() -> Iterator[Frame]:
-                delay = min(sched.decision_delay, sched.max_held_bytes // max(buffer[0].nbytes, 1)) if buffer else 0
+                delay = min(hold, sched.max_held_bytes // max(buffer[0].nbytes, 1)) if buffer else 0
                 while buffer and tracker.is_final(buffer[0].index) and (
                         finished or buffer[-1].index - buffer[0].index >= delay):
                     f = buffer.popleft()
@@ -227,25 +258,26 @@ class Anonymizer:
                     yield f
 
             def track(f: Frame, dets: np.ndarray, cut: bool) -> Iterator[Frame]:
+                self._apply(encoder, pending, f.index - sched.result_lag)
                 for a in tracker.update(f.index, dets, new_shot=cut):
                     state = states.get(a.track_id)
                     if state is None:
                         state = states[a.track_id] = _TrackState(self.recognizer.vote() if self.recognizer else None)
-                    self._sample(state, f, f.index, a.detection)
+                    self._sample(state, f, f.index, a.detection, encoder, pending)
                 buffer.append(f)
                 yield from ready()
 
             # Detection of frame t runs on a worker thread (LiteRT releases the GIL) while frame
             # t-1 is tracked and earlier frames are redacted and encoded: the two overlap on 2 cores.
-            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="detect") as pool:
-                pending = None
+            with encoder, ThreadPoolExecutor(max_workers=1, thread_name_prefix="detect") as pool:
+                job = None
                 for f in frames:
-                    job = (f, pool.submit(self._detect, f), shots(f.luma(), f.luma_levels))
-                    if pending is not None:
-                        yield from track(pending[0], pending[1].result(), pending[2])
-                    pending = job
-                if pending is not None:
-                    yield from track(pending[0], pending[1].result(), pending[2])
+                    previous, job = job, (f, pool.submit(self._detect, f), shots(f.luma(), f.luma_levels))
+                    if previous is not None:
+                        yield from track(previous[0], previous[1].result(), previous[2])
+                if job is not None:
+                    yield from track(job[0], job[1].result(), job[2])
+                self._apply(encoder, pending, None)
             tracker.finish()
             finished = True
             yield from ready()

@@ -44,7 +44,9 @@ __all__ = [
     "PhotoFace",
     "Recognizer",
     "RecognizerOptions",
+    "encode_crop",
     "encode_face",
+    "face_crop",
     "encode_photo",
     "load_gallery",
 ]
@@ -384,7 +386,20 @@ def encode_face(
     The tight RetinaFace box is converted to the square box dlib's landmark predictor expects
     (see `_HOG_SIDE_PER_SQRT_AREA`). `frame_rgb` is (H, W, 3) uint8 and is not modified; it may
     also be a video `Frame`, of which only the crop around the face is converted to RGB.
+    Equals `encode_crop(*face_crop(frame_rgb, box))` (the two halves can run in different processes).
     """
+    job = face_crop(frame_rgb, box_x1y1x2y2, min_size=min_size)
+    return None if job is None else encode_crop(*job)
+
+
+def face_crop(
+    frame_rgb: np.ndarray | Frame,
+    box_x1y1x2y2: np.ndarray | tuple[float, ...],
+    *,
+    min_size: int = MIN_FACE_PX,
+) -> tuple[np.ndarray, tuple[int, int, int, int]] | None:
+    """What `encode_crop` needs for the face in the box: an RGB crop around it and dlib's square
+    face location (top, right, bottom, left) in the crop; None for a face too small to recognise."""
     if hasattr(frame_rgb, "rgb_region"):
         height, width, region = frame_rgb.height, frame_rgb.width, frame_rgb.rgb_region
     else:
@@ -417,10 +432,12 @@ def encode_face(
     top = int(round(cy - side / 2)) - cy0
     left = int(round(cx - side / 2)) - cx0
     size = int(round(side))
-    location = (top, left + size, top + size, left)
-    encodings = face_recognition.face_encodings(
-        crop, known_face_locations=[location], num_jitters=1
-    )
+    return crop, (top, left + size, top + size, left)
+
+
+def encode_crop(crop: np.ndarray, location: tuple[int, int, int, int]) -> np.ndarray:
+    """dlib's 128-d embedding of the face at `location` (top, right, bottom, left) in `crop` (~80 ms)."""
+    encodings = face_recognition.face_encodings(crop, known_face_locations=[location], num_jitters=1)
     return np.asarray(encodings[0], dtype=np.float64)
 
 

@@ -1,0 +1,94 @@
+"""Face encodings in a worker process (`limelight.encoder_worker`): same values, same order, and no
+dependence on the worker's speed or survival."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from limelight.detector import default_model_path
+from limelight.encoder_worker import FaceEncoder
+from limelight.recognizer import encode_face
+
+
+@pytest.fixture(scope="module")
+def faces():
+    """The demo's public-domain portraits, each with its face box (x1, y1, x2, y2) from dlib's HOG."""
+    import face_recognition
+
+    from limelight.demo import portraits
+
+    out = []
+    for img in portraits().values():
+        (top, right, bottom, left), *_ = face_recognition.face_locations(img)
+        out.append((img, np.array([left, top, right, bottom], float)))
+    return out
+
+
+def test_worker_encodings_equal_in_process_ones_in_submission_order(faces):
+    jobs = [faces[i % 2] for i in range(5)]
+    expected = [encode_face(img, box) for img, box in jobs]
+    with FaceEncoder(processes=True) as encoder:
+        assert encoder.start() and not encoder.in_process
+        tickets = [encoder.submit(img, box) for img, box in jobs]
+        got = [encoder.result(t) for t in tickets]
+    assert all(np.array_equal(a, b) for a, b in zip(expected, got, strict=True))
+    # the two people are different people (the comparison above could fail)
+    assert np.linalg.norm(got[0] - got[1]) > 0.6
+
+
+def test_too_small_a_face_asks_for_nothing(faces):
+    img, _ = faces[0]
+    with FaceEncoder(processes=False) as encoder:
+        assert encoder.submit(img, np.array([10.0, 10.0, 25.0, 40.0])) is None
+
+
+def test_a_dead_worker_is_replaced_by_in_process_encoding_without_losing_a_result(faces):
+    img, box = faces[0]
+    expected = encode_face(img, box)
+    with FaceEncoder(processes=True) as encoder:
+        first = encoder.submit(img, box)
+        assert np.array_equal(encoder.result(first), expected)
+        # WHEN the worker is killed with work outstanding
+        owed = encoder.submit(img, box)
+        encoder._process.kill()
+        encoder._process.join()
+        later = encoder.submit(img, box)
+        # THEN what it owed and what comes later are computed here, with the same values
+        assert np.array_equal(encoder.result(owed), expected)
+        assert np.array_equal(encoder.result(later), expected)
+        assert encoder.in_process
+
+
+@pytest.mark.skipif(not default_model_path().exists(), reason="the shipped int8 model is not built yet")
+def test_video_is_the_same_whether_encodings_run_in_a_worker_or_in_process(tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    import cv2
+
+    import limelight.demo as demo
+    from limelight.detector import Detector
+    from limelight.pipeline import AnonymizeOptions, Anonymizer
+    from limelight.recognizer import Recognizer, load_gallery
+
+    # GIVEN the demo clip (2 s) with Grace Hopper as the consenting person
+    monkeypatch.setattr(demo, "SECONDS", 2)
+    faces = demo.portraits()
+    src = tmp_path / "in.mp4"
+    demo.make_clip(src, faces)
+    known = tmp_path / "known"
+    known.mkdir()
+    cv2.imwrite(str(known / "grace_hopper.jpg"), faces["grace_hopper"][..., ::-1])
+    recognizer = Recognizer(load_gallery(known))
+    detector = Detector()
+    reports = []
+    for in_worker in (True, False):
+        options = AnonymizeOptions()
+        options = replace(options, recognition=replace(options.recognition, worker_process=in_worker))
+        report = Anonymizer(detector, recognizer, options).video(src, tmp_path / f"out_{in_worker}.mp4")
+        doc = report.as_dict()
+        reports.append([(t["decision"], t["boxes"], t.get("shown_as")) for t in doc["tracks"]])
+    # THEN both runs keep her, blur the astronaut, and decide every box of every frame alike
+    decisions = {d for d, _, _ in reports[0]}
+    assert "kept as grace_hopper" in decisions and "blurred" in decisions
+    assert reports[0] == reports[1]
