@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -48,16 +49,24 @@ def _serve(conn: Any) -> None:
             conn.send((ticket, f"{type(error).__name__}: {error}"))
 
 
+def _usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 class FaceEncoder:
     """Encodes faces asynchronously; `result(ticket)` returns them in the order they were submitted.
 
-    With `processes` False, or where the platform cannot fork, every encoding is computed at `submit`
-    by `encode` (`encode_crop`), which also finishes what a dead worker owed.
+    With `processes` False, on a single CPU, or where the platform cannot fork, every encoding is
+    computed at `submit` by `encode` (`encode_crop`), which also finishes what a dead worker owed.
     """
 
     def __init__(self, processes: bool = True, max_outstanding: int = 16, encode: Callable[..., np.ndarray] = encode_crop):
         self._encode = encode
-        self._want_process = processes and "fork" in multiprocessing.get_all_start_methods()
+        # A worker only helps with a second CPU to run on (a Lambda function under 1,769 MB has one).
+        self._want_process = processes and "fork" in multiprocessing.get_all_start_methods() and _usable_cpus() > 1
         self._max_outstanding = max_outstanding
         self._process: multiprocessing.process.BaseProcess | None = None
         self._conn: Any = None
