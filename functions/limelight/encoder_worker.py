@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import signal
 from collections.abc import Callable
 from typing import Any
 
@@ -34,7 +35,11 @@ Encoding = np.ndarray | None
 
 
 def _serve(conn: Any) -> None:
-    """Worker loop: (ticket, crop, location) in, (ticket, encoding or error text) out; None stops it."""
+    """Worker loop: (ticket, crop, location) in, (ticket, encoding or error text) out; None stops it.
+
+    Ctrl-C reaches the whole process group: the engine handles it, and its closing the pipe ends
+    this loop, so the worker ignores it rather than print a traceback of its own."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     while True:
         try:
             job = conn.recv()
