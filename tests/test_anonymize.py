@@ -173,3 +173,34 @@ def test_only_the_redacted_regions_change(tmp_path, monkeypatch):
             # AND outside the (scaled) face boxes every Y, U and V sample is exactly the input's
             assert np.array_equal(ya[~changed], yb[~changed]), f"frame {i}: pixels outside the faces changed"
             assert np.abs(ya[:h][changed[:h]].astype(int) - yb[:h][changed[:h]]).mean() > 3
+
+
+def test_mark_faces_draws_kept_and_blurred_boxes_on_video(tmp_path, monkeypatch):
+    import cv2
+
+    import limelight.demo as demo
+    from limelight.recognizer import Recognizer, load_gallery
+
+    # GIVEN the demo clip (1 s) with Grace Hopper consenting, anonymized with --mark-faces
+    monkeypatch.setattr(demo, "SECONDS", 1)
+    faces = demo.portraits()
+    src, dst = tmp_path / "in.mp4", tmp_path / "out.mp4"
+    demo.make_clip(src, faces)
+    known = tmp_path / "known"
+    known.mkdir()
+    cv2.imwrite(str(known / "grace_hopper.jpg"), faces["grace_hopper"][..., ::-1])
+    report = Anonymizer(Detector(), Recognizer(load_gallery(known)), AnonymizeOptions(mark_faces=True)).video(src, dst)
+    tracks = report.as_dict()["tracks"]
+    kept = [b for t in tracks if t["decision"] == "kept as grace_hopper" for b in t["boxes"] if b[0] == 20]
+    blurred = [b for t in tracks if t["decision"] == "blurred" for b in t["boxes"] if b[0] == 20]
+    assert kept and blurred
+    rgb = _frames(dst, [20])[20].astype(int)
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    green, red = (g > 180) & (r < 90) & (b < 90), (r > 180) & (g < 90) & (b < 90)
+
+    def on_outline(mask, box):
+        _, x1, y1, x2, y2, _ = (int(round(v)) for v in box)
+        return mask[max(y1 - 3, 0):y1 + 4, x1:x2].sum()  # the top edge of the box
+
+    # THEN frame 20 shows her box outlined in green and a blurred face's in red
+    assert on_outline(green, kept[0]) > 20 and on_outline(red, blurred[0]) > 20

@@ -44,6 +44,7 @@ def _write_clip(
     pixels: np.ndarray | None = None,
     title: str | None = None,
     container_options: dict[str, str] | None = None,
+    pix_fmt: str = "yuv420p",
 ) -> Path:
     """Write a small H.264 clip (moving gradient, optional AAC tone) and return its path.
 
@@ -59,7 +60,7 @@ def _write_clip(
         if title:
             out.metadata["title"] = title
         video = out.add_stream("libx264", rate=rate)
-        video.width, video.height, video.pix_fmt = width, height, "yuv420p"
+        video.width, video.height, video.pix_fmt = width, height, pix_fmt
         video.time_base = time_base
         video.codec_context.time_base = time_base
         video.options = {"preset": "ultrafast"}
@@ -409,6 +410,29 @@ def test_untouched_frames_reach_the_encoder_exactly_as_decoded(tmp_path):
     transcode(src, tmp_path / "rgb.mp4", lambda rgb, i: rgb, options=lossless)
     assert any(not np.array_equal(a, b) for a, b in zip(before, _planes(tmp_path / "rgb.mp4"), strict=True))
 
+
+def test_full_range_video_keeps_its_pixels_and_range(tmp_path):
+    # GIVEN a full-range (JPEG levels) 4:2:0 clip, as some cameras write
+    src = _write_clip(tmp_path / "in.mp4", frames=6, size=(96, 54), pix_fmt="yuvj420p")
+    dst = tmp_path / "out.mp4"
+    # WHEN it goes through untouched, losslessly
+    transcode(src, dst, options=EncodeOptions(crf=0))
+    # THEN its samples and its range come back as they were (no squeeze into 16..235)
+    assert all(np.array_equal(a, b) for a, b in zip(_planes(src), _planes(dst), strict=True))
+    with av.open(str(dst)) as c:
+        assert c.streams.video[0].codec_context.color_range == 2
+
+
+def test_444_video_is_written_as_420_with_the_same_look(tmp_path):
+    # GIVEN a 4:4:4 clip (screen recordings): not kept in YUV, converted through RGB
+    src = _write_clip(tmp_path / "in.mp4", frames=4, size=(96, 54), pix_fmt="yuv444p")
+    dst = tmp_path / "out.mp4"
+    transcode(src, dst)
+    with av.open(str(dst)) as c:
+        assert c.streams.video[0].codec_context.pix_fmt == "yuv420p"
+    before = next(iter_frames(src))[2].astype(np.int16)
+    after = next(iter_frames(dst))[2].astype(np.int16)
+    assert np.abs(before - after).mean() < 3
 
 @pytest.mark.parametrize("region", [(0, 0, 96, 54), (13, 7, 58, 33), (1, 1, 95, 53), (40, 10, 41, 11)])
 def test_rgb_region_is_the_whole_frame_conversion_cut(tmp_path, region):
