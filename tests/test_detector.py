@@ -91,3 +91,15 @@ def test_the_shipped_model_is_what_its_metadata_says():
     # decoded frames go in unchanged: uint8 pixels, scale 1, zero point 0 (no per-frame conversion)
     assert runner.input_dtype == np.uint8 and runner.input_quantization == (1.0, 0)
     assert (meta["input"]["scale"], meta["input"]["zero_point"]) == runner.input_quantization
+
+
+def test_runtime_delegate_notice_is_kept_off_stderr_but_other_output_is_not(capfd):
+    import os
+
+    from limelight.detector import _without_delegate_notice
+
+    with _without_delegate_notice():
+        os.write(2, b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\n")
+        os.write(2, b"ERROR: something the user must see\n")
+    err = capfd.readouterr().err
+    assert "XNNPACK" not in err and "ERROR: something the user must see" in err

@@ -10,6 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -73,6 +78,11 @@ class LiteRTRunner:
         self.input_quantization = self._input["quantization"]
         self._shape: tuple[int, ...] | None = None
         self._loc = self._score = None
+        # The runtime creates its XNNPACK delegate at the first allocation and says so on stderr
+        # (C++ logging Python cannot configure): allocate once here, with that line kept off the
+        # user's terminal, rather than in the middle of a progress bar.
+        with _without_delegate_notice():
+            self._resize((1, STRIDE, STRIDE, 3))
 
     def _resize(self, shape: tuple[int, ...]) -> None:
         self.interpreter.resize_tensor_input(self._input["index"], list(shape))
@@ -89,6 +99,27 @@ class LiteRTRunner:
         self.interpreter.set_tensor(self._input["index"], to_model_input(batch, self.input_dtype, self.input_quantization))
         self.interpreter.invoke()
         return self.interpreter.get_tensor(self._loc)[0], self.interpreter.get_tensor(self._score)[0]
+
+
+_DELEGATE_NOTICE = "INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
+
+
+@contextmanager
+def _without_delegate_notice() -> Iterator[None]:
+    """Capture file descriptor 2 while the runtime allocates; pass on all it wrote but its notice."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            for line in captured.read().decode(errors="replace").splitlines(keepends=True):
+                if line.strip() != _DELEGATE_NOTICE:
+                    sys.stderr.write(line)
 
 
 def to_model_input(batch: np.ndarray, dtype, quantization: tuple[float, int]) -> np.ndarray:
