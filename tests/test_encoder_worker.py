@@ -92,3 +92,25 @@ def test_video_is_the_same_whether_encodings_run_in_a_worker_or_in_process(tmp_p
     decisions = {d for d, _, _ in reports[0]}
     assert "kept as grace_hopper" in decisions and "blurred" in decisions
     assert reports[0] == reports[1]
+
+
+@pytest.mark.parametrize(
+    "files, expected",
+    [
+        ({"cpu.max": "max 100000\n"}, None),  # cgroup v2, no quota: the affinity counts
+        ({"cpu.max": "150000 100000\n"}, 1.5),  # docker --cpus 1.5
+        ({"cpu/cpu.cfs_quota_us": "100000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 1.0),  # v1, one CPU
+        ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None),
+        ({}, None),  # no cgroup files at all
+    ],
+)
+def test_usable_cpus_follow_a_cgroup_quota(tmp_path, files, expected):
+    import os
+
+    from limelight.encoder_worker import _usable_cpus
+
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    affinity = len(os.sched_getaffinity(0))
+    assert _usable_cpus(tmp_path) == (min(affinity, expected) if expected is not None else affinity)

@@ -21,6 +21,7 @@ import multiprocessing
 import os
 import signal
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -54,11 +55,24 @@ def _serve(conn: Any) -> None:
             conn.send((ticket, f"{type(error).__name__}: {error}"))
 
 
-def _usable_cpus() -> int:
+def _usable_cpus(cgroup: Path = Path("/sys/fs/cgroup")) -> float:
+    """CPUs this process may use: its affinity, capped by a cgroup CPU quota (containers, `docker
+    --cpus`), which the affinity does not show."""
     try:
-        return len(os.sched_getaffinity(0))
+        cpus: float = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
-        return os.cpu_count() or 1
+        cpus = os.cpu_count() or 1
+    for quota_file, period_file in (("cpu.max", None), ("cpu/cpu.cfs_quota_us", "cpu/cpu.cfs_period_us")):
+        try:
+            fields = (cgroup / quota_file).read_text().split()
+            quota = fields[0]
+            period = fields[1] if period_file is None else (cgroup / period_file).read_text().strip()
+            if quota not in ("max", "-1"):
+                cpus = min(cpus, int(quota) / int(period))
+            break
+        except (OSError, IndexError, ValueError):
+            continue
+    return cpus
 
 
 class FaceEncoder:
@@ -70,8 +84,8 @@ class FaceEncoder:
 
     def __init__(self, processes: bool = True, max_outstanding: int = 16, encode: Callable[..., np.ndarray] = encode_crop):
         self._encode = encode
-        # A worker only helps with a second CPU to run on (a Lambda function under 1,769 MB has one).
-        self._want_process = processes and "fork" in multiprocessing.get_all_start_methods() and _usable_cpus() > 1
+        # A worker only helps with a second CPU to run on (a Lambda function of 1,769 MB has one).
+        self._want_process = processes and "fork" in multiprocessing.get_all_start_methods() and _usable_cpus() >= 2
         self._max_outstanding = max_outstanding
         self._process: multiprocessing.process.BaseProcess | None = None
         self._conn: Any = None
