@@ -204,3 +204,42 @@ def test_mark_faces_draws_kept_and_blurred_boxes_on_video(tmp_path, monkeypatch)
 
     # THEN frame 20 shows her box outlined in green and a blurred face's in red
     assert on_outline(green, kept[0]) > 20 and on_outline(red, blurred[0]) > 20
+
+
+def test_faster_video_samples_faces_as_often_per_second(tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    import cv2
+
+    import limelight.demo as demo
+    import limelight.pipeline as pipeline
+    from limelight.recognizer import Recognizer, load_gallery
+
+    # GIVEN the demo clip at 60 fps (1 s), Grace Hopper consenting
+    monkeypatch.setattr(demo, "SECONDS", 1)
+    monkeypatch.setattr(demo, "FPS", 60)
+    faces = demo.portraits()
+    src = tmp_path / "in.mp4"
+    demo.make_clip(src, faces)
+    known = tmp_path / "known"
+    known.mkdir()
+    cv2.imwrite(str(known / "grace_hopper.jpg"), faces["grace_hopper"][..., ::-1])
+    recognizer, detector = Recognizer(load_gallery(known)), Detector()
+    asked = []
+    submit = pipeline.FaceEncoder.submit
+    monkeypatch.setattr(pipeline.FaceEncoder, "submit", lambda self, frame, box: asked.append(1) or submit(self, frame, box))
+
+    def samples(base_fps: float) -> tuple[int, dict]:
+        asked.clear()
+        options = AnonymizeOptions()
+        options = replace(options, recognition=replace(options.recognition, base_fps=base_fps, worker_process=False))
+        report = Anonymizer(detector, recognizer, options).video(src, tmp_path / f"out_{base_fps}.mp4")
+        return len(asked), {t["decision"] for t in report.as_dict()["tracks"]}
+
+    # WHEN the schedule is stretched to the video's rate (the default, for 30 fps) and when it is not
+    stretched, kept = samples(30.0)
+    as_written, kept_too = samples(120.0)
+    # THEN the 60 fps video asks for fewer encodings, and she is kept either way
+    # (11 vs 15 here: the first 3 samples of each track are counted in samples, not frames)
+    assert stretched < as_written
+    assert "kept as grace_hopper" in kept and "kept as grace_hopper" in kept_too

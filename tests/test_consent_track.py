@@ -142,7 +142,7 @@ class _NoFaces:
         return np.zeros((0, 5), np.float32)
 
 
-def _frames_read_before_first_output(options: AnonymizeOptions, shape) -> int:
+def _frames_read_before_first_output(options: AnonymizeOptions, shape, consent: bool = True) -> int:
     from limelight.report import FileReport
     from limelight.video import Frame
 
@@ -154,7 +154,8 @@ def _frames_read_before_first_output(options: AnonymizeOptions, shape) -> int:
             read += 1
             yield Frame(index=i, pts=i, time=i / 24, rgb=np.zeros(shape, np.uint8))
 
-    run = Anonymizer(_NoFaces(), None, options)._transform(FileReport("in", "out", "video"), {})
+    recognizer = synthetic_recognizer()[0] if consent else None
+    run = Anonymizer(_NoFaces(), recognizer, options)._transform(FileReport("in", "out", "video"), {})
     next(iter(run(frames())))
     return read
 
@@ -173,6 +174,22 @@ def test_frames_are_held_for_the_decision_delay_within_a_memory_cap():
     # AND without a delay only the tracker's own look-ahead is held
     none = replace(options, recognition=replace(options.recognition, decision_delay=0, result_lag=0))
     assert _frames_read_before_first_output(none, (36, 64, 3)) <= options.tracker.lookahead + 3 < small
+    # AND without consented people (no decision to wait for) neither
+    assert _frames_read_before_first_output(options, (36, 64, 3), consent=False) <= options.tracker.lookahead + 3
+
+
+def test_recognition_schedule_keeps_its_pace_per_second_in_faster_videos():
+    schedule = AnonymizeOptions().recognition
+    # GIVEN videos up to 30 fps: the schedule as written
+    assert schedule.at_rate(23.976) is schedule and schedule.at_rate(30) is schedule and schedule.at_rate(0) is schedule
+    # GIVEN a 60 fps video: every interval and delay spans twice the frames, i.e. the same time
+    fast = schedule.at_rate(60)
+    assert (fast.first_interval, fast.interval, fast.late_interval, fast.verify_interval) == (
+        2 * schedule.first_interval, 2 * schedule.interval, 2 * schedule.late_interval, 2 * schedule.verify_interval)
+    assert fast.decision_delay == 2 * schedule.decision_delay and fast.result_lag == 2 * schedule.result_lag
+    # AND what is counted in samples, not frames, stays
+    assert (fast.first_samples, fast.max_samples, fast.window, fast.min_matches, fast.revoke_after) == (
+        schedule.first_samples, schedule.max_samples, schedule.window, schedule.min_matches, schedule.revoke_after)
 
 
 def test_a_sample_joins_the_vote_result_lag_frames_after_it_was_taken():

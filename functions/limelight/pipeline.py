@@ -13,7 +13,7 @@ import os
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
@@ -27,7 +27,7 @@ from limelight.recognizer import Decision, IdentityVote, Recognizer, encode_face
 from limelight.redact import RedactOptions, mark, redact, redact_planes
 from limelight.report import FileReport
 from limelight.tracker import Tracker, TrackerOptions
-from limelight.video import EncodeOptions, Frame, transcode
+from limelight.video import EncodeOptions, Frame, probe, transcode
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
 VIDEO_SUFFIXES = frozenset({".mp4", ".mov", ".m4v", ".mkv", ".avi", ".webm", ".mpg", ".mpeg", ".ts", ".mts", ".wmv", ".flv"})
@@ -46,6 +46,10 @@ class RecognitionSchedule:
     checked every `verify_interval` frames and shown again only after `min_matches` consecutive
     confident matches of one consented person, the evidence a new track needs: a consented person
     who turns away for a moment is blurred while turned, not for the rest of the shot.
+
+    Frame counts are meant for videos of up to `base_fps`; `at_rate` stretches them for faster
+    ones, so that recognition runs as often per second (a 60 fps video would otherwise pay twice
+    the encodings for the same evidence) and the decision delay still spans 1 s.
     """
 
     first_samples: int = 3  # taken `first_interval` apart, so a decision exists within the look-ahead
@@ -74,6 +78,26 @@ class RecognitionSchedule:
     # `worker_process` False: in-process.
     result_lag: int = 6
     worker_process: bool = True
+    base_fps: float = 30.0
+
+    def at_rate(self, fps: float) -> "RecognitionSchedule":
+        """This schedule for a video of `fps` frames per second (itself up to `base_fps`)."""
+        if not fps or fps <= self.base_fps:
+            return self
+        k = fps / self.base_fps
+
+        def stretch(frames: int) -> int:
+            return max(1, round(frames * k))
+
+        return replace(
+            self,
+            first_interval=stretch(self.first_interval),
+            interval=stretch(self.interval),
+            late_interval=stretch(self.late_interval),
+            verify_interval=stretch(self.verify_interval),
+            decision_delay=stretch(self.decision_delay),
+            result_lag=stretch(self.result_lag),
+        )
 
 
 class ShotChangeDetector:
@@ -246,7 +270,8 @@ class Anonymizer:
             if self.recognizer is not None:
                 encoder.start()  # before the detection thread: the worker forks from a quiet process
             pending: deque = deque()  # (frame index, track state, ticket) of samples not yet in a vote
-            hold = sched.decision_delay + sched.result_lag
+            # Without consented people every face is blurred from the start: no decision to wait for.
+            hold = sched.decision_delay + sched.result_lag if self.recognizer is not None else 0
 
             def ready() -> Iterator[Frame]:
                 delay = min(hold, sched.max_held_bytes // max(buffer[0].nbytes, 1)) if buffer else 0
@@ -286,6 +311,14 @@ class Anonymizer:
 
     def video(self, src: Path, dst: Path, progress: Callable[[int], None] | None = None) -> FileReport:
         """Anonymize one video into `dst` (written under a temporary name, renamed when complete)."""
+        engine = self
+        if self.recognizer is not None:
+            sched = self.options.recognition.at_rate(float(probe(src).fps))
+            if sched != self.options.recognition:  # a faster video: the schedule in its frames
+                engine = Anonymizer(self.detector, self.recognizer, replace(self.options, recognition=sched))
+        return engine._video(src, dst, progress)
+
+    def _video(self, src: Path, dst: Path, progress: Callable[[int], None] | None) -> FileReport:
         report = FileReport(str(src), str(dst), "video")
         states: dict[int, _TrackState] = {}
         start = time.perf_counter()
