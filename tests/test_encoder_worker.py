@@ -114,3 +114,20 @@ def test_usable_cpus_follow_a_cgroup_quota(tmp_path, files, expected):
         (tmp_path / name).write_text(text)
     affinity = len(os.sched_getaffinity(0))
     assert _usable_cpus(tmp_path) == (min(affinity, expected) if expected is not None else affinity)
+
+
+def test_a_failure_inside_the_worker_is_raised_as_a_named_error(faces, monkeypatch):
+    import limelight.encoder_worker as worker
+
+    def broken(crop, location):
+        raise ValueError("no face chip")
+
+    # GIVEN dlib failing on a face (the forked worker inherits the patched function)
+    monkeypatch.setattr(worker, "encode_crop", broken)
+    img, box = faces[0]
+    with worker.FaceEncoder(processes=True) as encoder:
+        ticket = encoder.submit(img, box)
+        # THEN the engine gets a LimeLightError naming the failure, not a silent None (a None
+        # would look like "no sample" and could change a decision without anyone knowing)
+        with pytest.raises(worker.EncodingWorkerError, match="ValueError: no face chip"):
+            encoder.result(ticket)

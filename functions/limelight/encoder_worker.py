@@ -26,13 +26,18 @@ from typing import Any
 
 import numpy as np
 
+from limelight.errors import LimeLightError
 from limelight.recognizer import encode_crop, face_crop
 
-__all__ = ["FaceEncoder"]
+__all__ = ["EncodingWorkerError", "FaceEncoder"]
 
 logger = logging.getLogger(__name__)
 
 Encoding = np.ndarray | None
+
+
+class EncodingWorkerError(LimeLightError):
+    """dlib failed on a face in the worker process (it would have in-process too)."""
 
 
 def _serve(conn: Any) -> None:
@@ -114,7 +119,7 @@ class FaceEncoder:
         try:
             self._conn.send((ticket, *job))
         except (OSError, ValueError):
-            self._fail("the face-encoding worker stopped")
+            self._fail("pipe closed while sending")
         return ticket
 
     def result(self, ticket: int) -> Encoding:
@@ -158,7 +163,7 @@ class FaceEncoder:
             process.start()
             child.close()
         except OSError as error:
-            logger.warning("face encodings computed in-process: no worker process (%s)", error)
+            logger.warning("face-encoding worker not started; encoding in-process", extra={"reason": str(error)})
             self._want_process = False
             return False
         self._process, self._conn = process, parent
@@ -168,16 +173,16 @@ class FaceEncoder:
         try:
             ticket, value = self._conn.recv()
         except (EOFError, OSError):
-            self._fail("the face-encoding worker stopped")
+            self._fail("pipe closed while receiving")
             return
         self._sent.pop(ticket, None)
         if isinstance(value, str):
-            raise RuntimeError(f"face encoding failed in the worker: {value}")
+            raise EncodingWorkerError(f"face encoding failed in the worker process: {value}")
         self._done[ticket] = value
 
     def _fail(self, why: str) -> None:
         """The worker is gone: compute what it still owed here, and everything from now on."""
-        logger.warning("%s; face encodings computed in-process from now on", why)
+        logger.warning("face-encoding worker stopped; encoding in-process", extra={"reason": why})
         self._want_process = False
         for ticket, job in sorted(self._sent.items()):
             self._done[ticket] = self._encode(*job)
