@@ -9,7 +9,7 @@ import pytest
 from limelight.detector import Detector, default_model_path
 from limelight.pipeline import AnonymizeOptions, Anonymizer
 from limelight.recognizer import Recognizer, encode_face, load_gallery
-from tests.media import audio_packets, frame_times
+from tests.media import audio_packets, demo_clip, frame_times
 
 HAMILTON = "hamilton_white_house_short_clip.mp4"
 LIN = "videos/known_faces/hamilton_white_house/lin-manuel-miranda.png"
@@ -142,14 +142,12 @@ def test_consented_person_who_turns_away_is_shown_again_when_facing_back(clip, s
 
 
 def test_only_the_redacted_regions_change(tmp_path, monkeypatch):
-    import limelight.demo as demo
     from limelight.video import EncodeOptions
 
     # GIVEN the demo's two portraits over a moving background (1 s), anonymized losslessly (crf 0)
     # so that any change the engine makes shows, with no known face: both faces are blurred
-    monkeypatch.setattr(demo, "SECONDS", 1)
-    src, dst = tmp_path / "in.mp4", tmp_path / "out.mp4"
-    demo.make_clip(src, demo.portraits())
+    src, _ = demo_clip(tmp_path, monkeypatch, seconds=1)
+    dst = tmp_path / "out.mp4"
     options = AnonymizeOptions(encode=EncodeOptions(crf=0))
     report = Anonymizer(Detector(), None, options).video(src, dst)
     # THEN both faces were blurred in every frame
@@ -176,19 +174,11 @@ def test_only_the_redacted_regions_change(tmp_path, monkeypatch):
 
 
 def test_mark_faces_draws_kept_and_blurred_boxes_on_video(tmp_path, monkeypatch):
-    import cv2
-
-    import limelight.demo as demo
     from limelight.recognizer import Recognizer, load_gallery
 
     # GIVEN the demo clip (1 s) with Grace Hopper consenting, anonymized with --mark-faces
-    monkeypatch.setattr(demo, "SECONDS", 1)
-    faces = demo.portraits()
-    src, dst = tmp_path / "in.mp4", tmp_path / "out.mp4"
-    demo.make_clip(src, faces)
-    known = tmp_path / "known"
-    known.mkdir()
-    cv2.imwrite(str(known / "grace_hopper.jpg"), faces["grace_hopper"][..., ::-1])
+    src, known = demo_clip(tmp_path, monkeypatch, seconds=1)
+    dst = tmp_path / "out.mp4"
     report = Anonymizer(Detector(), Recognizer(load_gallery(known)), AnonymizeOptions(mark_faces=True)).video(src, dst)
     tracks = report.as_dict()["tracks"]
     kept = [b for t in tracks if t["decision"] == "kept as grace_hopper" for b in t["boxes"] if b[0] == 20]
@@ -209,21 +199,11 @@ def test_mark_faces_draws_kept_and_blurred_boxes_on_video(tmp_path, monkeypatch)
 def test_faster_video_samples_faces_as_often_per_second(tmp_path, monkeypatch):
     from dataclasses import replace
 
-    import cv2
-
-    import limelight.demo as demo
     import limelight.pipeline as pipeline
     from limelight.recognizer import Recognizer, load_gallery
 
     # GIVEN the demo clip at 60 fps (1 s), Grace Hopper consenting
-    monkeypatch.setattr(demo, "SECONDS", 1)
-    monkeypatch.setattr(demo, "FPS", 60)
-    faces = demo.portraits()
-    src = tmp_path / "in.mp4"
-    demo.make_clip(src, faces)
-    known = tmp_path / "known"
-    known.mkdir()
-    cv2.imwrite(str(known / "grace_hopper.jpg"), faces["grace_hopper"][..., ::-1])
+    src, known = demo_clip(tmp_path, monkeypatch, seconds=1, fps=60)
     recognizer, detector = Recognizer(load_gallery(known)), Detector()
     asked = []
     submit = pipeline.FaceEncoder.submit

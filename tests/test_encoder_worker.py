@@ -64,21 +64,13 @@ def test_a_dead_worker_is_replaced_by_in_process_encoding_without_losing_a_resul
 def test_video_is_the_same_whether_encodings_run_in_a_worker_or_in_process(tmp_path, monkeypatch):
     from dataclasses import replace
 
-    import cv2
-
-    import limelight.demo as demo
     from limelight.detector import Detector
     from limelight.pipeline import AnonymizeOptions, Anonymizer
     from limelight.recognizer import Recognizer, load_gallery
+    from tests.media import demo_clip
 
     # GIVEN the demo clip (2 s) with Grace Hopper as the consenting person
-    monkeypatch.setattr(demo, "SECONDS", 2)
-    faces = demo.portraits()
-    src = tmp_path / "in.mp4"
-    demo.make_clip(src, faces)
-    known = tmp_path / "known"
-    known.mkdir()
-    cv2.imwrite(str(known / "grace_hopper.jpg"), faces["grace_hopper"][..., ::-1])
+    src, known = demo_clip(tmp_path, monkeypatch, seconds=2)
     recognizer = Recognizer(load_gallery(known))
     detector = Detector()
     reports = []
