@@ -490,8 +490,10 @@ def test_iter_frames_streams_rgb_frames_with_times(tmp_path):
     assert all(rgb.shape == (48, 64, 3) and rgb.dtype == np.uint8 for _, _, rgb in items)
 
 
-def test_frames_stream_through_without_accumulating(tmp_path):
-    # GIVEN a 240-frame clip and a look-ahead transform holding 10 frames back
+@pytest.mark.parametrize("held_as", ["yuv", "rgb"])
+def test_frames_stream_through_without_accumulating(tmp_path, held_as):
+    # GIVEN a 240-frame clip and a look-ahead transform holding 10 frames back, the frames kept in
+    # YUV as decoded or read as RGB
     src = _write_clip(tmp_path / "long.mp4", frames=240, size=(32, 32))
     alive: set[int] = set()
     most_alive = 0
@@ -500,7 +502,7 @@ def test_frames_stream_through_without_accumulating(tmp_path):
         nonlocal most_alive
         for frame in frames:
             alive.add(frame.index)
-            weakref.finalize(frame.rgb, alive.discard, frame.index)
+            weakref.finalize(frame.yuv if held_as == "yuv" else frame.rgb, alive.discard, frame.index)
             most_alive = max(most_alive, len(alive))
             yield frame
 
