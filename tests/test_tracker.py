@@ -283,3 +283,19 @@ def test_weak_detections_extend_a_confirmed_track():
 def test_confirmation_options_are_validated(options):
     with pytest.raises(TrackerError):
         TrackerOptions(**options)
+
+
+def test_a_track_confirmed_after_the_lookahead_still_adds_boxes_to_frames_not_yet_released():
+    options = TrackerOptions()
+    tracker = Tracker(options)
+    # GIVEN a weak face (under confirm_score) detected at frames 0, 7 and 14: confirmed only by
+    # its third detection (confirm_frames 3), after frame 0 became final (lookahead 10)
+    weak = face(100, 100, score=0.1)
+    for i in range(15):
+        tracker.update(i, weak if i in (0, 7, 14) else NO_FACES)
+        if i == options.lookahead:
+            # THEN at frame 10 frame 0 is final and shows nothing: the track is not confirmed
+            assert tracker.is_final(0) and ids_at(tracker, 0) == []
+    # AND once confirmed, frame 0 (still held, not released) shows it: holding frames longer
+    # than the look-ahead only ever blurs more
+    assert len(ids_at(tracker, 0)) == 1 and len(ids_at(tracker, 3)) == 1

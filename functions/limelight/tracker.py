@@ -232,7 +232,11 @@ class Tracker:
         return iou_matrix(boxes, prev), shift, close
 
     def is_final(self, frame_index: int) -> bool:
-        """True when the boxes of `frame_index` can no longer change (see `TrackerOptions.lookahead`)."""
+        """True when the boxes of `frame_index` can no longer move or go (see `TrackerOptions.lookahead`).
+
+        A final frame can still gain boxes until it is released: a weak track confirmed later (its
+        `confirm_frames`-th detection past the look-ahead) is shown back to its start, so a caller
+        that holds frames longer than the look-ahead only ever blurs more."""
         if self._last is None:
             return False
         return frame_index <= self._last - (0 if self._finished else self.options.lookahead)
