@@ -138,7 +138,10 @@ def test_report_names_the_person_of_every_frame_left_unblurred():
 
 
 class _NoFaces:
-    def __call__(self, rgb):
+    def input_size(self, height, width):
+        return height, width
+
+    def __call__(self, rgb, frame_size=None):
         return np.zeros((0, 5), np.float32)
 
 

@@ -20,7 +20,6 @@ import logging
 import multiprocessing
 import os
 import signal
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +31,6 @@ from limelight.recognizer import encode_crop, face_crop
 __all__ = ["EncodingWorkerError", "FaceEncoder"]
 
 logger = logging.getLogger(__name__)
-
-Encoding = np.ndarray | None
-
 
 class EncodingWorkerError(LimeLightError):
     """dlib failed on a face in the worker process (it would have in-process too)."""
@@ -84,18 +80,17 @@ class FaceEncoder:
     """Encodes faces asynchronously; `result(ticket)` returns them in the order they were submitted.
 
     With `processes` False, on a single CPU, or where the platform cannot fork, every encoding is
-    computed at `submit` by `encode` (`encode_crop`), which also finishes what a dead worker owed.
+    computed at `submit`, as is what a dead worker still owed.
     """
 
-    def __init__(self, processes: bool = True, max_outstanding: int = 16, encode: Callable[..., np.ndarray] = encode_crop):
-        self._encode = encode
+    def __init__(self, processes: bool = True, max_outstanding: int = 16):
         # A worker only helps with a second CPU to run on (a Lambda function of 1,769 MB has one).
         self._want_process = processes and "fork" in multiprocessing.get_all_start_methods() and _usable_cpus() >= 2
         self._max_outstanding = max_outstanding
         self._process: multiprocessing.process.BaseProcess | None = None
         self._conn: Any = None
         self._next = 0
-        self._done: dict[int, Encoding] = {}
+        self._done: dict[int, np.ndarray] = {}
         self._sent: dict[int, tuple[np.ndarray, tuple[int, int, int, int]]] = {}  # until answered
 
     @property
@@ -111,7 +106,7 @@ class FaceEncoder:
             return None
         ticket, self._next = self._next, self._next + 1
         if not self._want_process or not self.start():
-            self._done[ticket] = self._encode(*job)
+            self._done[ticket] = encode_crop(*job)
             return ticket
         while len(self._sent) >= self._max_outstanding:  # bounded: neither side of the pipe can fill up
             self._receive()
@@ -122,7 +117,7 @@ class FaceEncoder:
             self._fail("pipe closed while sending")
         return ticket
 
-    def result(self, ticket: int) -> Encoding:
+    def result(self, ticket: int) -> np.ndarray:
         """The encoding of `ticket` (waits for it); each ticket is claimed once."""
         while ticket not in self._done:
             if ticket not in self._sent:
@@ -185,7 +180,7 @@ class FaceEncoder:
         logger.warning("face-encoding worker stopped; encoding in-process", extra={"reason": why})
         self._want_process = False
         for ticket, job in sorted(self._sent.items()):
-            self._done[ticket] = self._encode(*job)
+            self._done[ticket] = encode_crop(*job)
         self._sent.clear()
         if self._conn is not None:
             self._conn.close()

@@ -110,12 +110,13 @@ class ShotChangeDetector:
         self.threshold = threshold
         self._prev: np.ndarray | None = None
 
-    def __call__(self, frame: np.ndarray, levels: int = 255) -> bool:
-        """`frame`: RGB (H, W, 3) or grey / luma (H, W) uint8 whose black-to-white span is `levels`
-        (219 for the Y plane of limited-range video: differences are rescaled to 0-255)."""
-        thumb = cv2.resize(frame, (64, 36), interpolation=cv2.INTER_AREA)
-        if thumb.ndim == 3:
-            thumb = cv2.cvtColor(thumb, cv2.COLOR_RGB2GRAY)
+    def __call__(self, frame: Frame) -> bool:
+        if frame.yuv is not None:  # the Y plane is the grey image; limited range spans 219 levels
+            thumb = cv2.resize(frame.planes()[0], (64, 36), interpolation=cv2.INTER_AREA)
+            levels = 255 if frame.full_range else 219
+        else:
+            thumb = cv2.cvtColor(cv2.resize(frame.rgb, (64, 36), interpolation=cv2.INTER_AREA), cv2.COLOR_RGB2GRAY)
+            levels = 255
         thumb = thumb.astype(np.int16)
         cut = self._prev is not None and float(np.abs(thumb - self._prev).mean()) * 255 / levels > self.threshold
         self._prev = thumb
@@ -250,9 +251,7 @@ class Anonymizer:
             mark(frame.rgb, np.asarray([b for _, b in boxes], np.float32), kept_flags, labels)
 
     def _detect(self, frame: Frame) -> np.ndarray:
-        """Faces in `frame`; a YUV frame is converted to RGB at the network's input size in one step."""
-        if frame.yuv is None:
-            return self.detector(frame.rgb)
+        """Faces in `frame`, converted to RGB at the network's input size in one step."""
         size = (frame.height, frame.width)
         rh, rw = self.detector.input_size(*size)
         return self.detector(frame.rgb_resized(rw, rh), size)
@@ -299,7 +298,7 @@ class Anonymizer:
             with encoder, ThreadPoolExecutor(max_workers=1, thread_name_prefix="detect") as pool:
                 job = None
                 for f in frames:
-                    previous, job = job, (f, pool.submit(self._detect, f), shots(f.luma(), f.luma_levels))
+                    previous, job = job, (f, pool.submit(self._detect, f), shots(f))
                     if previous is not None:
                         yield from track(previous[0], previous[1].result(), previous[2])
                 if job is not None:

@@ -275,17 +275,6 @@ class Frame:
         rgb = self._video_frame(block).to_ndarray(format="rgb24", interpolation=self._flags)
         return rgb[y0 - ey0:y1 - ey0, x0 - ex0:x1 - ex0]
 
-    def luma(self) -> np.ndarray:
-        """A grey (H, W) view of the frame: the Y plane, or the RGB frame converted."""
-        if self._yuv is not None:
-            return self._yuv[: self.height]
-        return cv2.cvtColor(self._rgb, cv2.COLOR_RGB2GRAY)
-
-    @property
-    def luma_levels(self) -> int:
-        """Levels from black to white in `luma()`: 219 in limited-range Y (16..235), else 255."""
-        return 219 if self._yuv is not None and not self.full_range else 255
-
     def _video_frame(self, yuv: np.ndarray) -> av.VideoFrame:
         """A VideoFrame of I420 pixels (a copy), tagged with this frame's colour matrix and range."""
         # Not from_numpy_buffer: PyAV 18 reads an I420 buffer's height wrongly unless it is a multiple of 4.
