@@ -34,8 +34,9 @@ $(RUNTIME_STAMP): requirements/runtime.txt requirements/nodeps.txt pyproject.tom
 	$(BIN)/pip install -q --no-deps -e .
 	touch $@
 
-$(DEV_STAMP): $(RUNTIME_STAMP) requirements/dev.txt requirements/lambda.txt requirements/nodeps.txt
-	$(BIN)/pip install -q -r requirements/runtime.txt -r requirements/dev.txt
+# The tests build clips from the demo's portraits, so the dev set includes the demo's packages.
+$(DEV_STAMP): $(RUNTIME_STAMP) requirements/dev.txt requirements/demo.txt requirements/lambda.txt requirements/nodeps.txt
+	$(BIN)/pip install -q -r requirements/runtime.txt -r requirements/dev.txt -r requirements/demo.txt
 	$(BIN)/pip install -q --no-deps -r requirements/nodeps.txt
 	touch $@
 
