@@ -121,6 +121,20 @@ def test_image_is_anonymized_beside_the_input_with_a_report(tmp_path, shared_fil
     lap = lambda img: cv2.Laplacian(cv2.cvtColor(img[roi], cv2.COLOR_BGR2GRAY), cv2.CV_64F).var()  # noqa: E731
     assert lap(b) < 0.3 * lap(a)
     assert "faces" in out and "blurred" in out  # the summary
+    # the audit trail says at what size the detector saw the photo (auto: half its long side, 640..960)
+    h, w = a.shape[:2]
+    long_side = min(960, max(640, round(max(h, w) / 2)))
+    assert report["settings"]["detect_size"] == "auto"
+    assert max(report["files"][0]["detector_input"]) == long_side
+
+
+@pytest.mark.parametrize("value, words", [("big", ["'big'", "auto"]), ("64", ["64", "128..4096"])])
+def test_a_bad_detection_size_is_refused_before_any_work(tmp_path, value, words):
+    src = tmp_path / "x.mp4"
+    src.write_bytes(b"never read")
+    code, _, err = run("anonymize", src, "--detect-size", value)
+    assert code == 2 and "--detect-size" in err and all(w in err for w in words)
+    assert [p.name for p in tmp_path.iterdir()] == ["x.mp4"]
 
 
 @needs_model

@@ -1,9 +1,10 @@
 """The runtime detector's geometry and input conditioning (no model needed)."""
 
 import numpy as np
+import pytest
 
 from limelight.anchors import prior_boxes
-from limelight.detector import TARGET_MEAN, Detector, InputGeometry, _brighten, to_model_input
+from limelight.detector import AUTO, TARGET_MEAN, Detector, InputGeometry, _brighten, auto_detect_size, to_model_input
 
 
 def test_input_is_scaled_to_the_long_side_and_padded_to_multiples_of_32():
@@ -11,6 +12,31 @@ def test_input_is_scaled_to_the_long_side_and_padded_to_multiples_of_32():
     assert geo.resized == (360, 640) and geo.padded == (384, 640) and geo.scale == 0.5
     portrait = InputGeometry.for_frame(1080, 608, 640)
     assert portrait.resized == (640, 360) and portrait.padded == (640, 384)
+
+
+@pytest.mark.parametrize("height, width, size", [
+    (360, 640, 640), (720, 1280, 640), (1080, 608, 640),  # up to 1280 px: 640, as before
+    (1080, 1920, 960), (1440, 2560, 960), (2160, 3840, 960),  # half the long side, at most 960
+    (1200, 1600, 800), (240, 320, 640),
+])
+def test_auto_detection_size_follows_the_frame(height, width, size):
+    assert auto_detect_size(height, width) == size
+
+
+def test_auto_detection_size_reaches_the_network_per_frame_size():
+    runner = _Runner(x=100, y=60)
+    det = Detector(runner)  # AUTO is the default
+    assert det.detect_size == AUTO
+    det(np.zeros((720, 1280, 3), np.uint8))
+    det(np.zeros((1080, 1920, 3), np.uint8))
+    assert runner.shapes == [(1, 384, 640, 3), (1, 544, 960, 3)]
+    assert det.input_size(1080, 1920) == (540, 960)
+
+
+@pytest.mark.parametrize("bad", ["big", 0, -640, 640.5])
+def test_a_bad_detection_size_is_refused(bad):
+    with pytest.raises(ValueError, match="detect_size"):
+        Detector(_Runner(0, 0), detect_size=bad)
 
 
 def test_dark_input_is_brightened_and_bright_input_left_alone():

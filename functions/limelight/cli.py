@@ -10,11 +10,27 @@ from pathlib import Path
 
 import click
 
-from limelight.detector import DEFAULT_THRESHOLD
+from limelight.detector import AUTO, AUTO_MAX, AUTO_MIN, DEFAULT_THRESHOLD
 from limelight.errors import InputError, LimeLightError, OutputError
 from limelight.redact import Mode, RedactOptions, Shape
 
-DEFAULT_DETECT_SIZE = 640
+
+
+class DetectSize(click.ParamType):
+    """`auto` or a whole number of pixels in 128..4096."""
+
+    name = "PX|auto"
+
+    def convert(self, value, param, ctx):
+        if value == AUTO or isinstance(value, int):
+            return value
+        try:
+            px = int(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is neither {AUTO!r} nor a number of pixels", param, ctx)
+        if not 128 <= px <= 4096:
+            self.fail(f"{px} is not in the range 128..4096", param, ctx)
+        return px
 
 
 def _fail(message: str) -> None:
@@ -60,7 +76,8 @@ def _output_for(src: Path, root: Path, output: Path | None) -> Path:
 @click.option("--shape", type=click.Choice([s.value for s in Shape]), default=Shape.ELLIPSE.value, show_default=True)
 @click.option("--scale", type=click.FloatRange(1.0, 3.0), default=1.3, show_default=True, help="Redacted area relative to the detected box.")
 @click.option("--threshold", type=click.FloatRange(0.01, 0.99), default=DEFAULT_THRESHOLD, show_default=True, help="Detection score threshold (lower = more recall).")
-@click.option("--detect-size", type=click.IntRange(128, 4096), default=DEFAULT_DETECT_SIZE, show_default=True, help="Long side in pixels the detector sees.")
+@click.option("--detect-size", type=DetectSize(), default=AUTO, show_default=True,
+              help=f"Long side in pixels the detector sees; auto: {AUTO_MIN} up to 1280-px-wide video, half the long side above, at most {AUTO_MAX}.")
 @click.option("--crf", type=click.IntRange(0, 51), default=18, show_default=True, help="H.264 quality (lower = better).")
 @click.option("--preset", default="veryfast", show_default=True, help="libx264 preset.")
 @click.option("--mark-faces", is_flag=True, help="Draw boxes: green = kept (consented), red = blurred.")

@@ -37,6 +37,20 @@ MODEL_NAME = "retinaface_mnet025_pruned_int8"
 # background for 18 frames.
 DEFAULT_THRESHOLD = 0.15
 STRIDE = 32  # input sides must be multiples of the coarsest feature map's stride
+# The detector's input long side, by default chosen per frame size (`auto_detect_size`): 640 up to
+# 1280-px-wide video, half the frame's long side above that, at most 960. The network's smallest
+# anchor is 16 px, so at 640 a 1080p face under ~48 px is lost; at 960 (1080p) under ~32 px. Measured
+# with bench/leaks.py on the 1080p street clip: unknown face-frames still identifiable 9 -> 3 of 79
+# (confirmed by a second detector 4 -> 2 of 72, none above the recogniser's floor); 1280 found no
+# more. The cost is 2.25x the detector's work on such frames (the 1080p throughput figures in
+# bench/README.md); frames up to 1280 px keep 640.
+AUTO = "auto"
+AUTO_MIN, AUTO_MAX = 640, 960
+
+
+def auto_detect_size(height: int, width: int) -> int:
+    """The input long side `AUTO` picks for a frame of this size."""
+    return int(min(AUTO_MAX, max(AUTO_MIN, round(max(height, width) / 2))))
 
 
 class ModelError(LimeLightError):
@@ -155,19 +169,25 @@ class InputGeometry:
 
 
 class Detector:
-    """Face detector: RGB uint8 frame -> (N, 5) x1, y1, x2, y2, score in frame pixels."""
+    """Face detector: RGB uint8 frame -> (N, 5) x1, y1, x2, y2, score in frame pixels.
+
+    `detect_size`: the network input's long side in pixels, `AUTO` (by frame size, see
+    `auto_detect_size`), or None for the frame's own size up to `max_side`.
+    """
 
     def __init__(
         self,
         runner: Runner | None = None,
         *,
-        detect_size: int | None = 640,
+        detect_size: int | str | None = AUTO,
         threshold: float = DEFAULT_THRESHOLD,
         nms_iou: float = 0.4,
         anchors: AnchorConfig = AnchorConfig(),
         max_side: int = 1600,
         brighten_dark: bool = True,
     ):
+        if not (detect_size is None or detect_size == AUTO or (isinstance(detect_size, int) and detect_size > 0)):
+            raise ValueError(f"detect_size must be a positive number of pixels, {AUTO!r} or None, got {detect_size!r}")
         self.runner = runner if runner is not None else LiteRTRunner(default_model_path())
         self.detect_size, self.threshold, self.nms_iou = detect_size, threshold, nms_iou
         self.anchors, self.max_side = anchors, max_side
@@ -180,7 +200,10 @@ class Detector:
         geo = self._geometry
         if geo is not None and geo.frame_size == (height, width):
             return geo
-        size = self.detect_size or min(max(height, width), self.max_side)
+        if self.detect_size == AUTO:
+            size = auto_detect_size(height, width)
+        else:
+            size = self.detect_size or min(max(height, width), self.max_side)
         geo = InputGeometry.for_frame(height, width, size)
         self._geometry = geo
         self._priors = prior_boxes(*geo.padded, self.anchors)

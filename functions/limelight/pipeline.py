@@ -256,6 +256,10 @@ class Anonymizer:
         rh, rw = self.detector.input_size(*size)
         return self.detector(frame.rgb_resized(rw, rh), size)
 
+    def _detector_input(self) -> tuple[int, int] | None:
+        geo = getattr(self.detector, "geometry", None)
+        return None if geo is None else (geo.resized[1], geo.resized[0])
+
     # -- video ----------------------------------------------------------------------------------
     def _transform(self, report: FileReport, states: dict[int, _TrackState]) -> Callable[[Iterator[Frame]], Iterable[Frame]]:
         def run(frames: Iterator[Frame]) -> Iterator[Frame]:
@@ -325,6 +329,7 @@ class Anonymizer:
         start = time.perf_counter()
         stats = transcode(src, dst, options=self.options.encode, progress=progress, transform=self._transform(report, states))
         report.frames, report.seconds = stats.frames, time.perf_counter() - start
+        report.detector_input = self._detector_input()
         for tid, rec in report.tracks.items():
             rec.decision = states[tid].decision(self.options.recognition.min_matches, self.options.recognition.window) if tid in states else None
         return report
@@ -351,6 +356,7 @@ class Anonymizer:
         for tid, rec in report.tracks.items():
             rec.decision = states[tid].decision()
         _write_image(dst, rgb[..., ::-1])
+        report.detector_input = self._detector_input()
         report.seconds = time.perf_counter() - start
         return report
 

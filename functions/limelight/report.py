@@ -57,6 +57,7 @@ class FileReport:
     frames: int = 0
     seconds: float = 0.0
     tracks: dict[int, TrackRecord] = field(default_factory=dict)
+    detector_input: tuple[int, int] | None = None  # (width, height) the frames were scaled to for detection
 
     def add_box(self, track_id: int, frame: int, box, blurred: bool, shown_as: str | None = None) -> None:
         """One frame of a track; a box left unblurred names the consented person it was shown as."""
@@ -84,6 +85,7 @@ class FileReport:
             "input": self.input, "output": self.output, "kind": self.kind,
             "frames": self.frames, "seconds": round(self.seconds, 3), "fps": round(self.fps, 2),
             "faces": self.faces, "kept": self.kept, "blurred": self.faces - self.kept,
+            "detector_input": None if self.detector_input is None else list(self.detector_input),
             "tracks": [t.as_dict() for t in sorted(self.tracks.values(), key=lambda t: t.track_id)],
         }
 
