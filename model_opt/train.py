@@ -47,6 +47,9 @@ class PruneSettings:
     min_layer_params: int = 0  # kernels smaller than this stay dense (the stem, the first pointwise)
     freeze_bn: bool = True
     distill: float = 1.0  # weight of the distillation term (0: ground-truth multibox loss only)
+    # weight of the feature term (`feature_loss`: the SSH context features the heads read, towards the
+    # teacher's; 0: off)
+    feature_distill: float = 0.0
     # "uniform": every pruned kernel at target_sparsity; "lamp": layer-adaptive (`lamp_sparsities`), the
     # same share of all pruned weights, spread by each weight's importance within its layer.
     allocation: str = "lamp"
@@ -103,6 +106,21 @@ def distillation_loss(weight: float):
         kd = (tf.reduce_sum(kl) + LOC_WEIGHT * tf.reduce_sum(tf.where(t_face, huber, tf.zeros_like(huber)))) / n
         return base + weight * kd
     return loss
+
+
+def feature_loss(y_true, y_pred):
+    """Squared error of the student's head-input features (B, P, C) from the teacher's, relative to
+    the teacher's mean square: the pruned network is pulled back to the features its dense heads
+    were trained on, position by position."""
+    return tf.reduce_mean(tf.square(y_pred - y_true)) / (tf.reduce_mean(tf.square(y_true)) + 1e-6)
+
+
+def head_features(model: keras.Model, name: str | None = None):
+    """The features every head reads (the SSH outputs of the 3 levels), as one (B, P, C) tensor."""
+    heads = sorted((l for l in model.layers if "BboxHead" in l.name), key=lambda l: l.name)
+    feats = [l.input for l in heads]
+    c = feats[0].shape[-1]
+    return keras.layers.Concatenate(axis=1, name=name)([keras.layers.Reshape((-1, c))(f) for f in feats])
 
 
 def _smooth_l1(d):
@@ -190,8 +208,9 @@ def kernel_sparsity(model: keras.Model) -> dict[str, float]:
 
 
 def _dataset(samples: list[Sample], config: RetinaFaceConfig, settings: PruneSettings, start_step: int,
-             teacher: keras.Model | None = None):
-    """Augmented training batches; with a `teacher`, its [loc, logits] are appended to each target."""
+             teacher: keras.Model | None = None, teacher_features: bool = False):
+    """Augmented training batches; with a `teacher`, its [loc, logits] are appended to each target
+    (and with `teacher_features` its head features are a second target)."""
     size = settings.image_size
     gen = lambda: training_examples(samples, size, config.anchors, settings.seed + start_step)  # noqa: E731
     n_anchors = len(prior_boxes(size, size, config.anchors))
@@ -200,7 +219,14 @@ def _dataset(samples: list[Sample], config: RetinaFaceConfig, settings: PruneSet
         output_signature=(tf.TensorSpec((size, size, 3), tf.float32), tf.TensorSpec((n_anchors, 5), tf.float32)),
     )
     ds = ds.batch(settings.batch_size)
-    if teacher is not None:
+    if teacher is not None and teacher_features:
+        view = keras.Model(teacher.inputs, [*teacher.outputs[:2], head_features(teacher)])
+
+        def with_teacher_features(images, target):
+            loc, logits, feats = view(images, training=False)
+            return images, (tf.concat([target, loc, logits], axis=-1), feats)
+        ds = ds.map(with_teacher_features)
+    elif teacher is not None:
         def with_teacher(images, target):
             loc, logits = teacher(images, training=False)[:2]
             return images, tf.concat([target, loc, logits], axis=-1)
@@ -216,7 +242,9 @@ def fit_resumable(model: keras.Model, samples: list[Sample], config: RetinaFaceC
     seed, checkpoint_every and distill; with a `teacher` and `settings.distill` > 0 the loss adds
     `distillation_loss`'s term towards it."""
     work_dir.mkdir(parents=True, exist_ok=True)
-    train_view = keras.Model(model.inputs, keras.layers.Concatenate(axis=-1)(model.outputs[:2]))
+    features = getattr(settings, "feature_distill", 0.0) if teacher is not None and settings.distill > 0 else 0.0
+    outputs = keras.layers.Concatenate(axis=-1, name="detections")(model.outputs[:2])
+    train_view = keras.Model(model.inputs, [outputs, head_features(model, "head_features")] if features else outputs)
     state_file, ckpt = work_dir / "state.json", work_dir / "ckpt" / "weights"
     start = 0
     if state_file.exists() and json.loads(state_file.read_text()).get("settings") == asdict(settings):
@@ -227,7 +255,10 @@ def fit_resumable(model: keras.Model, samples: list[Sample], config: RetinaFaceC
         return
     lr = keras.optimizers.schedules.CosineDecay(settings.learning_rate, settings.steps, alpha=0.1)
     opt = keras.optimizers.SGD(learning_rate=lr, momentum=0.9)
-    if teacher is not None and settings.distill > 0:
+    if features:
+        train_view.compile(optimizer=opt, loss=[distillation_loss(settings.distill), feature_loss],
+                           loss_weights=[1.0, features])
+    elif teacher is not None and settings.distill > 0:
         train_view.compile(optimizer=opt, loss=distillation_loss(settings.distill))
     else:
         teacher = None
@@ -244,7 +275,7 @@ def fit_resumable(model: keras.Model, samples: list[Sample], config: RetinaFaceC
 
     epochs = -(-(settings.steps - start) // per_epoch)
     train_view.fit(
-        _dataset(samples, config, settings, start, teacher),
+        _dataset(samples, config, settings, start, teacher, teacher_features=bool(features)),
         steps_per_epoch=per_epoch,
         epochs=epochs,
         callbacks=[*(callbacks or []), Save(), keras.callbacks.CSVLogger(str(work_dir / "loss.csv"), append=True)],

@@ -13,8 +13,8 @@ from model_opt.export import CalibrationError, to_int8_tflite, write_atomically 
 from model_opt.retinaface import RetinaFaceConfig, build_core, copy_weights_by_name  # noqa: E402
 from model_opt.qat import QatSettings, float_kernels, load_qat, qat_finetune, quantize_aware  # noqa: E402
 from model_opt.train import (  # noqa: E402
-    BatchNormSettings, PruneSettings, distillation_loss, kernel_sparsity, lamp_sparsities, multibox_loss,
-    prune_and_finetune, reestimate_batch_norm,
+    BatchNormSettings, PruneSettings, distillation_loss, feature_loss, head_features, kernel_sparsity, lamp_sparsities,
+    multibox_loss, prune_and_finetune, reestimate_batch_norm,
 )
 from limelight.anchors import prior_boxes  # noqa: E402
 
@@ -90,6 +90,51 @@ def test_augmented_images_hold_pixel_values_only():
         out, _ = augment(rng, image, boxes, 96)
         assert out.dtype == np.float32 and out.min() >= 0 and out.max() <= 255
         np.testing.assert_array_equal(out, np.rint(out))
+
+
+def test_head_features_are_what_the_box_head_reads():
+    # GIVEN a tiny model and its head features as one (B, P, C) tensor
+    config = RetinaFaceConfig.tiny()
+    core = build_core(config, (64, 96))
+    view = keras.Model(core.inputs, [core.outputs[0], head_features(core)])
+    image = np.random.default_rng(0).uniform(0, 255, (2, 64, 96, 3)).astype(np.float32)
+    loc, feats = (t.numpy() for t in view(image))
+    per_cell = config.anchors.anchors_per_cell
+    assert feats.shape == (2, loc.shape[1] // per_cell, config.fpn_channels)
+    # THEN each level's box head (a 1x1 convolution) applied to them gives the model's box offsets
+    start, rebuilt = 0, []
+    for level in range(3):
+        kernel, bias = core.get_layer(f"BboxHead__{level}__conv1x1").get_weights()
+        kernel = kernel[0, 0]
+        cells = (64 // 2 ** (level + 3)) * (96 // 2 ** (level + 3))
+        rebuilt.append((feats[:, start:start + cells] @ kernel + bias).reshape(2, -1, 4))
+        start += cells
+    np.testing.assert_allclose(np.concatenate(rebuilt, axis=1), loc, rtol=1e-4, atol=1e-4)
+
+
+def test_feature_loss_is_relative_to_the_teacher():
+    t = np.random.default_rng(1).normal(size=(2, 10, 4)).astype(np.float32)
+    assert float(feature_loss(t, t)) == 0.0
+    assert float(feature_loss(t, np.zeros_like(t))) == pytest.approx(1.0, rel=1e-4)
+    assert float(feature_loss(t, 2 * t)) == pytest.approx(1.0, rel=1e-4)
+    assert float(feature_loss(10 * t, 10 * t + 1)) < float(feature_loss(t, t + 1))
+
+
+@pytest.mark.slow
+def test_feature_distillation_trains_both_terms(shared_file, tmp_path):
+    samples = read_bbx_gt(shared_file(TRAIN_GT), shared_file(TRAIN_IMAGES))[:4]
+    config = RetinaFaceConfig.tiny()
+    settings = PruneSettings(target_sparsity=0.5, steps=2, prune_frequency=1, batch_size=2, image_size=128,
+                             checkpoint_every=2, feature_distill=5.0)
+    teacher = build_core(config)
+    model = prune_and_finetune(build_core(config), samples, config, settings, tmp_path, teacher)
+    header, row = (tmp_path / "loss.csv").read_text().splitlines()[:2]
+    losses = dict(zip(header.split(","), row.split(",")))
+    detections, features = float(losses["detections_loss"]), float(losses["head_features_loss"])
+    # the loss trained is the distillation loss plus 5x the feature term
+    assert np.isfinite(detections) and 0.0 <= features < 10.0
+    assert float(losses["loss"]) == pytest.approx(detections + 5.0 * features, rel=1e-3)
+    assert kernel_sparsity(model)["prunable_kernels"] >= 0.49
 
 
 def test_every_face_gets_an_anchor():
