@@ -296,17 +296,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--distill", type=float, default=None,
                    help="weight of the distillation term towards the float model in both fine-tunes (0: off; default: the settings')")
     p.add_argument("--feature-distill", type=float, default=None,
-                   help="weight of the head-feature distillation term in the pruning fine-tune (0: off; default: the settings')")
+                   help="weight of the head-feature distillation term in both fine-tunes (0: off; default: the settings')")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     distill = {} if args.distill is None else {"distill": args.distill}  # --distill sets every fine-tune's
+    if args.feature_distill is not None:  # and so does --feature-distill
+        distill["feature_distill"] = args.feature_distill
     settings = replace(PruneSettings(), **distill)
     if args.steps is not None:
         settings = replace(settings, steps=args.steps)
     if args.allocation is not None:
         settings = replace(settings, allocation=args.allocation)
-    if args.feature_distill is not None:
-        settings = replace(settings, feature_distill=args.feature_distill)
     args.work.mkdir(parents=True, exist_ok=True)
     log.info("parity with the reference ONNX: max score difference %.2e", check_parity(args.data))
     weights = stage_finetune(args.data, args.work, settings)
