@@ -39,11 +39,13 @@ def load_average() -> str:
     return f"load average {one:.2f} {five:.2f} {fifteen:.2f} on {cores} cores{busy}"
 
 
-def model_line() -> str:
-    """Which detector model the engine loads (model_opt may rebuild it between runs)."""
-    from limelight.detector import default_model_path, model_metadata
+def model_line(model: Path | None = None) -> str:
+    """Which detector model the engine loads (model_opt may rebuild it between runs): `model`, or the shipped one."""
+    import hashlib
 
-    meta = model_metadata()
+    from limelight.detector import default_model_path
+
+    path = Path(model) if model is not None else default_model_path()
     try:
         import subprocess
 
@@ -52,7 +54,7 @@ def model_line() -> str:
         engine = f"engine git {head}{' + uncommitted changes under functions/' if dirty else ''}; "
     except OSError:
         engine = ""
-    return f"{engine}model {default_model_path().name} sha256 {meta['sha256'][:16]}"
+    return f"{engine}model {path} sha256 {hashlib.sha256(path.read_bytes()).hexdigest()[:16]}"
 
 
 def cut_clip(src: Path, dst: Path, seconds: float) -> Path:

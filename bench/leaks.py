@@ -402,7 +402,7 @@ def main() -> None:
     data = data_dir(args.data)
     args.yunet = require(data / YUNET, "YuNet model")
     args.centerface = None if args.no_confirm else require(data / CENTERFACE, "CenterFace model")
-    print(f"start: {load_average()}; {model_line()}")
+    print(f"start: {load_average()}; {model_line(args.model)}")
     results = []
     with tempfile.TemporaryDirectory(prefix="limelight-leaks-") as tmp:
         tmp = Path(tmp)
@@ -420,7 +420,7 @@ def main() -> None:
                   f"{res.faces} YuNet faces in {res.sampled} frames; leaks {res.leaks}/{res.unknown}; "
                   f"known identifiable {res.known_identifiable}/{res.known} ({kp}, {res.known_by_track} known by track); "
                   f"{time.perf_counter() - t0:.0f} s", flush=True)
-    print(f"end:   {load_average()}; {model_line()}")
+    print(f"end:   {load_average()}; {model_line(args.model)}")
 
     print(f"\nEvery {args.every}th frame; YuNet score >= {args.yunet_score}; known: d(in, gallery) <= {args.known_tol}; "
           f"leak: unknown and d(in, out) <= {args.leak_tol}")
