@@ -40,7 +40,7 @@ class QatSettings:
     checkpoint_every: int = 50
     range_batches: int = 20  # batches that set the initial activation ranges
     distill: float = 1.0  # weight of the distillation term towards the float teacher (train.distillation_loss)
-    feature_distill: float = 0.0  # weight of the head-feature term (train.feature_loss; 0: off)
+    feature_distill: float = 10.0  # weight of the head-feature term (train.feature_loss; 0: off)
 
 
 # Activation-range variables of tfmot's quantizers, by the suffix of their names.
