@@ -72,6 +72,18 @@ def test_consented_person_who_turns_away_is_blurred_while_turned_then_shown_agai
     assert all(shown[120 + 2 * verify + 1:])
 
 
+def test_a_face_turned_as_it_enters_is_shown_once_it_has_faced_the_camera_for_a_second():
+    ann, turned, _ = _people()
+    # GIVEN ann turned away for her first 6 frames (walking into the shot), then facing the camera
+    shown = _follow(lambda i: turned if i < 6 else ann, 60)
+
+    # THEN she is blurred while only turned samples exist, and shown within ~1 s of facing the camera:
+    # the first samples are spread (0, 4, 8), so her entrance costs two misses, not three near-
+    # duplicate ones that her next four matches cannot outvote (shown from frame 28; from 44 with samples 2 apart)
+    assert not any(shown[:8])
+    assert all(shown[30:])
+
+
 def test_tracker_switch_to_a_stranger_is_blurred_and_stays_blurred():
     ann, _, stranger = _people()
     # GIVEN a track that is ann for 60 frames, then (a tracker mistake) a stranger for 400
