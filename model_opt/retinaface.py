@@ -124,7 +124,10 @@ class _Builder:
         c5 = self.conv_bn(c5_1, f"{prefix}.conv5X5_2", c // 4)
         c7_2 = self.conv_bn(c5_1, f"{prefix}.conv7X7_2", c // 4, leaky=leaky)
         c7 = self.conv_bn(c7_2, f"{prefix}.conv7x7_3", c // 4)
-        return L.ReLU()(L.Concatenate()([c3, c5, c7]))
+        # ReLU(concat) as a concat of ReLUs (the same function): in int8 each branch's ReLU fuses into
+        # its convolution and the concat, sharing one scale, holds only values >= 0, so the features
+        # the heads read keep all 256 levels; a ReLU after the concat left them 7 bits (range -6..6)
+        return L.Concatenate()([L.ReLU()(c3), L.ReLU()(c5), L.ReLU()(c7)])
 
     def head(self, feats, kind: str, values: int):
         per_level = []

@@ -119,6 +119,24 @@ def test_the_shipped_model_is_what_its_metadata_says():
     assert (meta["input"]["scale"], meta["input"]["zero_point"]) == runner.input_quantization
 
 
+def test_the_features_the_heads_read_use_all_256_int8_levels():
+    from ai_edge_litert.interpreter import Interpreter
+
+    from limelight.detector import default_model_path
+
+    # GIVEN the shipped model's graph: the SSH outputs are the 4-D concatenations the class and box
+    # heads read (one per level)
+    interpreter = Interpreter(model_path=str(default_model_path()))
+    tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
+    ssh = [tensors[op["outputs"][0]] for op in interpreter._get_ops_details()
+           if op["op_name"] == "CONCATENATION" and len(tensors[op["outputs"][0]]["shape"]) == 4]
+    assert len(ssh) == 3
+    # THEN each holds values >= 0 only (its ReLU before the concat, fused into the convolutions), so
+    # real 0 is the lowest int8 level and no level is spent on negatives (a ReLU after the concat left
+    # them a range of about -6..6, i.e. 7 bits)
+    assert all(t["quantization"][1] == -128 for t in ssh)
+
+
 def test_runtime_delegate_notice_is_kept_off_stderr_but_other_output_is_not(capfd):
     import os
 
