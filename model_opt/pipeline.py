@@ -26,7 +26,7 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 from limelight.detector import MODEL_NAME, InputGeometry, LiteRTRunner  # noqa: E402
-from model_opt.retinaface import RetinaFaceConfig, build_core, load_torch_state  # noqa: E402
+from model_opt.retinaface import GRAPH_VERSION, RetinaFaceConfig, build_core, load_torch_state  # noqa: E402
 from model_opt.torch_legacy import load_state_dict  # noqa: E402
 
 log = logging.getLogger("model_opt")
@@ -60,8 +60,9 @@ def train_samples(data: Path):
 
 
 def stage_source(start_weights: Path, settings) -> str:
-    """What a training stage's output depends on: the hash of the weights it starts from, and its settings."""
-    return f"{sha256(start_weights)} {json.dumps(asdict(settings), sort_keys=True)}"
+    """What a training stage's output depends on: the hash of the weights it starts from, the graph
+    (`GRAPH_VERSION`), and its settings."""
+    return f"{sha256(start_weights)} graph {GRAPH_VERSION} {json.dumps(asdict(settings), sort_keys=True)}"
 
 
 def train_stage(work: Path, name: str, source: str, train) -> Path:

@@ -29,6 +29,10 @@ from limelight.anchors import AnchorConfig  # noqa: E402
 L = keras.layers
 BGR_MEAN = (104.0, 117.0, 123.0)
 BN_EPSILON = 1e-5  # PyTorch's BatchNorm2d default
+# Bumped when the graph changes in a way training sees (layers, their order, where int8 quantizes):
+# the training stages' stamps hold it, so a work dir trained on an older graph is retrained.
+# 2: the SSH module's ReLU moved before its concatenation.
+GRAPH_VERSION = 2
 
 
 @dataclass(frozen=True)

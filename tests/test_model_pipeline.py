@@ -328,7 +328,8 @@ def test_lamp_prunes_the_target_share_of_all_weights_layer_by_layer():
     assert lamp_sparsities(kernels, 0.0) == {n: 0.0 for n in kernels}
 
 
-def test_a_training_stage_depends_on_its_settings_too(tmp_path):
+def test_a_training_stage_depends_on_its_settings_too(tmp_path, monkeypatch):
+    import model_opt.pipeline as pipeline
     from model_opt.pipeline import stage_source
 
     weights = tmp_path / "w.h5"
@@ -338,6 +339,10 @@ def test_a_training_stage_depends_on_its_settings_too(tmp_path):
     assert a != stage_source(weights, QatSettings(distill=0.0))
     weights.write_bytes(b"other weights")
     assert a != stage_source(weights, QatSettings())
+    # AND on the graph: a work dir trained before a graph change is retrained
+    b = stage_source(weights, QatSettings())
+    monkeypatch.setattr(pipeline, "GRAPH_VERSION", pipeline.GRAPH_VERSION + 1)
+    assert b != stage_source(weights, QatSettings())
 
 
 def test_batch_norm_reestimation_moves_only_the_statistics(shared_file):
