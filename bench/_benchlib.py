@@ -41,9 +41,7 @@ def load_average() -> str:
 
 def model_line(model: Path | None = None) -> str:
     """Which detector model the engine loads (model_opt may rebuild it between runs): `model`, or the shipped one."""
-    import hashlib
-
-    from limelight.detector import default_model_path
+    from limelight.detector import default_model_path, model_metadata
 
     path = Path(model) if model is not None else default_model_path()
     try:
@@ -54,7 +52,7 @@ def model_line(model: Path | None = None) -> str:
         engine = f"engine git {head}{' + uncommitted changes under functions/' if dirty else ''}; "
     except OSError:
         engine = ""
-    return f"{engine}model {path} sha256 {hashlib.sha256(path.read_bytes()).hexdigest()[:16]}"
+    return f"{engine}model {path} sha256 {model_metadata(path)['sha256'][:16]}"
 
 
 def cut_clip(src: Path, dst: Path, seconds: float) -> Path:
