@@ -219,7 +219,8 @@ def run_clip(name: str, src: Path, photos: list[Path], args, tmp: Path) -> ClipR
     import face_recognition
 
     from limelight.detector import Detector, LiteRTRunner
-    from limelight.pipeline import Anonymizer
+    from limelight.pipeline import AnonymizeOptions, Anonymizer
+    from limelight.redact import RedactOptions
     from limelight.recognizer import Recognizer, load_gallery
     from limelight.video import iter_frames
 
@@ -239,7 +240,8 @@ def run_clip(name: str, src: Path, photos: list[Path], args, tmp: Path) -> ClipR
     runner = LiteRTRunner(args.model) if args.model else None
     tuning = {k: v for k, v in (("threshold", args.threshold), ("detect_size", args.detect_size)) if v is not None}
     detector = Detector(runner, **tuning)
-    report = Anonymizer(detector, recognizer).video(src, dst)
+    options = AnonymizeOptions() if args.scale is None else AnonymizeOptions(redact=RedactOptions(scale=args.scale))
+    report = Anonymizer(detector, recognizer, options).video(src, dst)
     res.limelight_s = time.perf_counter() - t0
     res.frames = report.frames
     res.tracks, res.kept_tracks = report.faces, report.kept
@@ -379,6 +381,7 @@ def main() -> None:
     ap.add_argument("--threshold", type=float, default=None, help="LimeLight's detector threshold (default: the engine's)")
     ap.add_argument("--detect-size", type=int, default=None, help="LimeLight's detector input long side (default: the engine's)")
     ap.add_argument("--model", type=Path, default=None, help="another detector .tflite for LimeLight (default: the shipped one)")
+    ap.add_argument("--scale", type=float, default=None, help="LimeLight's redaction box scale (default: the engine's)")
     ap.add_argument("--every", type=int, default=10, help="check every N-th input frame (default 10)")
     ap.add_argument("--seconds", type=float, default=None, help="smoke test: only the first SECONDS of each clip")
     ap.add_argument("--yunet-score", type=float, default=0.6, help="YuNet score threshold (default 0.6)")

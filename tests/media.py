@@ -6,6 +6,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+import numpy as np
 
 
 def frame_times(path: Path) -> list[Fraction]:
@@ -43,3 +44,23 @@ def demo_clip(tmp_path: Path, monkeypatch, seconds: int, fps: int | None = None)
     known.mkdir()
     cv2.imwrite(str(known / "grace_hopper.jpg"), faces["grace_hopper"][..., ::-1])
     return src, known
+
+
+def decoded_pictures(path: Path) -> list[np.ndarray]:
+    """The video's decoded frames (I420 arrays)."""
+    with av.open(str(path)) as container:
+        return [frame.to_ndarray() for frame in container.decode(video=0)]
+
+
+def assert_same_pictures(a: Path, b: Path, max_mean_diff: float = 1.0) -> None:
+    """Same number of frames, each within `max_mean_diff` levels (mean absolute difference).
+
+    Not byte equality: libx264's macroblock tree with frame threads encodes the same frames a little
+    differently from one run to the next when the cores are busy (measured: pixels up to 2 levels
+    apart on a small synthetic clip; `EncodeOptions` documents it), so a re-run gives the same video,
+    not always the same bytes.
+    """
+    pa, pb = decoded_pictures(a), decoded_pictures(b)
+    assert len(pa) == len(pb) > 0
+    worst = max(float(np.abs(x.astype(np.int16) - y).mean()) for x, y in zip(pa, pb))
+    assert worst <= max_mean_diff, f"frames differ by up to {worst:.2f} levels on average"

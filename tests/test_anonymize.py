@@ -9,7 +9,7 @@ import pytest
 from limelight.detector import Detector, default_model_path
 from limelight.pipeline import AnonymizeOptions, Anonymizer
 from limelight.recognizer import Recognizer, encode_face, load_gallery
-from tests.media import audio_packets, demo_clip, frame_times
+from tests.media import assert_same_pictures, audio_packets, demo_clip, frame_times
 
 HAMILTON = "hamilton_white_house_short_clip.mp4"
 LIN = "videos/known_faces/hamilton_white_house/lin-manuel-miranda.png"
@@ -100,6 +100,25 @@ def test_sound_and_timing_are_those_of_the_input(hamilton_run):
         offset_out = float(b.streams.video[0].start_time * b.streams.video[0].time_base) - float(b.streams.audio[0].start_time * b.streams.audio[0].time_base)
     assert offset_out == pytest.approx(offset_in, abs=1e-3)
     assert src.read_bytes() == before  # the input is untouched
+
+
+@pytest.mark.slow
+def test_output_does_not_depend_on_the_number_of_detection_threads(hamilton_run, shared_file, tmp_path):
+    # GIVEN the hamilton run with the default detection workers, and the same run with 3 frames
+    # detected at once on 3 replicas of the detector (more than this machine's cores)
+    src, dst, report, _ = hamilton_run
+    gallery_dir = tmp_path / "known"
+    gallery_dir.mkdir()
+    (gallery_dir / "lin-manuel-miranda.png").symlink_to(shared_file(LIN))
+    engine = Anonymizer(Detector(), Recognizer(load_gallery(gallery_dir)), AnonymizeOptions(detect_workers=3))
+    other = engine.video(src, tmp_path / "three.mp4")
+    detectors = engine._detectors()
+    assert len(detectors) == 3 and len({id(d.runner.interpreter) for d in detectors}) == 3
+    # THEN the tracks, their decisions and every box are the same, and so are the frames (up to
+    # libx264's run-to-run noise, see tests.media.assert_same_pictures)
+    assert other.as_dict()["tracks"] == report.as_dict()["tracks"]
+    assert_same_pictures(tmp_path / "three.mp4", dst)
+    assert frame_times(tmp_path / "three.mp4") == frame_times(dst)
 
 
 @pytest.mark.slow

@@ -147,3 +147,22 @@ def test_runtime_delegate_notice_is_kept_off_stderr_but_other_output_is_not(capf
         os.write(2, b"ERROR: something the user must see\n")
     err = capfd.readouterr().err
     assert "XNNPACK" not in err and "ERROR: something the user must see" in err
+
+
+def test_a_replica_is_the_same_detector_on_its_own_single_threaded_interpreter(shared_file):
+    import cv2
+
+    from limelight.detector import LiteRTRunner, default_model_path
+
+    # GIVEN the shipped detector with its settings changed from the defaults, and a real WIDER FACE image
+    detector = Detector(LiteRTRunner(default_model_path(), num_threads=2), detect_size=512, threshold=0.3, brighten_dark=False)
+    replica = detector.replica(1)
+    image = np.ascontiguousarray(cv2.imread(str(shared_file("widerface/val/WIDER_val/images/20--Family_Group/20_Family_Group_Family_Group_20_483.jpg")))[..., ::-1])
+    # THEN the replica has its own interpreter and the same settings, and finds the same faces exactly
+    assert replica.runner.interpreter is not detector.runner.interpreter
+    assert (replica.detect_size, replica.threshold, replica.brighten_dark) == (512, 0.3, False)
+    faces = detector(image)
+    assert len(faces) >= 5
+    np.testing.assert_array_equal(replica(image), faces)
+    # AND a detector on a runner that cannot be duplicated has no replica (the engine then uses it alone)
+    assert Detector(_Runner(x=10, y=10)).replica(1) is None

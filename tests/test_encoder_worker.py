@@ -96,16 +96,16 @@ def test_video_is_the_same_whether_encodings_run_in_a_worker_or_in_process(tmp_p
         ({}, None),  # no cgroup files at all
     ],
 )
-def test_usable_cpus_follow_a_cgroup_quota(tmp_path, files, expected):
+def testusable_cpus_follow_a_cgroup_quota(tmp_path, files, expected):
     import os
 
-    from limelight.encoder_worker import _usable_cpus
+    from limelight.encoder_worker import usable_cpus
 
     for name, text in files.items():
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(text)
     affinity = len(os.sched_getaffinity(0))
-    assert _usable_cpus(tmp_path) == (min(affinity, expected) if expected is not None else affinity)
+    assert usable_cpus(tmp_path) == (min(affinity, expected) if expected is not None else affinity)
 
 
 def test_a_failure_inside_the_worker_is_raised_as_a_named_error(faces, monkeypatch):

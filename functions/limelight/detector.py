@@ -81,6 +81,7 @@ class LiteRTRunner:
 
     def __init__(self, model_path: str | Path, num_threads: int = 2):
         path = Path(model_path)
+        self.model_path = path
         if not path.is_file():
             raise ModelError(f"{path}: detector model not found")
         try:
@@ -97,6 +98,10 @@ class LiteRTRunner:
         # user's terminal, rather than in the middle of a progress bar.
         with _without_delegate_notice():
             self._resize((1, STRIDE, STRIDE, 3))
+
+    def replica(self, num_threads: int) -> "LiteRTRunner":
+        """An independent interpreter of the same model (interpreters are not shared between threads)."""
+        return LiteRTRunner(self.model_path, num_threads=num_threads)
 
     def _resize(self, shape: tuple[int, ...]) -> None:
         self.interpreter.resize_tensor_input(self._input["index"], list(shape))
@@ -210,6 +215,16 @@ class Detector:
         # The padding stays black: a fresh canvas per input size, the image part overwritten per frame.
         self._canvas = np.zeros((1, *geo.padded, 3), np.uint8)
         return geo
+
+    def replica(self, num_threads: int = 1) -> "Detector | None":
+        """A detector with the same model and settings and its own interpreter running on
+        `num_threads` threads, for a second worker thread; None when the runner cannot be
+        duplicated (a custom `Runner` without a `replica(num_threads)` method)."""
+        make = getattr(self.runner, "replica", None)
+        if make is None:
+            return None
+        return Detector(make(num_threads), detect_size=self.detect_size, threshold=self.threshold, nms_iou=self.nms_iou,
+                        anchors=self.anchors, max_side=self.max_side, brighten_dark=self.brighten_dark)
 
     @property
     def geometry(self) -> InputGeometry | None:

@@ -56,7 +56,7 @@ def _serve(conn: Any) -> None:
             conn.send((ticket, f"{type(error).__name__}: {error}"))
 
 
-def _usable_cpus(cgroup: Path = Path("/sys/fs/cgroup")) -> float:
+def usable_cpus(cgroup: Path = Path("/sys/fs/cgroup")) -> float:
     """CPUs this process may use: its affinity, capped by a cgroup CPU quota (containers, `docker
     --cpus`), which the affinity does not show."""
     try:
@@ -85,7 +85,7 @@ class FaceEncoder:
 
     def __init__(self, processes: bool = True, max_outstanding: int = 16):
         # A worker only helps with a second CPU to run on (a Lambda function of 1,769 MB has one).
-        self._want_process = processes and "fork" in multiprocessing.get_all_start_methods() and _usable_cpus() >= 2
+        self._want_process = processes and "fork" in multiprocessing.get_all_start_methods() and usable_cpus() >= 2
         self._max_outstanding = max_outstanding
         self._process: multiprocessing.process.BaseProcess | None = None
         self._conn: Any = None

@@ -98,7 +98,11 @@ class EncodeOptions:
 
     crf: constant rate factor, 0-51; 18 is visually close to typical camera/web inputs.
     preset: libx264 speed/size trade-off (`PRESETS`); "veryfast" keeps 720p above real time.
-    threads: encoder, decoder and colour-conversion threads; 0 lets FFmpeg choose.
+    threads: encoder, decoder and colour-conversion threads; 0 lets FFmpeg choose. With more than
+        one, libx264's macroblock tree (on in every preset but ultrafast) makes the bytes of a re-run
+        differ slightly when the cores are busy (measured with PyAV 18.1's libx264: pixels up to 2
+        levels apart; 1 thread or mbtree off is repeatable, the latter at +38% file size at CRF 18):
+        the same video, not always the same file. Frames, timestamps and audio are exact either way.
     pix_fmt: output pixel format; None keeps the input's if it is 4:2:0 8-bit, else yuv420p.
     exact_rgb: exact YUV->RGB conversion of frames read as RGB (`Frame.rgb`); the default fast
         one leaves such frames about one level darker but saves ~7 ms per 720p frame. Frames

@@ -12,7 +12,8 @@ import pytest
 from handlers.common import failure_key, output_keys, processed_key
 from infra.local import read_event
 from infra.moto_lambda import Fault
-from workflow_support import assert_same_timing_and_audio, download, event_for_upload, run_job
+from tests.media import frame_times
+from workflow_support import assert_same_pictures, assert_same_timing_and_audio, download, event_for_upload, run_job
 
 HAMILTON = "hamilton_white_house_short_clip.mp4"
 LIN = "videos/known_faces/hamilton_white_house/lin-manuel-miranda.png"
@@ -78,16 +79,20 @@ def test_segment_failing_once_is_retried_and_the_output_is_identical(cloud, synt
     cloud.lambdas.faults.append(Fault(anonymize, matches=lambda p: p["index"] == 1, on_fault=snapshot))
     # WHEN the same video is uploaded again under another key
     retried = run_job(cloud, event_for_upload(cloud, "s3_put_video.json", data, key="uploads/retried.mp4"))
-    # THEN the Retry ran segment 1 twice, overwriting the same key with the same bytes
+    # THEN the Retry ran segment 1 twice, overwriting the same key with the same video
     assert retried.status == "SUCCEEDED"
     runs = [c for c in cloud.lambdas.calls(anonymize) if c.payload["job_id"] == retried.job_id and c.payload["index"] == 1]
     assert [c.error for c in runs] == [None, "Lambda.ServiceException", None]
     final = cloud.s3.get_object(Bucket=cloud.work_bucket, Key=processed_key(retried.job_id, 1))["Body"].read()
-    assert final == first_attempt["bytes"]
+    (tmp_path / "first.mp4").write_bytes(first_attempt["bytes"])
+    (tmp_path / "final.mp4").write_bytes(final)
+    assert_same_pictures(tmp_path / "final.mp4", tmp_path / "first.mp4")
+    assert frame_times(tmp_path / "final.mp4") == frame_times(tmp_path / "first.mp4")
     assert len(cloud.keys(cloud.work_bucket, f"jobs/{retried.job_id}/anonymized/")) == 2
-    # ...and the published video is the clean run's
+    # ...and the published video is the clean run's: same frames, timestamps and audio
     output, _ = download(cloud, retried, tmp_path)
-    assert output.read_bytes() == reference.read_bytes()
+    assert_same_pictures(output, reference)
+    assert_same_timing_and_audio(output, reference)
     assert_same_timing_and_audio(output, synthetic_clip)
 
 
