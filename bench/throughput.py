@@ -95,15 +95,15 @@ def ensure_deface(venv: Path, install: bool) -> Path | None:
     return python
 
 
-def run_limelight(src: Path, dst: Path, known: Path | None = None) -> tuple[float, int]:
+def run_limelight(src: Path, dst: Path, known: Path | None = None, detect_workers: int | None = None) -> tuple[float, int]:
     from limelight.detector import Detector
-    from limelight.pipeline import Anonymizer
+    from limelight.pipeline import AnonymizeOptions, Anonymizer
     from limelight.recognizer import Recognizer, load_gallery
 
     # The consent gallery is read once per job, not per frame: outside the timed part.
     recognizer = Recognizer(load_gallery(known)) if known else None
     t0 = time.perf_counter()
-    report = Anonymizer(Detector(), recognizer).video(src, dst)
+    report = Anonymizer(Detector(), recognizer, AnonymizeOptions(detect_workers=detect_workers)).video(src, dst)
     return time.perf_counter() - t0, report.frames
 
 
@@ -143,6 +143,8 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=None,
                     help="smoke test: use only the first SECONDS of each clip (packet copy into the temp dir)")
     ap.add_argument("--no-deface", action="store_true", help="skip deface")
+    ap.add_argument("--detect-workers", type=int, default=None,
+                    help="LimeLight's frames detected at once (default: the engine's, one per usable CPU; 1 = one frame at a time on a 2-thread interpreter, the previous default)")
     ap.add_argument("--known-faces", action="store_true",
                     help="also time LimeLight with the consented people of clips that have them (ll+known)")
     ap.add_argument("--deface-venv", type=Path, default=DEFACE_VENV, help=f"venv holding deface (default {DEFACE_VENV.relative_to(BENCH.parent)})")
@@ -187,9 +189,9 @@ def main() -> None:
                     if tool == "ll+known" and src.name not in known_dirs:
                         continue
                     if tool == "limelight":
-                        sec, n = run_limelight(src, dst)
+                        sec, n = run_limelight(src, dst, detect_workers=args.detect_workers)
                     elif tool == "ll+known":
-                        sec, n = run_limelight(src, dst, known_dirs[src.name])
+                        sec, n = run_limelight(src, dst, known_dirs[src.name], detect_workers=args.detect_workers)
                     elif tool == "transcode":
                         sec, n = run_transcode(src, dst)
                     else:
