@@ -217,3 +217,57 @@ def test_a_sample_joins_the_vote_result_lag_frames_after_it_was_taken():
     # exactly that much later in the stream (the engine holds frames that much longer to make up)
     assert lag > 0 and lagged.index(True) == at_once.index(True) + lag
     assert all(lagged[at_once.index(True) + lag:])
+
+
+class _SlowFrameMarker:
+    """A replicable fake detector: one face whose x1 is the frame's pixel value, found after a
+    delay that varies by frame, so parallel detections finish out of order."""
+
+    def __init__(self, made: list):
+        self.made = made
+
+    def replica(self, num_threads):
+        twin = _SlowFrameMarker(self.made)
+        self.made.append((twin, num_threads))
+        return twin
+
+    def input_size(self, height, width):
+        return height, width
+
+    def __call__(self, rgb, frame_size=None):
+        import time
+
+        value = float(rgb[0, 0, 0])
+        time.sleep(0.004 * (int(value) % 3))
+        return np.array([[value, 0.0, value + 8.0, 8.0, 0.99]], np.float32)
+
+
+def test_frames_detected_in_parallel_are_tracked_in_order_with_their_own_detections(monkeypatch):
+    from limelight.report import FileReport
+    from limelight.video import Frame
+
+    # GIVEN 3 detection workers and frames whose detection is marked with the frame's own value
+    seen: list[tuple[int, float]] = []
+
+    class Recording(pipeline.Tracker):
+        def update(self, index, detections, new_shot=False):
+            seen.append((index, float(detections[0, 0])))
+            return super().update(index, detections, new_shot=new_shot)
+
+    monkeypatch.setattr(pipeline, "Tracker", Recording)
+    made: list = []
+    engine = Anonymizer(_SlowFrameMarker(made), None, AnonymizeOptions(detect_workers=3))
+    value = [10 + (7 * i) % 200 for i in range(60)]
+    frames = [Frame(index=i, pts=i, time=i / 24, rgb=np.full((32, 64, 3), value[i], np.uint8)) for i in range(60)]
+    out = list(engine._transform(FileReport("in", "out", "video"), {})(iter(frames)))
+    # THEN three single-threaded replicas did the work, every frame came back once and in order,
+    # and the tracker got each frame's own detection, in frame order
+    assert [n for _, n in made] == [1, 1, 1]
+    assert [f.index for f in out] == list(range(60))
+    assert seen == [(i, float(value[i])) for i in range(60)]
+
+
+@pytest.mark.parametrize("bad", [0, -2, 1.5, True])
+def test_a_bad_number_of_detection_workers_is_refused(bad):
+    with pytest.raises(ValueError, match="detect_workers"):
+        AnonymizeOptions(detect_workers=bad)

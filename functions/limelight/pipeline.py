@@ -138,10 +138,16 @@ class AnonymizeOptions:
     mark_faces: bool = False
     # Video frames detected at once, each by its own single-threaded interpreter on its own thread;
     # None: one per usable CPU (at most MAX_DETECT_WORKERS). Two frames on two 1-thread interpreters
-    # beat one frame on a 2-thread interpreter (friends 720p: 37 vs 34 fps; street 1080p: 19.8 vs
-    # 15.9): no thread waits for the other's half of a layer while x264 wants the core. Detections
-    # do not depend on it: every interpreter runs the same integer model on the same input.
+    # beat one frame on a 2-thread interpreter (paired runs on 2 cores: 720p 0.42x vs 0.36x a pure
+    # transcode, 1080p 0.58x vs 0.54x): no thread waits for the other's half of a layer while x264
+    # wants the core. Detections do not depend on it: every interpreter runs the same integer model
+    # on the same input.
     detect_workers: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.detect_workers is not None and (isinstance(self.detect_workers, bool) or not isinstance(self.detect_workers, int)
+                                                or self.detect_workers < 1):
+            raise ValueError(f"detect_workers must be a whole number >= 1 or None, got {self.detect_workers!r}")
 
     def settings(self) -> dict:
         """JSON-friendly settings for the report."""
