@@ -26,9 +26,15 @@ TRAIN_IMAGES = "widerface/train/WIDER_train/images"
 def tiny_pruned(shared_file, tmp_path_factory):
     samples = read_bbx_gt(shared_file(TRAIN_GT), shared_file(TRAIN_IMAGES))[:6]
     config = RetinaFaceConfig.tiny()
+    # A randomly initialised tiny teacher's head features have a mean square of ~1e-6 (measured over
+    # 10 seeds), the size of the feature loss's epsilon, so the loss relative to it blew up to NaN
+    # in one CI run (all the tests on this fixture failed). The real teacher is the pretrained network
+    # (features of order 1); the feature term has its own test below. Fixed initial weights, and no
+    # feature term here.
+    keras.utils.set_random_seed(7)
     settings = PruneSettings(
         target_sparsity=0.5, steps=4, prune_end_fraction=0.5, prune_frequency=1,
-        batch_size=2, image_size=128, checkpoint_every=2,
+        batch_size=2, image_size=128, checkpoint_every=2, feature_distill=0.0,
     )
     work = tmp_path_factory.mktemp("finetune")
     teacher = build_core(config)  # the distillation path (teacher outputs joined to the targets) runs too
@@ -126,6 +132,7 @@ def test_feature_distillation_trains_both_terms(shared_file, tmp_path):
     config = RetinaFaceConfig.tiny()
     settings = PruneSettings(target_sparsity=0.5, steps=2, prune_frequency=1, batch_size=2, image_size=128,
                              checkpoint_every=2, feature_distill=5.0)
+    keras.utils.set_random_seed(3)  # fixed tiny weights (see tiny_pruned); 2 steps keep the term finite
     teacher = build_core(config)
     model = prune_and_finetune(build_core(config), samples, config, settings, tmp_path, teacher)
     header, row = (tmp_path / "loss.csv").read_text().splitlines()[:2]
