@@ -96,7 +96,7 @@ def test_video_is_the_same_whether_encodings_run_in_a_worker_or_in_process(tmp_p
         ({}, None),  # no cgroup files at all
     ],
 )
-def testusable_cpus_follow_a_cgroup_quota(tmp_path, files, expected):
+def test_usable_cpus_follow_a_cgroup_quota(tmp_path, files, expected):
     import os
 
     from limelight.encoder_worker import usable_cpus

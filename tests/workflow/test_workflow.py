@@ -12,8 +12,8 @@ import pytest
 from handlers.common import failure_key, output_keys, processed_key
 from infra.local import read_event
 from infra.moto_lambda import Fault
-from tests.media import frame_times
-from workflow_support import assert_same_pictures, assert_same_timing_and_audio, download, event_for_upload, run_job
+from tests.media import assert_same_pictures, frame_times
+from workflow_support import assert_same_timing_and_audio, download, event_for_upload, run_job
 
 HAMILTON = "hamilton_white_house_short_clip.mp4"
 LIN = "videos/known_faces/hamilton_white_house/lin-manuel-miranda.png"

@@ -13,7 +13,7 @@ import av
 import numpy as np
 
 from infra.local import JobResult, LocalCloud, read_event
-from tests.media import assert_same_pictures, audio_packets, frame_times  # noqa: F401 (re-exported)
+from tests.media import audio_packets, frame_times
 
 
 def event_for_upload(cloud: LocalCloud, event_name: str, body: bytes, key: str | None = None) -> dict:
