@@ -121,11 +121,10 @@ def test_image_is_anonymized_beside_the_input_with_a_report(tmp_path, shared_fil
     lap = lambda img: cv2.Laplacian(cv2.cvtColor(img[roi], cv2.COLOR_BGR2GRAY), cv2.CV_64F).var()  # noqa: E731
     assert lap(b) < 0.3 * lap(a)
     assert "faces" in out and "blurred" in out  # the summary
-    # the audit trail says at what size the detector saw the photo (auto: half its long side, 640..960)
+    # the audit trail says at what size the detector saw the photo (auto: its finest pass, the photo's own size)
     h, w = a.shape[:2]
-    long_side = min(960, max(640, round(max(h, w) / 2)))
     assert report["settings"]["detect_size"] == "auto"
-    assert max(report["files"][0]["detector_input"]) == long_side
+    assert report["files"][0]["detector_input"] == [w, h]
 
 
 @pytest.mark.parametrize("value, words", [("big", ["'big'", "auto"]), ("64", ["64", "128..4096"])])
@@ -176,3 +175,28 @@ def test_folder_input_writes_every_file_to_a_sibling_folder(tmp_path, shared_fil
     red = (marked[..., 2] > 200) & (marked[..., 1] < 60) & (marked[..., 0] < 60)
     assert red.sum() > 100  # --mark-faces drew the blurred faces' boxes in red
     assert "2 file(s)" in out
+
+
+@needs_model
+def test_one_bad_file_in_a_folder_does_not_stop_the_rest(tmp_path, shared_file, clip):
+    src = tmp_path / "batch"
+    src.mkdir()
+    still = shared_file("videos/stills/multiface_group.facenet_pytorch.jpg").read_bytes()
+    (src / "a.jpg").write_bytes(still)
+    data = clip(HAMILTON).read_bytes()
+    (src / "b_cut.mp4").write_bytes(data[: len(data) * 3 // 10])  # truncated: fails mid-stream
+    (src / "c.jpg").write_bytes(still)
+    before = snapshot(src)
+    report = tmp_path / "audit.json"
+    code, out, err = run("anonymize", src, "--report", report)
+    assert code == 1
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("limelight: error:") and "b_cut.mp4" in lines[0], err
+    assert snapshot(src) == before  # inputs untouched
+    dst = tmp_path / "batch_anonymized"
+    # the files before and after the bad one are done; the bad one leaves nothing, not even a temporary
+    assert sorted(p.name for p in dst.iterdir()) == ["a_anonymized.jpg", "c_anonymized.jpg"]
+    assert "2 of 3 file(s) (1 failed" in out
+    doc = json.loads(report.read_text())
+    assert [f["input"] for f in doc["files"]] == [str(src / "a.jpg"), str(src / "c.jpg")]
+    assert [f["input"] for f in doc["failed"]] == [str(src / "b_cut.mp4")] and "b_cut.mp4" in doc["failed"][0]["error"]

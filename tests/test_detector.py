@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from limelight.anchors import prior_boxes
-from limelight.detector import AUTO, TARGET_MEAN, Detector, InputGeometry, _brighten, auto_detect_size, to_model_input
+from limelight.detector import (AUTO, TARGET_MEAN, Detector, InputGeometry, _brighten, auto_detect_size, photo_detect_sizes,
+                                to_model_input)
 
 
 def test_input_is_scaled_to_the_long_side_and_padded_to_multiples_of_32():
@@ -21,6 +22,55 @@ def test_input_is_scaled_to_the_long_side_and_padded_to_multiples_of_32():
 ])
 def test_auto_detection_size_follows_the_frame(height, width, size):
     assert auto_detect_size(height, width) == size
+
+
+@pytest.mark.parametrize("height, width, sizes", [
+    (768, 1024, [640, 1024]),  # a WIDER FACE photo: the video size, then its own
+    (3024, 4032, [960, 1920, 4032]),  # a 12 MP phone photo: about doubling up to its own size
+    (4000, 6000, [960, 1920, 4096]),  # bounded
+    (630, 1200, [640, 1200]), (300, 400, [640]),  # a small photo is scaled up once, like a video frame
+])
+def test_a_photo_is_detected_from_the_video_size_up_to_its_own(height, width, sizes):
+    assert photo_detect_sizes(height, width) == sizes
+
+
+def test_a_photo_is_detected_at_each_size_and_the_passes_merged():
+    runner = _Runner(x=100, y=60)
+    photo = np.zeros((768, 1024, 3), np.uint8)
+    faces = Detector(runner).detect_photo(photo)
+    assert runner.shapes == [(1, 480, 640, 3), (1, 768, 1024, 3)]
+    # the fake face sits at input pixel (100, 60) of each pass: two places in the photo, both kept
+    centres = sorted(((f[0] + f[2]) / 2, (f[1] + f[3]) / 2) for f in faces)
+    assert len(faces) == 2 and abs(centres[0][0] - 100) <= 8 and abs(centres[1][0] - 160) <= 13
+    assert Detector(runner).photo_input_size(768, 1024) == (768, 1024)
+    # a size the user chose is one pass, as for a video frame
+    runner.shapes.clear()
+    assert len(Detector(runner, detect_size=512).detect_photo(photo)) == 1 and runner.shapes == [(1, 384, 512, 3)]
+
+
+def test_a_crowd_photo_loses_fewer_faces_to_the_photo_passes(shared_file):
+    import cv2
+
+    from limelight.anchors import iou_matrix
+    from model_opt.widerface_eval import load_ground_truth
+
+    # GIVEN a WIDER FACE parade photo (1024 x 687) with 43 annotated faces in the "medium" setting
+    image = shared_file("widerface/val/WIDER_val/images/0--Parade/0_Parade_Parade_0_873.jpg")
+    gt = load_ground_truth(shared_file("widerface/ground_truth"))
+    key = "0--Parade/0_Parade_Parade_0_873"
+    faces = gt.boxes[key][gt.keep["medium"][key]]
+    rgb = np.ascontiguousarray(cv2.imread(str(image))[..., ::-1])
+    detector = Detector()  # the shipped model at the engine's defaults
+    one_pass, photo = detector(rgb), detector.detect_photo(rgb)
+
+    def found(dets):
+        return int((iou_matrix(faces, dets[:, :4]).max(1) >= 0.5).sum())
+
+    # THEN the photo passes find many more of them than the one video-size pass (measured 25 vs 13)
+    assert len(faces) == 43 and found(photo) >= found(one_pass) + 8
+    # AND every face the one pass was sure of is still covered
+    sure = one_pass[one_pass[:, 4] >= 0.5]
+    assert len(sure) and (iou_matrix(sure[:, :4], photo[:, :4]).max(1) >= 0.5).all()
 
 
 def test_auto_detection_size_reaches_the_network_per_frame_size():

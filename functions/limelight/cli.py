@@ -109,33 +109,44 @@ def _anonymize(input_path, known_faces, output, mode, shape, scale, threshold, d
     options = AnonymizeOptions(redact=RedactOptions(Mode(mode), Shape(shape), scale), encode=encode, mark_faces=mark_faces)
     recognizer = Recognizer(load_gallery(known_faces)) if known_faces is not None else None
     engine = Anonymizer(Detector(detect_size=detect_size, threshold=threshold), recognizer, options)
-    reports, started = [], time.perf_counter()
+    reports, failed, started = [], [], time.perf_counter()
     for src in files:
         dst = _output_for(src, input_path, output)
-        if src.suffix.lower() in IMAGE_SUFFIXES:
-            if dst.resolve() == src.resolve():
-                raise OutputError(f"{dst}: output would overwrite the input")
-            reports.append(engine.image(src, dst))
-            continue
-        info = probe(src)
-        with tqdm(total=info.frame_count or None, unit="frame", desc=src.name, disable=None, leave=False) as bar:
-            reports.append(engine.video(src, dst, progress=lambda n: bar.update(n - bar.n)))
+        try:
+            if src.suffix.lower() in IMAGE_SUFFIXES:
+                if dst.resolve() == src.resolve():
+                    raise OutputError(f"{dst}: output would overwrite the input")
+                reports.append(engine.image(src, dst))
+                continue
+            info = probe(src)
+            with tqdm(total=info.frame_count or None, unit="frame", desc=src.name, disable=None, leave=False) as bar:
+                reports.append(engine.video(src, dst, progress=lambda n: bar.update(n - bar.n)))
+        except InputError as e:
+            # One unusable file of a folder (truncated, not really a video) does not stop the batch:
+            # its line is printed now, it gets no output, and the run still exits non-zero.
+            if not input_path.is_dir():
+                raise
+            click.echo(f"limelight: error: {e}", err=True)
+            failed.append({"input": str(src), "error": str(e)})
     elapsed = time.perf_counter() - started
     if report_path is not None:
         settings = {**options.settings(), "threshold": threshold, "detect_size": detect_size,
                     "known_faces": None if recognizer is None else {"photos": recognizer.gallery.count, "persons": len(recognizer.gallery.persons)}}
-        write_report(report_path, settings, model_metadata(), reports)
-    _summary(reports, elapsed, report_path)
+        write_report(report_path, settings, model_metadata(), reports, failed)
+    _summary(reports, failed, elapsed, report_path)
+    if failed:
+        sys.exit(1)
 
 
-def _summary(reports, elapsed: float, report_path) -> None:
+def _summary(reports, failed: list[dict], elapsed: float, report_path) -> None:
     frames = sum(r.frames for r in reports)
     faces = sum(r.faces for r in reports)
     kept = sum(r.kept for r in reports)
     for r in reports:
         click.echo(f"{r.output}  ({r.kind}, {r.frames} frames, {r.faces} faces: {r.kept} kept, {r.faces - r.kept} blurred)")
+    done = f"{len(reports)} of {len(reports) + len(failed)} file(s) ({len(failed)} failed, see above)" if failed else f"{len(reports)} file(s)"
     click.echo(
-        f"done: {len(reports)} file(s), {frames} frames in {elapsed:.1f} s ({frames / max(elapsed, 1e-9):.1f} fps); "
+        f"done: {done}, {frames} frames in {elapsed:.1f} s ({frames / max(elapsed, 1e-9):.1f} fps); "
         f"faces {faces}: kept {kept}, blurred {faces - kept}" + (f"; report {report_path}" if report_path else "")
     )
 

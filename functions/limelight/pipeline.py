@@ -395,7 +395,10 @@ class Anonymizer:
         report = FileReport(str(src), str(dst), "image", frames=1)
         states: dict[int, _TrackState] = {}
         boxes = []
-        for tid, det in enumerate(self.detector(rgb)):
+        # A photo is detected at several sizes (`Detector.detect_photo`); a custom detector without
+        # that method is called once, as for a video frame.
+        detect = getattr(self.detector, "detect_photo", self.detector)
+        for tid, det in enumerate(detect(rgb)):
             state = states[tid] = _TrackState(self.recognizer.vote() if self.recognizer else None)
             if state.vote is not None:
                 encoding = encode_face(rgb, det[:4])
@@ -406,7 +409,12 @@ class Anonymizer:
         for tid, rec in report.tracks.items():
             rec.decision = states[tid].decision()
         _write_image(dst, rgb[..., ::-1])
-        report.detector_input = self._detector_input([self.detector])
+        sized = getattr(self.detector, "photo_input_size", None)
+        if sized is not None:
+            rh, rw = sized(*rgb.shape[:2])
+            report.detector_input = (rw, rh)
+        else:
+            report.detector_input = self._detector_input([self.detector])
         report.seconds = time.perf_counter() - start
         return report
 

@@ -57,7 +57,7 @@ class FileReport:
     frames: int = 0
     seconds: float = 0.0
     tracks: dict[int, TrackRecord] = field(default_factory=dict)
-    detector_input: tuple[int, int] | None = None  # (width, height) the frames were scaled to for detection
+    detector_input: tuple[int, int] | None = None  # (width, height) the frames were scaled to for detection (a photo: its finest pass)
 
     def add_box(self, track_id: int, frame: int, box, blurred: bool, shown_as: str | None = None) -> None:
         """One frame of a track; a box left unblurred names the consented person it was shown as."""
@@ -90,10 +90,13 @@ class FileReport:
         }
 
 
-def write_report(path: str | os.PathLike[str], settings: dict[str, Any], model: dict[str, Any], files: list[FileReport]) -> Path:
-    """Write the JSON report atomically (temporary name in the same folder, then rename)."""
+def write_report(path: str | os.PathLike[str], settings: dict[str, Any], model: dict[str, Any], files: list[FileReport],
+                 failed: list[dict[str, str]] = ()) -> Path:
+    """Write the JSON report atomically (temporary name in the same folder, then rename). `failed`
+    lists the inputs of a folder that were not processed, as {"input": path, "error": message}."""
     path = Path(path)
-    doc = {"limelight_report": 1, "settings": settings, "model": model, "files": [f.as_dict() for f in files]}
+    doc = {"limelight_report": 1, "settings": settings, "model": model, "files": [f.as_dict() for f in files],
+           "failed": [dict(f) for f in failed]}
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as f:
