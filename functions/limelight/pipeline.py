@@ -420,7 +420,11 @@ class Anonymizer:
 
 
 def _write_image(dst: Path, bgr: np.ndarray) -> None:
-    ok, data = cv2.imencode(dst.suffix or ".png", bgr, [cv2.IMWRITE_JPEG_QUALITY, 95])
+    suffix = dst.suffix.lower() or ".png"
+    # Each format gets only its own parameters: OpenCV warns on stderr about a JPEG one given to a PNG.
+    params = {".jpg": [cv2.IMWRITE_JPEG_QUALITY, 95], ".jpeg": [cv2.IMWRITE_JPEG_QUALITY, 95],
+              ".webp": [cv2.IMWRITE_WEBP_QUALITY, 95]}.get(suffix, [])
+    ok, data = cv2.imencode(suffix, bgr, params)
     if not ok:
         raise OutputError(f"{dst}: cannot encode an image of this type")
     tmp = dst.with_name(f".{dst.name}.part")
