@@ -423,7 +423,7 @@ def test_full_range_video_keeps_its_pixels_and_range(tmp_path):
 
 
 def test_444_video_is_written_as_420_with_the_same_look(tmp_path):
-    # GIVEN a 4:4:4 clip (screen recordings): not kept in YUV, converted through RGB
+    # GIVEN a 4:4:4 clip (screen recordings): its chroma resampled to 4:2:0, YUV to YUV
     src = _write_clip(tmp_path / "in.mp4", frames=4, size=(96, 54), pix_fmt="yuv444p")
     dst = tmp_path / "out.mp4"
     transcode(src, dst)
@@ -432,6 +432,53 @@ def test_444_video_is_written_as_420_with_the_same_look(tmp_path):
     before = next(iter_frames(src))[2].astype(np.int16)
     after = next(iter_frames(dst))[2].astype(np.int16)
     assert np.abs(before - after).mean() < 3
+
+def _write_hlg_10bit(path: Path, frames: int = 6, size: tuple[int, int] = (96, 64)) -> Path:
+    """A 10-bit BT.2020 / HLG clip, as phones record HDR video: a luma ramp over the 10-bit limited range."""
+    width, height = size
+    with av.open(str(path), "w") as out:
+        video = out.add_stream("libx264", rate=25)
+        video.width, video.height, video.pix_fmt = width, height, "yuv420p10le"
+        video.options = {"preset": "ultrafast", "crf": "0"}
+        cc = video.codec_context
+        cc.color_primaries, cc.color_trc, cc.colorspace, cc.color_range = 9, 18, 9, 1  # BT.2020, HLG, limited
+        y = np.tile(np.linspace(64, 940, width).astype(np.uint16), (height, 1))
+        for i in range(frames):
+            chroma = np.full((height // 4, width), 512 + 8 * i, np.uint16)  # U then V rows, half size each
+            frame = av.VideoFrame.from_ndarray(np.concatenate([y, chroma, chroma]), format="yuv420p10le")
+            frame.color_primaries, frame.color_trc, frame.colorspace, frame.color_range = 9, 18, 9, 1
+            frame.pts = i
+            out.mux(video.encode(frame))
+        out.mux(video.encode(None))
+    return path
+
+
+def test_10_bit_hdr_video_travels_in_yuv_and_keeps_its_look_and_tags(tmp_path):
+    # GIVEN a 10-bit HLG clip
+    src = _write_hlg_10bit(tmp_path / "hlg.mp4")
+    dst = tmp_path / "out.mp4"
+    held = []
+
+    def watch(frames):
+        for f in frames:
+            held.append((f.yuv is not None, f.pix_fmt))
+            yield f
+
+    # WHEN it goes through untouched, losslessly
+    transcode(src, dst, transform=watch, options=EncodeOptions(crf=0))
+    # THEN its frames travelled as 8-bit planar 4:2:0 YUV (one swscale step, no RGB round trip) ...
+    assert held == [(True, "yuv420p")] * 6
+    with av.open(str(src)) as a, av.open(str(dst)) as b:
+        ca, cb = a.streams.video[0].codec_context, b.streams.video[0].codec_context
+        # ... the output is 8-bit H.264 that every player decodes, tagged BT.2020 / HLG like the input ...
+        assert cb.pix_fmt == "yuv420p" and cb.profile != "High 10"
+        tags = ("color_primaries", "color_trc", "colorspace", "color_range")
+        assert [getattr(cb, t) for t in tags] == [getattr(ca, t) for t in tags] == [9, 18, 9, 1]
+        ten = next(a.decode(video=0)).to_ndarray().astype(np.float64) / 4
+        eight = next(b.decode(video=0)).to_ndarray().astype(np.float64)
+    # ... and its samples are the input's at 8 bits: no shift (the RGB round trip darkened it by ~1.4)
+    assert abs(eight.mean() - ten.mean()) < 0.3 and np.abs(eight - ten).max() <= 1
+
 
 @pytest.mark.parametrize("region", [(0, 0, 96, 54), (13, 7, 58, 33), (1, 1, 95, 53), (40, 10, 41, 11)])
 def test_rgb_region_is_the_whole_frame_conversion_cut(tmp_path, region):

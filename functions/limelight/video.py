@@ -163,6 +163,14 @@ class VideoInfo:
 
 # Decoded formats kept as they are (planar 4:2:0, 8 bit): frames stay in YUV from decoder to encoder.
 _PLANAR_420 = frozenset({"yuv420p", "yuvj420p"})
+# Other YUV layouts (10 / 12 bit as phones record HDR, 4:2:2 and 4:4:4 as cameras do, semi-planar)
+# become 8-bit planar 4:2:0 in one swscale step, YUV to YUV with the same matrix and range (no colour
+# conversion, no RGB round trip), and then travel like the above. The encoder writes 8-bit 4:2:0 for
+# them anyway: H.264 High 10 / 4:2:2 plays in few browsers and devices.
+_TO_PLANAR_420 = frozenset({
+    "yuv420p10le", "yuv420p12le", "yuv422p", "yuv422p10le", "yuv422p12le", "yuv444p", "yuv444p10le",
+    "yuv444p12le", "yuvj422p", "yuvj444p", "nv12", "nv21", "p010le",
+})
 
 
 class Frame:
@@ -176,7 +184,9 @@ class Frame:
     rows, then U, then V at half resolution (`planes()` gives views of the three). A frame kept in
     YUV reaches the encoder without any colour conversion, so every pixel that is not redacted is
     encoded exactly as it was decoded, at no cost; `rgb_resized` and `rgb_region` convert only
-    what a detector or a face encoder needs. Other inputs are held as RGB.
+    what a detector or a face encoder needs. A frame of another YUV layout of even size (10-bit HDR,
+    4:2:2, 4:4:4, NV12) is first converted to that 8-bit planar 4:2:0 form, YUV to YUV, and then held
+    the same way (`_TO_PLANAR_420`). Other inputs (RGB, odd sizes) are held as RGB.
 
     `rgb` is the frame as (H, W, 3) uint8 RGB. Reading it converts a YUV frame once, and from then
     on that RGB array *is* the frame (`yuv` becomes None): modify it in place, or assign an array of
@@ -576,9 +586,18 @@ def _frames(
                 writer.start(vframe)
             writer.issued(pts)
         seconds = float(pts * tb) if tb else 0.0
-        if vframe.format.name in _PLANAR_420 and vframe.width % 2 == 0 and vframe.height % 2 == 0:
+        fmt, even = vframe.format.name, vframe.width % 2 == 0 and vframe.height % 2 == 0
+        if even and fmt in _TO_PLANAR_420:
+            target = "yuvj420p" if fmt.startswith("yuvj") else "yuv420p"
+            rng = vframe.color_range or None  # the same on both sides: no range conversion
+            planar = vframe.reformat(format=target, src_color_range=rng, dst_color_range=rng)
             yield Frame(
-                index, pts, seconds, yuv=vframe.to_ndarray(), pix_fmt=vframe.format.name,
+                index, pts, seconds, yuv=planar.to_ndarray(), pix_fmt=target,
+                colorspace=vframe.colorspace, color_range=vframe.color_range, exact_rgb=exact_rgb,
+            )
+        elif even and fmt in _PLANAR_420:
+            yield Frame(
+                index, pts, seconds, yuv=vframe.to_ndarray(), pix_fmt=fmt,
                 colorspace=vframe.colorspace, color_range=vframe.color_range, exact_rgb=exact_rgb,
             )
         else:
