@@ -369,6 +369,26 @@ def test_tiny_face_is_not_encoded() -> None:
     assert encode_face(frame, (150, 10, 190, 60, 0.9)) is None
 
 
+@pytest.mark.parametrize("turns", [1, 2, 3])
+def test_a_face_in_a_frame_stored_on_its_side_is_cropped_upright(turns: int) -> None:
+    from limelight.recognizer import face_crop
+    from limelight.video import Frame, coded_boxes
+
+    # GIVEN an upright frame with a face box, and the same frame as a video stores it turned
+    rng = np.random.default_rng(turns)
+    upright = rng.integers(0, 256, (120, 160, 3), dtype=np.uint8)
+    box = np.array([50.0, 30.0, 90.0, 80.0])
+    stored = np.ascontiguousarray(np.rot90(upright, -turns))
+    stored_box = coded_boxes(box[None], turns, *stored.shape[:2])[0]
+    want_crop, want_location = face_crop(upright, box)
+    # THEN the crop taken from the stored frame, told how it is shown, is the upright crop exactly,
+    # from an RGB array and from a video frame held in RGB alike
+    for frame in (stored, Frame(0, 0, 0.0, rgb=stored)):
+        crop, location = face_crop(frame, stored_box, turns=turns)
+        assert location == want_location
+        np.testing.assert_array_equal(crop, want_crop)
+
+
 # ---------------------------------------------------------------- matching and voting rules
 
 

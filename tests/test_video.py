@@ -743,3 +743,26 @@ def test_encode_options_validate_their_values():
     with pytest.raises(ValueError):
         EncodeOptions(preset="ludicrous")
     assert EncodeOptions().preset == "veryfast"
+
+
+@pytest.mark.parametrize("turns", [0, 1, 2, 3])
+def test_boxes_map_between_a_stored_frame_and_its_upright_view(turns):
+    from limelight.video import coded_boxes, upright_boxes
+
+    # GIVEN a 30 x 50 frame with one marked rectangle, and the frame turned as np.rot90 turns it
+    frame = np.zeros((30, 50), np.uint8)
+    frame[3:11, 7:19] = 1
+    view = np.rot90(frame, turns)
+    ys, xs = np.nonzero(view)
+    # THEN the box maps onto the rectangle where the turned view shows it, and back (extra columns kept)
+    box = np.array([[7, 3, 19, 11, 0.9]], np.float32)
+    up = upright_boxes(box, turns, 30, 50)
+    assert up[0, :4].tolist() == [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1] and up[0, 4] == np.float32(0.9)
+    np.testing.assert_array_equal(coded_boxes(up, turns, 30, 50), box)
+
+
+@pytest.mark.parametrize("rotation, turns", [(0, 0), (90, 1), (-90, 3), (180, 2), (-180, 2), (270, 3)])
+def test_display_rotation_gives_the_quarter_turns_that_show_a_frame_upright(rotation, turns):
+    from limelight.video import quarter_turns
+
+    assert quarter_turns(rotation) == turns

@@ -28,7 +28,7 @@ from limelight.recognizer import Decision, IdentityVote, Recognizer, encode_face
 from limelight.redact import RedactOptions, mark, redact, redact_planes
 from limelight.report import FileReport
 from limelight.tracker import Tracker, TrackerOptions
-from limelight.video import EncodeOptions, Frame, probe, transcode
+from limelight.video import EncodeOptions, Frame, coded_boxes, probe, quarter_turns, transcode
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
 VIDEO_SUFFIXES = frozenset({".mp4", ".mov", ".m4v", ".mkv", ".avi", ".webm", ".mpg", ".mpeg", ".ts", ".mts", ".wmv", ".flv"})
@@ -224,7 +224,7 @@ class Anonymizer:
 
     # -- per-track identity ---------------------------------------------------------------------
     def _sample(self, state: _TrackState, frame: Frame, index: int, det: np.ndarray, encoder: FaceEncoder,
-                pending: deque) -> None:
+                pending: deque, turns: int = 0) -> None:
         """Ask `encoder` for an encoding of the track's face when its schedule says so; the result
         joins the vote in `_apply`."""
         sched = self.options.recognition
@@ -242,7 +242,7 @@ class Anonymizer:
         if gap < wait:
             return
         state.last_sample = index
-        ticket = encoder.submit(frame, det[:4])
+        ticket = encoder.submit(frame, det[:4], turns)
         if ticket is not None:  # None: too small to recognise
             state.in_flight += 1
             pending.append((index, state, ticket))
@@ -284,11 +284,20 @@ class Anonymizer:
             mark(frame.rgb, np.asarray([b for _, b in boxes], np.float32), kept_flags, labels)
 
     @staticmethod
-    def _detect(detector: Detector, frame: Frame) -> np.ndarray:
-        """Faces in `frame`, converted to RGB at the network's input size in one step."""
-        size = (frame.height, frame.width)
-        rh, rw = detector.input_size(*size)
-        return detector(frame.rgb_resized(rw, rh), size)
+    def _detect(detector: Detector, frame: Frame, turns: int = 0) -> np.ndarray:
+        """Faces in `frame`, converted to RGB at the network's input size in one step. With `turns`
+        (a video's display rotation, `quarter_turns`), the network sees the small image turned
+        upright, as the video is shown (a face on its side is mostly missed: a phone's portrait
+        video lost a third of its face-frames), and the boxes come back in the frame's own pixels."""
+        h, w = frame.height, frame.width
+        if turns % 4 == 0:
+            rh, rw = detector.input_size(h, w)
+            return detector(frame.rgb_resized(rw, rh), (h, w))
+        upright = (w, h) if turns % 2 else (h, w)
+        rh, rw = detector.input_size(*upright)
+        small = frame.rgb_resized(rh, rw) if turns % 2 else frame.rgb_resized(rw, rh)
+        found = detector(np.ascontiguousarray(np.rot90(small, turns)), upright)
+        return coded_boxes(found, turns, h, w)
 
     @staticmethod
     def _detector_input(detectors: Iterable[Detector]) -> tuple[int, int] | None:
@@ -296,7 +305,7 @@ class Anonymizer:
         return None if geo is None else (geo.resized[1], geo.resized[0])
 
     # -- video ----------------------------------------------------------------------------------
-    def _transform(self, report: FileReport, states: dict[int, _TrackState]) -> Callable[[Iterator[Frame]], Iterable[Frame]]:
+    def _transform(self, report: FileReport, states: dict[int, _TrackState], turns: int = 0) -> Callable[[Iterator[Frame]], Iterable[Frame]]:
         def run(frames: Iterator[Frame]) -> Iterator[Frame]:
             tracker = Tracker(self.options.tracker)
             shots = ShotChangeDetector()
@@ -328,7 +337,7 @@ class Anonymizer:
                     state = states.get(a.track_id)
                     if state is None:
                         state = states[a.track_id] = _TrackState(self.recognizer.vote() if self.recognizer else None)
-                    self._sample(state, f, f.index, a.detection, encoder, pending)
+                    self._sample(state, f, f.index, a.detection, encoder, pending, turns)
                 buffer.append(f)
                 yield from ready()
 
@@ -343,7 +352,7 @@ class Anonymizer:
             def detect(f: Frame) -> np.ndarray:
                 d = idle.get()
                 try:
-                    return self._detect(d, f)
+                    return self._detect(d, f, turns)
                 finally:
                     idle.put(d)
 
@@ -377,7 +386,10 @@ class Anonymizer:
         report = FileReport(str(src), str(dst), "video")
         states: dict[int, _TrackState] = {}
         start = time.perf_counter()
-        stats = transcode(src, dst, options=self.options.encode, progress=progress, transform=self._transform(report, states))
+        # Frames stay as stored (the display rotation is kept for the player); detection and
+        # recognition see them turned upright.
+        turns = quarter_turns(probe(src).rotation)
+        stats = transcode(src, dst, options=self.options.encode, progress=progress, transform=self._transform(report, states, turns))
         report.frames, report.seconds = stats.frames, time.perf_counter() - start
         report.detector_input = self._detector_input(self._detectors())
         for tid, rec in report.tracks.items():

@@ -30,6 +30,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from limelight.errors import LimeLightError, OutputError
+from limelight.video import coded_boxes, upright_boxes
 
 if TYPE_CHECKING:
     from limelight.video import Frame
@@ -397,9 +398,14 @@ def face_crop(
     box_x1y1x2y2: np.ndarray | tuple[float, ...],
     *,
     min_size: int = MIN_FACE_PX,
+    turns: int = 0,
 ) -> tuple[np.ndarray, tuple[int, int, int, int]] | None:
     """What `encode_crop` needs for the face in the box: an RGB crop around it and dlib's square
-    face location (top, right, bottom, left) in the crop; None for a face too small to recognise."""
+    face location (top, right, bottom, left) in the crop; None for a face too small to recognise.
+
+    `turns`: counter-clockwise quarter turns that show the frame upright (a video's display rotation,
+    `video.quarter_turns`); the box is in the frame's own (coded) pixels, the crop comes out upright,
+    as dlib's landmarks and embedding need it."""
     if hasattr(frame_rgb, "rgb_region"):
         height, width, region = frame_rgb.height, frame_rgb.width, frame_rgb.rgb_region
     else:
@@ -414,6 +420,18 @@ def face_crop(
     box = np.asarray(box_x1y1x2y2, dtype=float).ravel()[:4]
     if box.shape != (4,) or not np.all(np.isfinite(box)):
         raise ValueError(f"box must hold 4 finite values x1, y1, x2, y2, got {box_x1y1x2y2!r}")
+    turns %= 4
+    if turns:  # work in the upright frame; cut each rectangle from the coded one and turn it
+        coded_h, coded_w, coded_region = height, width, region
+        box = upright_boxes(box[None], turns, coded_h, coded_w)[0]
+        if turns % 2:
+            height, width = width, height
+
+        def region(x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
+            rect = coded_boxes(np.array([[x0, y0, x1, y1]], np.float64), turns, coded_h, coded_w)[0]
+            cx0, cy0, cx1, cy1 = (int(v) for v in np.rint(rect))
+            return np.rot90(coded_region(cx0, cy0, cx1, cy1), turns)
+
     x1, y1, x2, y2 = (float(v) for v in box)
     visible_w = min(x2, width) - max(x1, 0.0)
     visible_h = min(y2, height) - max(y1, 0.0)

@@ -3,7 +3,8 @@
 Contract of `transcode` (see docs/DESIGN.md, "Video rules"):
 
 - frames stream one by one (memory does not grow with video length) as `Frame`s in *coded*
-  orientation (the display matrix is not applied; see `VideoInfo.rotation`): planar 4:2:0 video
+  orientation (the display matrix is not applied; see `VideoInfo.rotation`; `quarter_turns`,
+  `upright_boxes` and `coded_boxes` relate them to the upright view): planar 4:2:0 video
   stays in YUV as decoded, so pixels nobody changes are encoded exactly as they were decoded, and
   `Frame.rgb` converts to RGB (H, W, 3) uint8 for whoever needs it (`iter_frames` yields RGB);
 - the processed frames are re-encoded with libx264 (CRF), every frame keeps its pts, so frame
@@ -43,9 +44,12 @@ __all__ = [
     "Frame",
     "TranscodeStats",
     "VideoInfo",
+    "coded_boxes",
     "iter_frames",
     "probe",
+    "quarter_turns",
     "transcode",
+    "upright_boxes",
 ]
 
 PRESETS = (
@@ -295,6 +299,34 @@ class Frame:
         vframe = av.VideoFrame.from_ndarray(yuv, format=self.pix_fmt)
         vframe.colorspace, vframe.color_range = self.colorspace, self.color_range
         return vframe
+
+
+def quarter_turns(rotation: float) -> int:
+    """Counter-clockwise quarter turns (0..3, as `np.rot90`'s k) that show a coded frame of a video
+    with this display rotation (`VideoInfo.rotation`) upright; the nearest quarter turn."""
+    return int(round(rotation / 90)) % 4
+
+
+def upright_boxes(boxes: np.ndarray, turns: int, height: int, width: int) -> np.ndarray:
+    """x1, y1, x2, y2 boxes (N, >=4; other columns kept) of a `height` x `width` coded frame, in the
+    pixels of that frame turned `turns` quarter turns counter-clockwise (`np.rot90(frame, turns)`)."""
+    src = np.asarray(boxes)
+    b = src.astype(np.promote_types(src.dtype, np.float32))  # a copy; integer boxes become floats
+    x1, y1, x2, y2 = (src[..., i] for i in range(4))
+    turns %= 4
+    if turns == 1:
+        b[..., 0], b[..., 1], b[..., 2], b[..., 3] = y1, width - x2, y2, width - x1
+    elif turns == 2:
+        b[..., 0], b[..., 1], b[..., 2], b[..., 3] = width - x2, height - y2, width - x1, height - y1
+    elif turns == 3:
+        b[..., 0], b[..., 1], b[..., 2], b[..., 3] = height - y2, x1, height - y1, x2
+    return b
+
+
+def coded_boxes(boxes: np.ndarray, turns: int, height: int, width: int) -> np.ndarray:
+    """The inverse of `upright_boxes`: boxes found in `np.rot90(frame, turns)` of a `height` x
+    `width` coded frame, in the coded frame's pixels."""
+    return upright_boxes(boxes, (4 - turns % 4) % 4, *((width, height) if turns % 2 else (height, width)))
 
 
 @dataclass(frozen=True)
