@@ -227,7 +227,7 @@ def test_faster_video_samples_faces_as_often_per_second(tmp_path, monkeypatch):
     recognizer, detector = Recognizer(load_gallery(known)), Detector()
     asked = []
     submit = pipeline.FaceEncoder.submit
-    monkeypatch.setattr(pipeline.FaceEncoder, "submit", lambda self, frame, box: asked.append(1) or submit(self, frame, box))
+    monkeypatch.setattr(pipeline.FaceEncoder, "submit", lambda self, frame, box, turns=0: asked.append(1) or submit(self, frame, box, turns))
 
     def samples(base_fps: float) -> tuple[int, dict]:
         asked.clear()
