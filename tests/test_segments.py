@@ -26,10 +26,11 @@ HAMILTON = "hamilton_white_house_short_clip.mp4"
 
 
 def write_clip(path: Path, *, frames: int = 90, rate: Fraction = Fraction(30000, 1001), start: int = 0,
-               gop: int = 12, audio_streams: int = 2) -> Path:
+               gop: int = 12, audio_streams: int = 2, tags: dict[str, str] | None = None) -> Path:
     """H.264 (B-frames, a keyframe every `gop` frames) + AAC streams; video starts `start` ticks late."""
     time_base = 1 / rate
     with av.open(str(path), "w") as out:
+        out.metadata.update(tags or {})
         video = out.add_stream("libx264", rate=rate)
         video.width, video.height, video.pix_fmt = 96, 64, "yuv420p"
         video.time_base = video.codec_context.time_base = time_base
@@ -142,6 +143,16 @@ def test_split_and_join_of_b_frame_clip_with_late_start_and_two_audio_streams(tm
     assert stats.frames == 90
     assert_same_timing_and_audio(tmp_path / "joined.mp4", src)
     assert len({n for n, *_ in audio_packets(tmp_path / "joined.mp4")}) == 2
+
+
+def test_the_joined_video_keeps_the_title_but_not_the_recording_location(tmp_path):
+    src = write_clip(tmp_path / "phone.mp4", frames=30, audio_streams=1, tags={"title": "street", "location": "+48.8584+002.2945/"})
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    join(encode_segments(split(src, folder, 0.3), tmp_path), src, tmp_path / "joined.mp4")
+    with av.open(str(tmp_path / "joined.mp4")) as c:
+        assert c.metadata["title"] == "street"
+        assert not [k for k in c.metadata if "location" in k.lower()]
 
 
 def test_split_with_target_longer_than_the_clip_gives_one_segment(tmp_path):

@@ -42,6 +42,7 @@ def _write_clip(
     bt709: bool = False,
     pixels: np.ndarray | None = None,
     title: str | None = None,
+    tags: dict[str, str] | None = None,
     container_options: dict[str, str] | None = None,
     pix_fmt: str = "yuv420p",
 ) -> Path:
@@ -58,6 +59,7 @@ def _write_clip(
     with av.open(str(path), "w", options=container_options or {}) as out:
         if title:
             out.metadata["title"] = title
+        out.metadata.update(tags or {})
         video = out.add_stream("libx264", rate=rate)
         video.width, video.height, video.pix_fmt = width, height, pix_fmt
         video.time_base = time_base
@@ -766,3 +768,17 @@ def test_display_rotation_gives_the_quarter_turns_that_show_a_frame_upright(rota
     from limelight.video import quarter_turns
 
     assert quarter_turns(rotation) == turns
+
+
+def test_the_recording_location_is_not_published(tmp_path):
+    # GIVEN a phone clip that says where it was shot (MP4's location atom), with a title
+    gps = "+48.8584+002.2945/"
+    src = _write_clip(tmp_path / "phone.mp4", frames=3, size=(64, 48), title="street", tags={"location": gps})
+    with av.open(str(src)) as c:
+        assert c.metadata["location"] == gps and c.metadata["location-eng"] == gps
+    dst = tmp_path / "out.mp4"
+    transcode(src, dst)
+    # THEN the output keeps its title but tells no location
+    with av.open(str(dst)) as c:
+        assert c.metadata["title"] == "street"
+        assert not [k for k in c.metadata if "location" in k.lower()]

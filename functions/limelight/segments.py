@@ -32,7 +32,7 @@ from typing import Any
 import av
 
 from limelight.errors import InputError, OutputError
-from limelight.video import error_reason, first_video_stream, probe, temporary_path
+from limelight.video import error_reason, first_video_stream, probe, published_tags, temporary_path
 
 __all__ = ["JoinStats", "Segment", "join", "merge_reports", "split"]
 
@@ -106,7 +106,7 @@ class _SegmentWriter:
         except (av.FFmpegError, OSError, ValueError) as error:
             raise OutputError(f"{path}: cannot write a segment ({error_reason(error)})") from error
         self._video.time_base = template.time_base
-        self._video.metadata.update(template.metadata)
+        self._video.metadata.update(published_tags(template.metadata))
         self._video.disposition = template.disposition
 
     def mux(self, packet: av.Packet) -> None:
@@ -356,18 +356,17 @@ def join(segment_paths: Iterable[str | os.PathLike[str]], original: str | os.Pat
 
 def _output_streams(out: av.container.OutputContainer, source: av.container.InputContainer, template: av.video.stream.VideoStream):
     """The joined file's streams: video like the processed segments, audio copies of the original's."""
-    for key, value in source.metadata.items():
-        if key not in _DROPPED_CONTAINER_TAGS:
-            out.metadata[key] = value
+    for key, value in published_tags(source.metadata, _DROPPED_CONTAINER_TAGS).items():
+        out.metadata[key] = value
     video = out.add_stream_from_template(template)
     video.time_base = template.time_base
-    video.metadata.update(template.metadata)
+    video.metadata.update(published_tags(template.metadata))
     video.disposition = template.disposition
     audio = {}
     for stream in source.streams.audio:
         copy = out.add_stream_from_template(stream)
         copy.time_base = stream.time_base
-        copy.metadata.update(stream.metadata)
+        copy.metadata.update(published_tags(stream.metadata))
         copy.disposition = stream.disposition
         audio[stream.index] = copy
     return video, audio

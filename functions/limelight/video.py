@@ -25,7 +25,7 @@ import os
 import secrets
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -70,6 +70,15 @@ _KEPT_PIX_FMTS = frozenset({"yuv420p", "yuvj420p", "nv12", "nv21"})
 
 # Container tags describing the old file/encoder rather than the content; the muxer writes its own.
 _DROPPED_CONTAINER_TAGS = frozenset({"major_brand", "minor_version", "compatible_brands", "encoder"})
+
+
+def published_tags(tags: Mapping[str, str], stale: frozenset[str] = frozenset()) -> dict[str, str]:
+    """The metadata tags an output carries over from its input: all but the `stale` ones (lower
+    case) and the recording location (GPS: MP4's `location` / `location-eng`, Apple's
+    `com.apple.quicktime.location.ISO6709`, ...): where footage of the public was shot is personal
+    data that an anonymised file must not tell (photos lose their EXIF, GPS included, alike)."""
+    return {k: v for k, v in tags.items()
+            if k.lower() not in stale and "location" not in k.lower() and "gps" not in k.lower()}
 
 # Video stream tags made stale by re-encoding (Matroska statistics, encoder name) or replaced by
 # the display matrix (`rotate`). Compared in lower case.
@@ -673,9 +682,8 @@ class _Writer:
             raise
 
     def _setup_streams(self, src: av.container.InputContainer) -> None:
-        for key, value in src.metadata.items():
-            if key not in _DROPPED_CONTAINER_TAGS:
-                self._out.metadata[key] = value
+        for key, value in published_tags(src.metadata, _DROPPED_CONTAINER_TAGS).items():
+            self._out.metadata[key] = value
         iv = self._in_video
         rate = _frame_rate(iv)
         try:
@@ -684,9 +692,7 @@ class _Writer:
             raise OutputError(f"{self.dst}: cannot store H.264 video ({error_reason(error)})") from error
         # Stream.metadata is a plain dict copied into the stream at header time; assigning a new
         # dict would be forwarded to the codec context by PyAV's __setattr__, so update in place.
-        self._video.metadata.update(
-            (k, v) for k, v in iv.metadata.items() if k.lower() not in _DROPPED_VIDEO_TAGS
-        )
+        self._video.metadata.update(published_tags(iv.metadata, _DROPPED_VIDEO_TAGS))
         self._video.disposition = iv.disposition
         self._audio: dict[int, av.audio.stream.AudioStream] = {}
         for ia in src.streams.audio:
@@ -697,7 +703,7 @@ class _Writer:
                     f"{self.dst}: cannot copy audio codec {ia.codec_context.name!r} "
                     f"into this container ({error_reason(error)})"
                 ) from error
-            oa.metadata.update(ia.metadata)
+            oa.metadata.update(published_tags(ia.metadata))
             oa.disposition = ia.disposition
             self._audio[ia.index] = oa
 
