@@ -216,3 +216,27 @@ def test_a_photo_of_another_format_is_written_in_it_without_noise(tmp_path, shar
     assert b is not None and b.shape == a.shape and np.abs(a.astype(int) - b).mean() > 0.5  # its faces were redacted
     # nothing but the summary reaches the terminal: OpenCV warned on stderr when a PNG got a JPEG parameter
     assert "unsupported" not in capfd.readouterr().err
+
+
+@needs_model
+def test_a_terminated_run_leaves_nothing_behind(tmp_path, clip):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    # GIVEN a run under way: its output's temporary file exists
+    src = tmp_path / "clip.mp4"
+    src.write_bytes(clip(HAMILTON).read_bytes())
+    proc = subprocess.Popen([sys.executable, "-m", "limelight.cli", "anonymize", str(src)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not any(p.name.startswith(".") for p in tmp_path.iterdir()) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be stopped"
+    # WHEN it is terminated (kill, docker stop, a scheduler's time limit)
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=60)
+    # THEN it exits 143 and the half-written output is gone: only the input is left
+    assert proc.returncode == 128 + signal.SIGTERM
+    assert [p.name for p in tmp_path.iterdir()] == ["clip.mp4"]

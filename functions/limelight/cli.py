@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
@@ -31,6 +34,20 @@ class DetectSize(click.ParamType):
         if not 128 <= px <= 4096:
             self.fail(f"{px} is not in the range 128..4096", param, ctx)
         return px
+
+
+@contextmanager
+def _terminate_as_exit() -> Iterator[None]:
+    """While work runs, SIGTERM (kill, `docker stop`, a scheduler's timeout) unwinds like Ctrl-C, so
+    the half-written output's temporary file is removed instead of left behind; exit status 143."""
+    def stop(signum, frame):
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _fail(message: str) -> None:
@@ -85,7 +102,8 @@ def _output_for(src: Path, root: Path, output: Path | None) -> Path:
 def anonymize(input_path, known_faces, output, mode, shape, scale, threshold, detect_size, crf, preset, mark_faces, report_path):
     """Blur every face in INPUT (video, image, or folder of them) except consented ones."""
     try:
-        _anonymize(input_path, known_faces, output, mode, shape, scale, threshold, detect_size, crf, preset, mark_faces, report_path)
+        with _terminate_as_exit():
+            _anonymize(input_path, known_faces, output, mode, shape, scale, threshold, detect_size, crf, preset, mark_faces, report_path)
     except LimeLightError as e:
         _fail(str(e))
 
