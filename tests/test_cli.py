@@ -240,3 +240,14 @@ def test_a_terminated_run_leaves_nothing_behind(tmp_path, clip):
     # THEN it exits 143 and the half-written output is gone: only the input is left
     assert proc.returncode == 128 + signal.SIGTERM
     assert [p.name for p in tmp_path.iterdir()] == ["clip.mp4"]
+
+
+@needs_model
+def test_an_existing_folder_as_output_gets_the_default_name_in_it(tmp_path, shared_file):
+    src = tmp_path / "group.jpg"
+    src.write_bytes(shared_file("videos/stills/multiface_group.facenet_pytorch.jpg").read_bytes())
+    out = tmp_path / "published"
+    out.mkdir()
+    code, _, err = run("anonymize", src, "-o", out)
+    assert code == 0, err
+    assert [p.name for p in out.iterdir()] == ["group_anonymized.jpg"]

@@ -82,13 +82,15 @@ def _output_for(src: Path, root: Path, output: Path | None) -> Path:
         folder = output or root.with_name(f"{root.name}_anonymized")
         folder.mkdir(parents=True, exist_ok=True)
         return folder / default_output(src).name
+    if output is not None and output.is_dir():  # an existing folder: the default name, in it
+        return output / default_output(src).name
     return output or default_output(src)
 
 
 @main.command()
 @click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
 @click.option("--known-faces", type=click.Path(path_type=Path), help="Folder of photos of people who consented (one sub-folder per person also works).")
-@click.option("-o", "--output", type=click.Path(path_type=Path), help="Output file (or folder for a folder INPUT). Default: NAME_anonymized.EXT beside the input.")
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="Output file, or an existing folder to write NAME_anonymized.EXT into (a folder for a folder INPUT). Default: NAME_anonymized.EXT beside the input.")
 @click.option("--mode", type=click.Choice([m.value for m in Mode]), default=Mode.BLUR.value, show_default=True)
 @click.option("--shape", type=click.Choice([s.value for s in Shape]), default=Shape.ELLIPSE.value, show_default=True)
 @click.option("--scale", type=click.FloatRange(1.0, 3.0), default=1.3, show_default=True, help="Redacted area relative to the detected box.")
