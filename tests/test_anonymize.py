@@ -291,6 +291,7 @@ def test_a_video_stored_on_its_side_is_seen_upright(hamilton_run, shared_file, t
              for b in his["boxes"] if int(b[0]) in theirs]
     assert len(pairs) > 100
     assert np.median([iou_matrix(a[None], np.array([t]))[0, 0] for a, t in pairs]) > 0.8
-    # AND the output is stored on its side too, with the same display rotation
+    # AND the report says so, for whoever reads its boxes; the output is stored on its side too
+    assert doc["rotation"] == 90 and up["rotation"] == 0
     out = probe(dst)
     assert (out.rotation, out.coded_width, out.coded_height) == (90, info.coded_width, info.coded_height)

@@ -198,3 +198,7 @@ def test_merge_reports_numbers_frames_and_tracks_for_the_whole_video():
     assert [(t["track"], t["segment"], t["first_frame"]) for t in merged["tracks"]] == [(0, 0, 0), (1, 1, 15)]
     assert merged["tracks"][1]["boxes"] == [[15, 1, 2, 3, 4, 1]]
     assert merged["fps"] == 9.0
+    # the display rotation (segments keep the original's) tells how the boxes' frames are shown
+    assert merged["rotation"] == 0
+    turned = merge_reports([(0, {**part(10, [kept]), "rotation": -90})], input_name="a", output_name="b")
+    assert turned["rotation"] == -90

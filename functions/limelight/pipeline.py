@@ -388,7 +388,8 @@ class Anonymizer:
         start = time.perf_counter()
         # Frames stay as stored (the display rotation is kept for the player); detection and
         # recognition see them turned upright.
-        turns = quarter_turns(probe(src).rotation)
+        report.rotation = probe(src).rotation
+        turns = quarter_turns(report.rotation)
         stats = transcode(src, dst, options=self.options.encode, progress=progress, transform=self._transform(report, states, turns))
         report.frames, report.seconds = stats.frames, time.perf_counter() - start
         report.detector_input = self._detector_input(self._detectors())

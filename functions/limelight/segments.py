@@ -414,5 +414,6 @@ def merge_reports(parts: Sequence[tuple[int, dict[str, Any]]], *, input_name: st
         "kept": kept,
         "blurred": len(tracks) - kept,
         "segments": len(parts),
+        "rotation": int(parts[0][1].get("rotation", 0)) if parts else 0,
         "tracks": tracks,
     }
