@@ -251,3 +251,49 @@ def test_an_existing_folder_as_output_gets_the_default_name_in_it(tmp_path, shar
     code, _, err = run("anonymize", src, "-o", out)
     assert code == 0, err
     assert [p.name for p in out.iterdir()] == ["group_anonymized.jpg"]
+
+
+def _broadcast_mxf(path):
+    """A broadcast camera's file: MPEG-2 4:2:2 video and two mono 24-bit PCM tracks in MXF."""
+    from fractions import Fraction
+
+    with av.open(str(path), "w") as out:
+        video = out.add_stream("mpeg2video", rate=25)
+        video.width, video.height, video.pix_fmt = 128, 96, "yuv422p"
+        tracks = [out.add_stream("pcm_s24le", rate=48000) for _ in range(2)]
+        for track in tracks:
+            track.layout = "mono"
+        for i in range(10):
+            f = av.VideoFrame.from_ndarray(np.full((96, 128, 3), 20 * i, np.uint8), format="rgb24")
+            f.pts, f.time_base = i, Fraction(1, 25)
+            out.mux(video.encode(f))
+        out.mux(video.encode(None))
+        for n, track in enumerate(tracks):
+            for k in range(10):
+                chunk = av.AudioFrame.from_ndarray(np.full((1, 1920), (n + 1) * 1000 * k, np.int32), format="s32", layout="mono")
+                chunk.sample_rate, chunk.pts = 48000, k * 1920
+                out.mux(track.encode(chunk))
+            out.mux(track.encode(None))
+    return path
+
+
+@needs_model
+def test_a_folder_of_broadcast_mxf_is_processed_and_published_as_mp4(tmp_path):
+    from tests.media import audio_packets, frame_times
+
+    src = tmp_path / "rushes"
+    src.mkdir()
+    mxf = _broadcast_mxf(src / "CAM1.MXF")
+    code, out, err = run("anonymize", src)
+    assert code == 0, err
+    dst = tmp_path / "rushes_anonymized" / "CAM1_anonymized.mp4"
+    # THEN the MXF file was not skipped: it is written as MP4 with its frames, times and both PCM tracks
+    # sample for sample (PCM packets are arbitrary runs of samples, which MP4 reads back in other runs)
+    assert dst.is_file() and "1 file(s)" in out
+    assert frame_times(dst) == frame_times(mxf)
+
+    def tracks(path):
+        packets = audio_packets(path)
+        return [(b"".join(p[1] for p in packets if p[0] == n), min(p[2] for p in packets if p[0] == n)) for n in (0, 1)]
+
+    assert tracks(dst) == tracks(mxf) and len(tracks(mxf)[1][0]) == 10 * 1920 * 3

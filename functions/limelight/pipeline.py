@@ -31,7 +31,9 @@ from limelight.tracker import Tracker, TrackerOptions
 from limelight.video import EncodeOptions, Frame, coded_boxes, probe, quarter_turns, transcode
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
-VIDEO_SUFFIXES = frozenset({".mp4", ".mov", ".m4v", ".mkv", ".avi", ".webm", ".mpg", ".mpeg", ".ts", ".mts", ".wmv", ".flv"})
+# Broadcast cameras write MXF (XDCAM, P2), camcorders .mts / .m2ts (AVCHD), old phones .3gp.
+VIDEO_SUFFIXES = frozenset({".mp4", ".mov", ".m4v", ".mkv", ".avi", ".webm", ".mpg", ".mpeg", ".ts", ".mts", ".m2ts",
+                            ".mxf", ".3gp", ".wmv", ".flv"})
 # Containers that keep every timing rule (start offset, VFR); other inputs are written as .mp4.
 KEEP_CONTAINER = frozenset({".mp4", ".mov", ".m4v", ".mkv"})
 MAX_DETECT_WORKERS = 4
