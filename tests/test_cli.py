@@ -297,3 +297,25 @@ def test_a_folder_of_broadcast_mxf_is_processed_and_published_as_mp4(tmp_path):
         return [(b"".join(p[1] for p in packets if p[0] == n), min(p[2] for p in packets if p[0] == n)) for n in (0, 1)]
 
     assert tracks(dst) == tracks(mxf) and len(tracks(mxf)[1][0]) == 10 * 1920 * 3
+
+
+@needs_model
+@pytest.mark.parametrize("suffix", [".jpg", ".png"])
+def test_a_photo_keeps_its_colour_profile_but_not_its_exif(tmp_path, shared_file, suffix):
+    from PIL import Image, ImageCms
+
+    # GIVEN a photo with an embedded colour profile and EXIF (a camera make, a GPS block)
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    photo = Image.open(shared_file("videos/stills/multiface_group.facenet_pytorch.jpg")).convert("RGB")
+    exif = Image.Exif()
+    exif[0x010F] = "PhoneMaker"  # Make
+    exif[0x8825] = {1: "N", 2: (48.0, 51.0, 29.0)}  # GPS IFD: latitude
+    src = tmp_path / f"group{suffix}"
+    photo.save(src, icc_profile=icc, exif=exif.tobytes())
+    code, _, err = run("anonymize", src)
+    assert code == 0, err
+    out = Image.open(tmp_path / f"group_anonymized{suffix}")
+    # THEN the output shows the same colours (same profile), its faces are redacted, and no EXIF travels
+    assert out.info.get("icc_profile") == icc
+    assert np.abs(np.asarray(out, np.int16) - np.asarray(photo, np.int16)).mean() > 0.5
+    assert not out.getexif()

@@ -9,6 +9,7 @@ consented person; everything else, including faces too small to recognise, is bl
 
 from __future__ import annotations
 
+import io
 import os
 import queue
 import time
@@ -20,6 +21,7 @@ from typing import Callable, Iterable, Iterator
 
 import cv2
 import numpy as np
+from PIL import Image
 
 from limelight.detector import Detector
 from limelight.encoder_worker import FaceEncoder, usable_cpus
@@ -423,7 +425,7 @@ class Anonymizer:
         self._emit(Frame(0, 0, 0.0, rgb=rgb), boxes, states, report, min_matches=1)  # a photo has one sample per face
         for tid, rec in report.tracks.items():
             rec.decision = states[tid].decision()
-        _write_image(dst, rgb[..., ::-1])
+        _write_image(dst, rgb[..., ::-1], _icc_profile(src))
         sized = getattr(self.detector, "photo_input_size", None)
         if sized is not None:
             rh, rw = sized(*rgb.shape[:2])
@@ -434,12 +436,34 @@ class Anonymizer:
         return report
 
 
-def _write_image(dst: Path, bgr: np.ndarray) -> None:
+def _icc_profile(src: Path) -> bytes | None:
+    """The photo's embedded colour profile (a phone's Display P3, a camera's Adobe RGB), if any."""
+    try:
+        with Image.open(src) as im:
+            return im.info.get("icc_profile") or None
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return None
+
+
+# Formats that carry a colour profile, as Pillow names them.
+_ICC_FORMATS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP"}
+
+
+def _write_image(dst: Path, bgr: np.ndarray, icc: bytes | None = None) -> None:
+    """Write the photo atomically. Its colour profile, when it had one, is embedded again (OpenCV
+    drops it, and a Display P3 photo read as sRGB looks washed out); EXIF is not (the pixels are
+    already turned upright, and GPS must not travel)."""
     suffix = dst.suffix.lower() or ".png"
-    # Each format gets only its own parameters: OpenCV warns on stderr about a JPEG one given to a PNG.
-    params = {".jpg": [cv2.IMWRITE_JPEG_QUALITY, 95], ".jpeg": [cv2.IMWRITE_JPEG_QUALITY, 95],
-              ".webp": [cv2.IMWRITE_WEBP_QUALITY, 95]}.get(suffix, [])
-    ok, data = cv2.imencode(suffix, bgr, params)
+    if icc and suffix in _ICC_FORMATS:
+        buffer = io.BytesIO()
+        quality = {"quality": 95} if suffix != ".png" else {}
+        Image.fromarray(np.ascontiguousarray(bgr[..., ::-1])).save(buffer, format=_ICC_FORMATS[suffix], icc_profile=icc, **quality)
+        ok, data = True, np.frombuffer(buffer.getvalue(), np.uint8)
+    else:
+        # Each format gets only its own parameters: OpenCV warns on stderr about a JPEG one given to a PNG.
+        params = {".jpg": [cv2.IMWRITE_JPEG_QUALITY, 95], ".jpeg": [cv2.IMWRITE_JPEG_QUALITY, 95],
+                  ".webp": [cv2.IMWRITE_WEBP_QUALITY, 95]}.get(suffix, [])
+        ok, data = cv2.imencode(suffix, bgr, params)
     if not ok:
         raise OutputError(f"{dst}: cannot encode an image of this type")
     tmp = dst.with_name(f".{dst.name}.part")
