@@ -159,15 +159,16 @@ def _anonymize(input_path, known_faces, output, mode, shape, scale, threshold, d
 
 
 def _summary(reports, failed: list[dict], elapsed: float, report_path) -> None:
-    frames = sum(r.frames for r in reports)
+    frames = sum(r.frames for r in reports if r.kind == "video")
     faces = sum(r.faces for r in reports)
     kept = sum(r.kept for r in reports)
     for r in reports:
-        click.echo(f"{r.output}  ({r.kind}, {r.frames} frames, {r.faces} faces: {r.kept} kept, {r.faces - r.kept} blurred)")
+        length = f"{r.frames} frames, " if r.kind == "video" else ""
+        click.echo(f"{r.output}  ({r.kind}, {length}{r.faces} faces: {r.kept} kept, {r.faces - r.kept} blurred)")
     done = f"{len(reports)} of {len(reports) + len(failed)} file(s) ({len(failed)} failed, see above)" if failed else f"{len(reports)} file(s)"
+    pace = f", {frames} video frames in {elapsed:.1f} s ({frames / max(elapsed, 1e-9):.1f} fps)" if frames else f" in {elapsed:.1f} s"
     click.echo(
-        f"done: {done}, {frames} frames in {elapsed:.1f} s ({frames / max(elapsed, 1e-9):.1f} fps); "
-        f"faces {faces}: kept {kept}, blurred {faces - kept}" + (f"; report {report_path}" if report_path else "")
+        f"done: {done}{pace}; faces {faces}: kept {kept}, blurred {faces - kept}" + (f"; report {report_path}" if report_path else "")
     )
 
 
