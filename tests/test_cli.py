@@ -319,3 +319,18 @@ def test_a_photo_keeps_its_colour_profile_but_not_its_exif(tmp_path, shared_file
     assert out.info.get("icc_profile") == icc
     assert np.abs(np.asarray(out, np.int16) - np.asarray(photo, np.int16)).mean() > 0.5
     assert not out.getexif()
+
+
+@needs_model
+def test_a_cmyk_profile_is_not_put_on_the_rgb_photo_written(tmp_path, shared_file):
+    from PIL import Image, ImageCms
+
+    # GIVEN a CMYK print file with its CMYK profile (OpenCV reads it as RGB)
+    rgb_profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    cmyk_profile = rgb_profile[:16] + b"CMYK" + rgb_profile[20:]  # the header's data colour space
+    src = tmp_path / "print.jpg"
+    Image.open(shared_file("videos/stills/multiface_group.facenet_pytorch.jpg")).convert("CMYK").save(src, icc_profile=cmyk_profile)
+    code, _, err = run("anonymize", src)
+    assert code == 0, err
+    # THEN the RGB output does not claim to be CMYK
+    assert Image.open(tmp_path / "print_anonymized.jpg").info.get("icc_profile") is None

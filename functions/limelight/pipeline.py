@@ -437,12 +437,15 @@ class Anonymizer:
 
 
 def _icc_profile(src: Path) -> bytes | None:
-    """The photo's embedded colour profile (a phone's Display P3, a camera's Adobe RGB), if any."""
+    """The photo's embedded RGB colour profile (a phone's Display P3, a camera's Adobe RGB), if any.
+    A CMYK or grey profile (print files, scans) describes other pixels than the RGB ones written
+    back, so it is left out (the photo is then read as sRGB, as OpenCV decoded it)."""
     try:
         with Image.open(src) as im:
-            return im.info.get("icc_profile") or None
+            icc = im.info.get("icc_profile")
     except (OSError, ValueError, Image.DecompressionBombError):
         return None
+    return icc if icc and icc[16:20] == b"RGB " else None  # the header's data colour space
 
 
 # Formats that carry a colour profile, as Pillow names them.
