@@ -334,3 +334,21 @@ def test_a_cmyk_profile_is_not_put_on_the_rgb_photo_written(tmp_path, shared_fil
     assert code == 0, err
     # THEN the RGB output does not claim to be CMYK
     assert Image.open(tmp_path / "print_anonymized.jpg").info.get("icc_profile") is None
+
+
+@needs_model
+def test_an_iphone_heic_photo_is_published_as_jpeg(tmp_path, shared_file):
+    import cv2
+    from PIL import Image
+
+    # GIVEN a group photo as an iPhone saves it (HEIC)
+    photo = Image.open(shared_file("videos/stills/multiface_group.facenet_pytorch.jpg")).convert("RGB")
+    src = tmp_path / "IMG_0001.HEIC"
+    photo.save(src)
+    code, out, err = run("anonymize", src)
+    assert code == 0, err
+    # THEN it is written as JPEG (what OpenCV and the web can show), same size, faces blurred
+    dst = tmp_path / "IMG_0001_anonymized.jpg"
+    written = cv2.imread(str(dst))
+    assert written is not None and written.shape[:2] == (photo.height, photo.width)
+    assert "6 faces" in out

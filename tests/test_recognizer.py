@@ -234,6 +234,23 @@ def test_person_subfolders_group_photos_under_the_folder_name(
     assert Recognizer(gallery).match(gallery.encodings[1]).name == "Barack Obama"
 
 
+def test_an_iphone_heic_photo_is_a_known_face_like_its_jpeg(known_faces: Path, hamilton_gallery: Gallery, tmp_path: Path) -> None:
+    # GIVEN his photo as an iPhone saves photos: HEIC, turned by its EXIF orientation
+    photo = Image.open(known_faces / "hamilton_white_house" / "lin-manuel-miranda.png").convert("RGB")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: the stored pixels are to be turned 90 degrees clockwise
+    folder = tmp_path / "known"
+    folder.mkdir()
+    photo.rotate(90, expand=True).save(folder / "Lin.HEIC", exif=exif.tobytes())
+
+    # WHEN the gallery is loaded
+    gallery = load_gallery(folder)
+
+    # THEN the photo is read upright and gives his encoding (that of his PNG, up to HEIC's compression)
+    assert gallery.names == ("Lin",)
+    assert np.linalg.norm(gallery.encodings[0] - encoding_of(hamilton_gallery, "lin-manuel-miranda")) < 0.1
+
+
 def test_empty_person_subfolder_is_refused(tmp_path: Path) -> None:
     # GIVEN a person folder without photos
     (tmp_path / "ann").mkdir()

@@ -21,7 +21,7 @@ from typing import Callable, Iterable, Iterator
 
 import cv2
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from limelight.detector import Detector
 from limelight.encoder_worker import FaceEncoder, usable_cpus
@@ -32,7 +32,9 @@ from limelight.report import FileReport
 from limelight.tracker import Tracker, TrackerOptions
 from limelight.video import EncodeOptions, Frame, coded_boxes, probe, quarter_turns, transcode
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".heic", ".heif"})
+# Photos in formats OpenCV cannot write (an iPhone's HEIC) are published as JPEG.
+_PUBLISHED_AS_JPEG = frozenset({".heic", ".heif"})
 # Broadcast cameras write MXF (XDCAM, P2), camcorders .mts / .m2ts (AVCHD), old phones .3gp.
 VIDEO_SUFFIXES = frozenset({".mp4", ".mov", ".m4v", ".mkv", ".avi", ".webm", ".mpg", ".mpeg", ".ts", ".mts", ".m2ts",
                             ".mxf", ".3gp", ".wmv", ".flv"})
@@ -170,6 +172,8 @@ def default_output(src: Path) -> Path:
     suffix = src.suffix.lower()
     if suffix in VIDEO_SUFFIXES and suffix not in KEEP_CONTAINER:
         suffix = ".mp4"
+    elif suffix in _PUBLISHED_AS_JPEG:
+        suffix = ".jpg"
     return src.with_name(f"{src.stem}_anonymized{suffix if suffix in IMAGE_SUFFIXES | VIDEO_SUFFIXES else src.suffix}")
 
 
@@ -405,10 +409,7 @@ class Anonymizer:
     def image(self, src: Path, dst: Path) -> FileReport:
         """Anonymize one photo: every detected face is its own one-frame track."""
         start = time.perf_counter()
-        bgr = cv2.imread(str(src), cv2.IMREAD_COLOR)
-        if bgr is None:
-            raise InputError(f"{src}: not a readable image")
-        rgb = np.ascontiguousarray(bgr[..., ::-1])
+        rgb = _read_image(src)
         report = FileReport(str(src), str(dst), "image", frames=1)
         states: dict[int, _TrackState] = {}
         boxes = []
@@ -434,6 +435,19 @@ class Anonymizer:
             report.detector_input = self._detector_input([self.detector])
         report.seconds = time.perf_counter() - start
         return report
+
+
+def _read_image(src: Path) -> np.ndarray:
+    """RGB pixels of a photo, turned upright by its EXIF orientation: OpenCV's reader, or Pillow's
+    for what OpenCV cannot read (HEIC / HEIF, through pillow-heif)."""
+    bgr = cv2.imread(str(src), cv2.IMREAD_COLOR)
+    if bgr is not None:
+        return np.ascontiguousarray(bgr[..., ::-1])
+    try:
+        with Image.open(src) as image:
+            return np.array(ImageOps.exif_transpose(image).convert("RGB"))
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        raise InputError(f"{src}: not a readable image") from None
 
 
 def _icc_profile(src: Path) -> bytes | None:
@@ -466,7 +480,10 @@ def _write_image(dst: Path, bgr: np.ndarray, icc: bytes | None = None) -> None:
         # Each format gets only its own parameters: OpenCV warns on stderr about a JPEG one given to a PNG.
         params = {".jpg": [cv2.IMWRITE_JPEG_QUALITY, 95], ".jpeg": [cv2.IMWRITE_JPEG_QUALITY, 95],
                   ".webp": [cv2.IMWRITE_WEBP_QUALITY, 95]}.get(suffix, [])
-        ok, data = cv2.imencode(suffix, bgr, params)
+        try:
+            ok, data = cv2.imencode(suffix, bgr, params)
+        except cv2.error:
+            ok = False
     if not ok:
         raise OutputError(f"{dst}: cannot encode an image of this type")
     tmp = dst.with_name(f".{dst.name}.part")

@@ -28,6 +28,7 @@ import cv2
 import face_recognition
 import numpy as np
 from PIL import Image, ImageOps
+from pillow_heif import register_heif_opener
 
 from limelight.errors import LimeLightError, OutputError
 from limelight.video import coded_boxes, upright_boxes
@@ -55,7 +56,10 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 ENCODING_SIZE = 128
-PHOTO_SUFFIXES = frozenset({".jpg", ".jpeg", ".png"})
+# HEIC / HEIF: what iPhones take photos in (read through pillow-heif, registered with Pillow below).
+PHOTO_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".heic", ".heif"})
+register_heif_opener()
+_SUFFIX_LIST = "/".join(sorted(PHOTO_SUFFIXES))
 
 # Faces smaller than this (short side of the detector box, in pixels) are not encoded: dlib's
 # 150x150 face chip would be upscaled from almost nothing and the embedding is unreliable.
@@ -228,7 +232,7 @@ def _read_photo(path: Path) -> np.ndarray:
                 image = flat
             return np.asarray(image.convert("RGB"))
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
-        raise KnownFacesError(f"cannot read photo {path}: not a readable JPEG/PNG image") from error
+        raise KnownFacesError(f"cannot read photo {path}: not a readable JPEG/PNG/HEIC image") from error
 
 
 def _scaled(image: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
@@ -269,7 +273,7 @@ def encode_photo(path: str | os.PathLike[str]) -> PhotoFace:
     """Encode the one face of a gallery photo.
 
     Rules (each failure raises `KnownFacesError` with a one-line message naming the file):
-    the photo must be a readable JPEG/PNG; it must contain a face (see `_detect_photo_faces`);
+    the photo must be a readable JPEG/PNG/HEIC; it must contain a face (see `_detect_photo_faces`);
     with several faces, the largest must be at least `DOMINANT_FACE_RATIO` times the area of the
     next, otherwise the photo is refused (a group photo would whitelist a bystander); the chosen
     face must be at least `MIN_GALLERY_FACE_PX` pixels on its short side.
@@ -325,7 +329,7 @@ def _gallery_photos(folder: Path) -> list[tuple[str, Path]]:
     for sub in (entry for entry in visible(folder) if entry.is_dir()):
         photos = photos_in(sub)
         if not photos:
-            raise KnownFacesError(f"person folder {sub} contains no .jpg/.jpeg/.png photo")
+            raise KnownFacesError(f"person folder {sub} contains no {_SUFFIX_LIST} photo")
         found.extend((sub.name, photo) for photo in photos)
     return found
 
@@ -350,7 +354,7 @@ def load_gallery(folder: str | os.PathLike[str]) -> Gallery:
             f"cannot list known-faces folder {folder}: {error.strerror or error}"
         ) from error
     if not photos:
-        raise KnownFacesError(f"known-faces folder {folder} contains no .jpg/.jpeg/.png photo")
+        raise KnownFacesError(f"known-faces folder {folder} contains no {_SUFFIX_LIST} photo")
     names, encodings, sources = [], [], []
     for name, photo in photos:
         face = encode_photo(photo)
