@@ -383,21 +383,20 @@ class Anonymizer:
 
     def video(self, src: Path, dst: Path, progress: Callable[[int], None] | None = None) -> FileReport:
         """Anonymize one video into `dst` (written under a temporary name, renamed when complete)."""
-        engine = self
+        engine, info = self, probe(src)
         if self.recognizer is not None:
-            sched = self.options.recognition.at_rate(float(probe(src).fps))
+            sched = self.options.recognition.at_rate(float(info.fps))
             if sched != self.options.recognition:  # a faster video: the schedule in its frames
                 engine = Anonymizer(self.detector, self.recognizer, replace(self.options, recognition=sched))
-        return engine._video(src, dst, progress)
+        return engine._video(src, dst, progress, info.rotation)
 
-    def _video(self, src: Path, dst: Path, progress: Callable[[int], None] | None) -> FileReport:
-        report = FileReport(str(src), str(dst), "video")
+    def _video(self, src: Path, dst: Path, progress: Callable[[int], None] | None, rotation: int) -> FileReport:
+        report = FileReport(str(src), str(dst), "video", rotation=rotation)
         states: dict[int, _TrackState] = {}
         start = time.perf_counter()
         # Frames stay as stored (the display rotation is kept for the player); detection and
         # recognition see them turned upright.
-        report.rotation = probe(src).rotation
-        turns = quarter_turns(report.rotation)
+        turns = quarter_turns(rotation)
         stats = transcode(src, dst, options=self.options.encode, progress=progress, transform=self._transform(report, states, turns))
         report.frames, report.seconds = stats.frames, time.perf_counter() - start
         report.detector_input = self._detector_input(self._detectors())
