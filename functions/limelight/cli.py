@@ -140,7 +140,7 @@ def _anonymize(input_path, known_faces, output, mode, shape, scale, threshold, d
                 continue
             info = probe(src)
             with tqdm(total=info.frame_count or None, unit="frame", desc=src.name, disable=None, leave=False) as bar:
-                reports.append(engine.video(src, dst, progress=lambda n: bar.update(n - bar.n)))
+                reports.append(engine.video(src, dst, progress=lambda n: bar.update(n - bar.n), info=info))
         except InputError as e:
             # One unusable file of a folder (truncated, not really a video) does not stop the batch:
             # its line is printed now, it gets no output, and the run still exits non-zero.

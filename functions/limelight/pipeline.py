@@ -30,7 +30,7 @@ from limelight.recognizer import Decision, IdentityVote, Recognizer, encode_face
 from limelight.redact import RedactOptions, mark, redact, redact_planes
 from limelight.report import FileReport
 from limelight.tracker import Tracker, TrackerOptions
-from limelight.video import EncodeOptions, Frame, coded_boxes, probe, quarter_turns, transcode
+from limelight.video import EncodeOptions, Frame, VideoInfo, coded_boxes, probe, quarter_turns, transcode
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".heic", ".heif"})
 # Photos in formats OpenCV cannot write (an iPhone's HEIC) are published as JPEG.
@@ -381,9 +381,12 @@ class Anonymizer:
 
         return run
 
-    def video(self, src: Path, dst: Path, progress: Callable[[int], None] | None = None) -> FileReport:
-        """Anonymize one video into `dst` (written under a temporary name, renamed when complete)."""
-        engine, info = self, probe(src)
+    def video(self, src: Path, dst: Path, progress: Callable[[int], None] | None = None,
+              info: VideoInfo | None = None) -> FileReport:
+        """Anonymize one video into `dst` (written under a temporary name, renamed when complete).
+        `info`: `probe(src)` when the caller has it already (probing a container without a frame
+        count reads the whole file)."""
+        engine, info = self, info or probe(src)
         if self.recognizer is not None:
             sched = self.options.recognition.at_rate(float(info.fps))
             if sched != self.options.recognition:  # a faster video: the schedule in its frames
