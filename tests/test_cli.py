@@ -352,3 +352,15 @@ def test_an_iphone_heic_photo_is_published_as_jpeg(tmp_path, shared_file):
     written = cv2.imread(str(dst))
     assert written is not None and written.shape[:2] == (photo.height, photo.width)
     assert "6 faces" in out
+
+
+@needs_model
+def test_detect_reads_heic_photos_too(tmp_path, shared_file):
+    from PIL import Image
+
+    src = tmp_path / "group.heic"
+    Image.open(shared_file("videos/stills/multiface_group.facenet_pytorch.jpg")).convert("RGB").save(src)
+    code, out, err = run("detect", src, "--json")
+    assert code == 0, err
+    row = json.loads(out)
+    assert (row["width"], row["height"]) == Image.open(src).size and len(row["faces"]) >= 5

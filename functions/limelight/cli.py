@@ -179,18 +179,17 @@ def _summary(reports, failed: list[dict], elapsed: float, report_path) -> None:
 @click.option("--threshold", type=click.FloatRange(0.0, 1.0), default=0.02, show_default=True)
 def detect(images, as_json, detect_size, threshold):
     """Run the shipped int8 detector on IMAGES and print the faces found."""
-    import cv2
-
     from limelight.detector import Detector
+    from limelight.pipeline import read_image
 
     try:
         det = Detector(detect_size=detect_size, threshold=threshold)
         for path in images:
-            bgr = cv2.imread(str(path), cv2.IMREAD_COLOR) if path.is_file() else None
-            if bgr is None:
+            if not path.is_file():
                 raise InputError(f"{path}: not a readable image")
-            faces = det(bgr[..., ::-1].copy())
-            h, w = bgr.shape[:2]
+            rgb = read_image(path)  # EXIF orientation applied; HEIC too
+            faces = det(rgb)
+            h, w = rgb.shape[:2]
             if as_json:
                 rows = [{"box": [round(float(v), 1) for v in f[:4]], "score": round(float(f[4]), 4)} for f in faces]
                 click.echo(json.dumps({"image": str(path), "width": w, "height": h, "faces": rows}))

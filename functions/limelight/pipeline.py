@@ -411,7 +411,7 @@ class Anonymizer:
     def image(self, src: Path, dst: Path) -> FileReport:
         """Anonymize one photo: every detected face is its own one-frame track."""
         start = time.perf_counter()
-        rgb = _read_image(src)
+        rgb = read_image(src)
         report = FileReport(str(src), str(dst), "image", frames=1)
         states: dict[int, _TrackState] = {}
         boxes = []
@@ -439,7 +439,7 @@ class Anonymizer:
         return report
 
 
-def _read_image(src: Path) -> np.ndarray:
+def read_image(src: Path) -> np.ndarray:
     """RGB pixels of a photo, turned upright by its EXIF orientation: OpenCV's reader, or Pillow's
     for what OpenCV cannot read (HEIC / HEIF, through pillow-heif)."""
     bgr = cv2.imread(str(src), cv2.IMREAD_COLOR)
