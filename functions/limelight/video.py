@@ -35,7 +35,7 @@ import cv2
 import numpy as np
 from av.sidedata.sidedata import Type as SideDataType
 from av.stream import Disposition
-from av.video.reformatter import Interpolation
+from av.video.reformatter import Interpolation, VideoReformatter
 
 from limelight.errors import InputError, OutputError
 
@@ -615,6 +615,7 @@ def _frames(
     flags = _EXACT_RGB if exact_rgb else _FAST_RGB
     last_pts: int | None = None
     index = 0
+    to_planar = VideoReformatter()  # one for the stream: its scaler is set up once, not per frame
     for vframe in _decoded_frames(container, path, writer):
         pts = vframe.pts
         if pts is None:
@@ -628,17 +629,16 @@ def _frames(
             writer.issued(pts)
         seconds = float(pts * tb) if tb else 0.0
         fmt, even = vframe.format.name, vframe.width % 2 == 0 and vframe.height % 2 == 0
+        yuv = None
         if even and fmt in _TO_PLANAR_420:
-            target = "yuvj420p" if fmt.startswith("yuvj") else "yuv420p"
+            fmt = "yuvj420p" if fmt.startswith("yuvj") else "yuv420p"
             rng = vframe.color_range or None  # the same on both sides: no range conversion
-            planar = vframe.reformat(format=target, src_color_range=rng, dst_color_range=rng)
-            yield Frame(
-                index, pts, seconds, yuv=planar.to_ndarray(), pix_fmt=target,
-                colorspace=vframe.colorspace, color_range=vframe.color_range, exact_rgb=exact_rgb,
-            )
+            yuv = to_planar.reformat(vframe, format=fmt, src_color_range=rng, dst_color_range=rng).to_ndarray()
         elif even and fmt in _PLANAR_420:
+            yuv = vframe.to_ndarray()
+        if yuv is not None:
             yield Frame(
-                index, pts, seconds, yuv=vframe.to_ndarray(), pix_fmt=fmt,
+                index, pts, seconds, yuv=yuv, pix_fmt=fmt,
                 colorspace=vframe.colorspace, color_range=vframe.color_range, exact_rgb=exact_rgb,
             )
         else:
