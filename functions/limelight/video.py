@@ -11,7 +11,8 @@ Contract of `transcode` (see docs/DESIGN.md, "Video rules"):
   count, fractional / variable frame rates, the start offset and the duration are kept;
 - every audio stream is copied packet for packet, bit-exact (no re-encode); subtitle and data
   streams are dropped;
-- rotation (display matrix), colour tags, sample aspect ratio and container metadata are kept;
+- rotation (display matrix), colour tags, sample aspect ratio, interlacing (field order) and
+  container metadata are kept;
 - the output appears atomically: it is written to a hidden temporary file next to the
   destination and renamed only on success; on failure nothing is left behind;
 - the input is never modified.
@@ -33,6 +34,7 @@ from pathlib import Path
 import av
 import cv2
 import numpy as np
+from av.codec.context import Flags as CodecFlags
 from av.sidedata.sidedata import Type as SideDataType
 from av.stream import Disposition
 from av.video.reformatter import Interpolation, VideoReformatter
@@ -67,6 +69,10 @@ PRESETS = (
 
 # 4:2:0 8-bit formats libx264 accepts; any other input format is encoded as yuv420p.
 _KEPT_PIX_FMTS = frozenset({"yuv420p", "yuvj420p", "nv12", "nv21"})
+
+# AVFieldOrder of a stream -> the field shown first, as x264's options name it. TB / BT store
+# one field first and show the other first: what the encoder needs is the order they are shown in.
+_FIELD_ORDERS = {2: "tff", 3: "bff", 4: "bff", 5: "tff"}  # TT, BB, TB, BT (0 unknown, 1 progressive)
 
 # Container tags describing the old file/encoder rather than the content; the muxer writes its own.
 _DROPPED_CONTAINER_TAGS = frozenset({"major_brand", "minor_version", "compatible_brands", "encoder"})
@@ -179,7 +185,8 @@ _PLANAR_420 = frozenset({"yuv420p", "yuvj420p"})
 # Other YUV layouts (10 / 12 bit as phones record HDR, 4:2:2 and 4:4:4 as cameras do, semi-planar)
 # become 8-bit planar 4:2:0 in one swscale step, YUV to YUV with the same matrix and range (no colour
 # conversion, no RGB round trip), and then travel like the above. The encoder writes 8-bit 4:2:0 for
-# them anyway: H.264 High 10 / 4:2:2 plays in few browsers and devices.
+# them anyway: H.264 High 10 / 4:2:2 plays in few browsers and devices. For a frame flagged
+# interlaced, swscale halves the chroma within each field, as interlaced 4:2:0 needs (tested).
 _TO_PLANAR_420 = frozenset({
     "yuv420p10le", "yuv420p12le", "yuv422p", "yuv422p10le", "yuv422p12le", "yuv444p", "yuv444p10le",
     "yuv444p12le", "yuvj422p", "yuvj444p", "nv12", "nv21", "p010le",
@@ -553,6 +560,15 @@ def first_video_stream(container: av.container.Container) -> av.video.stream.Vid
     return None
 
 
+def _interlacing(stream: av.video.stream.VideoStream, first: av.VideoFrame) -> str | None:
+    """"tff" / "bff" when the video is interlaced (its stream's field order, else its first frame's
+    flag; top field first, the HD broadcast order, when only the frame says so), None if progressive."""
+    order = _FIELD_ORDERS.get(stream.codec_context.field_order)
+    if order is None and first.interlaced_frame:
+        order = "tff"
+    return order
+
+
 def _frame_rate(stream: av.video.stream.VideoStream) -> Fraction:
     rate = stream.average_rate or stream.guessed_rate or stream.base_rate
     return Fraction(rate) if rate else Fraction(0)
@@ -719,7 +735,17 @@ class _Writer:
         cc.pix_fmt = self._options.pix_fmt or (in_fmt if in_fmt in _KEPT_PIX_FMTS else "yuv420p")
         cc.thread_type = "AUTO"
         cc.thread_count = self.threads
-        cc.options = {"crf": str(self._options.crf), "preset": self._options.preset}
+        options = {"crf": str(self._options.crf), "preset": self._options.preset}
+        fields = _interlacing(iv, first)
+        if fields is not None:
+            # Interlaced in, interlaced out: each field keeps its own lines and moment. Encoded as
+            # progressive, the fields of a moving subject would show as combing on every player
+            # (none deinterlaces a stream marked progressive). The order goes to x264 itself:
+            # libx264 would take it from each frame's flags, which PyAV cannot set.
+            cc.flags |= CodecFlags.interlaced_dct | CodecFlags.interlaced_me
+            cc.field_order = 2 if fields == "tff" else 3
+            options["x264-params"] = f"{fields}=1"
+        cc.options = options
         sar = _sample_aspect_ratio(iv)
         if sar:
             cc.sample_aspect_ratio = sar
