@@ -550,6 +550,35 @@ def test_interlaced_4_2_2_keeps_each_fields_colour(tmp_path):
     assert np.array_equal(picture[:height], np.full((height, width), 128, np.uint8))
 
 
+def test_odd_sized_video_is_encoded_with_its_last_column_and_row_repeated(tmp_path):
+    # GIVEN a lossless 853 x 479 clip (odd sizes: screen recorders, crops; H.264 4:2:0 has none)
+    src = tmp_path / "odd.mkv"
+    width, height = 853, 479
+    yy, xx = np.mgrid[0:height, 0:width]
+    with av.open(str(src), "w") as out:
+        video = out.add_stream("ffv1", rate=25)
+        video.width, video.height, video.pix_fmt = width, height, "yuv420p"
+        for i in range(3):
+            rgb = np.stack([(xx * 255 // width), (yy * 255 // height), np.full_like(xx, 40 * i)], -1).astype(np.uint8)
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p")
+            frame.pts = i
+            out.mux(video.encode(frame))
+        out.mux(video.encode(None))
+    # WHEN it goes through (it failed: "H.264 encoding failed")
+    dst = tmp_path / "out.mkv"
+    stats = transcode(src, dst, options=EncodeOptions(crf=0))
+    # THEN every frame is there, one column and one row larger, the picture unchanged where it was
+    # and its edge repeated in the added column / row
+    assert stats.frames == 3
+    before = [rgb for _, _, rgb in iter_frames(src)]
+    after = [rgb for _, _, rgb in iter_frames(dst)]
+    assert len(after) == 3 and after[0].shape == (height + 1, width + 1, 3)
+    for a, b in zip(before, after):
+        assert np.abs(b[:height, :width].astype(int) - a).mean() < 2
+        assert np.abs(b[:height, width].astype(int) - b[:height, width - 1]).mean() < 3
+        assert np.abs(b[height, :width].astype(int) - b[height - 1, :width]).mean() < 3
+
+
 @pytest.mark.parametrize("region", [(0, 0, 96, 54), (13, 7, 58, 33), (1, 1, 95, 53), (40, 10, 41, 11)])
 def test_rgb_region_is_the_whole_frame_conversion_cut(tmp_path, region):
     # GIVEN a decoded frame held in YUV, and odd region bounds (chroma covers 2 x 2 pixels) whose

@@ -687,6 +687,7 @@ class _Writer:
         self._expected: deque[int] = deque()
         self._input_done = False
         self._pixel_tags: tuple[int, int] = (2, 0)  # (colorspace, range): unspecified until start()
+        self._coded_size: tuple[int, int] | None = None  # (height, width) of the decoded frames
         try:
             self._out = av.open(str(tmp), mode="w")
         except (av.FFmpegError, OSError, ValueError) as error:
@@ -730,7 +731,9 @@ class _Writer:
         # Same time base as the input: every output pts equals the input frame's pts.
         ov.time_base = iv.time_base
         cc.time_base = iv.time_base
-        cc.width, cc.height = first.width, first.height
+        # H.264 4:2:0 has no odd sizes (its cropping works in steps of 2): an odd-sized video
+        # (853 x 479, from screen recorders and crops) gets its last column / row repeated once.
+        cc.width, cc.height = first.width + first.width % 2, first.height + first.height % 2
         in_fmt = first.format.name
         cc.pix_fmt = self._options.pix_fmt or (in_fmt if in_fmt in _KEPT_PIX_FMTS else "yuv420p")
         cc.thread_type = "AUTO"
@@ -756,6 +759,7 @@ class _Writer:
         # The encoder converts RGB->YUV with the matrix/range tagged on the RGB frame; untagged
         # it assumes BT.601 limited, which shifts colours of BT.709 (HD) or full-range sources.
         self._pixel_tags = (first.colorspace, first.color_range)
+        self._coded_size = (first.height, first.width)
         matrix = first.side_data.get(SideDataType.DISPLAYMATRIX)
         if matrix is not None:
             ov.set_display_matrix(np.frombuffer(bytes(matrix), dtype=np.int32).tolist())
@@ -821,6 +825,8 @@ class _Writer:
             vframe = frame._video_frame(frame.yuv)
         else:
             rgb = frame.rgb
+            if rgb.ndim == 3 and rgb.shape[:2] != (cc.height, cc.width) and rgb.shape[:2] == self._coded_size:
+                rgb = np.pad(rgb, ((0, cc.height - rgb.shape[0]), (0, cc.width - rgb.shape[1]), (0, 0)), mode="edge")
             if rgb.dtype != np.uint8 or rgb.shape != (cc.height, cc.width, 3):
                 raise ValueError(
                     f"frame {frame.index}: expected uint8 array of shape {(cc.height, cc.width, 3)}, "
