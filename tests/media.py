@@ -64,3 +64,38 @@ def assert_same_pictures(a: Path, b: Path, max_mean_diff: float = 1.0) -> None:
     assert len(pa) == len(pb) > 0
     worst = max(float(np.abs(x.astype(np.int16) - y).mean()) for x, y in zip(pa, pb))
     assert worst <= max_mean_diff, f"frames differ by up to {worst:.2f} levels on average"
+
+
+def size_switching_clip(path: Path, sizes=((128, 72), (96, 54)), frames: int = 12, rate: int = 25) -> Path:
+    """A clip whose picture size changes mid-stream, as a recording of adaptive streaming or joined
+    TS files are: one H.264 part per size (`frames` each, a keyframe opening each, flat grey
+    60 + 100 k for part k), the parts' transport streams joined and, for another suffix than .ts,
+    remuxed into that container (the later parts' SPS travel in-band)."""
+    parts = []
+    for k, (width, height) in enumerate(sizes):
+        part = path.with_name(f"{path.stem}.part{k}.ts")
+        with av.open(str(part), "w") as out:
+            video = out.add_stream("libx264", rate=rate)
+            video.width, video.height, video.pix_fmt = width, height, "yuv420p"
+            video.options = {"preset": "ultrafast", "bframes": "0"}  # dts = pts: the parts' times follow on
+            for i in range(frames):
+                rgb = np.full((height, width, 3), 60 + 100 * k, np.uint8)
+                frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p")
+                frame.pts = frames * k + i
+                out.mux(video.encode(frame))
+            out.mux(video.encode(None))
+        parts.append(part.read_bytes())
+        part.unlink()
+    ts = path.with_suffix(".ts")
+    ts.write_bytes(b"".join(parts))
+    if path.suffix == ".ts":
+        return path
+    with av.open(str(ts)) as src, av.open(str(path), "w") as dst:
+        video = src.streams.video[0]
+        copy = dst.add_stream_from_template(video)
+        for packet in src.demux(video):
+            if packet.size:
+                packet.stream = copy
+                dst.mux(packet)
+    ts.unlink()
+    return path

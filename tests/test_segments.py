@@ -16,8 +16,8 @@ import pytest
 
 from limelight.errors import InputError, OutputError
 from limelight.segments import join, merge_reports, split
-from limelight.video import EncodeOptions, transcode
-from tests.media import audio_packets, frame_times
+from limelight.video import EncodeOptions, probe, transcode
+from tests.media import audio_packets, frame_times, size_switching_clip
 
 HAMILTON = "hamilton_white_house_short_clip.mp4"
 
@@ -66,12 +66,12 @@ def start_times(path: Path) -> dict[str, Fraction]:
         return {s.type: s.start_time * s.time_base for s in (c.streams.video[0], c.streams.audio[0])}
 
 
-def encode_segments(segments, folder: Path) -> list[Path]:
+def encode_segments(segments, folder: Path, size: tuple[int, int] | None = None) -> list[Path]:
     """Each segment through the engine's encoder (identity transform), as the Lambda does."""
     out = []
     for segment in segments:
         dst = folder / f"encoded-{segment.index:05d}.mp4"
-        transcode(segment.path, dst, options=EncodeOptions(preset="ultrafast"))
+        transcode(segment.path, dst, options=EncodeOptions(preset="ultrafast", size=size))
         out.append(dst)
     return out
 
@@ -153,6 +153,27 @@ def test_the_joined_video_keeps_the_title_but_not_the_recording_location(tmp_pat
     with av.open(str(tmp_path / "joined.mp4")) as c:
         assert c.metadata["title"] == "street"
         assert not [k for k in c.metadata if "location" in k.lower()]
+
+
+def test_segments_of_a_video_changing_size_are_encoded_at_its_size_and_join(tmp_path):
+    # GIVEN an MP4 whose picture size changes at its second keyframe (128 x 72, then 96 x 54)
+    src = size_switching_clip(tmp_path / "switch.mp4", frames=30)
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    segments = split(src, folder, 1.0)
+    assert [s.frames for s in segments] == [30, 30]
+    # WHEN each segment is encoded at the whole video's picture size (the Map item's `picture`)
+    info = probe(src)
+    encoded = encode_segments(segments, tmp_path, size=(info.coded_width, info.coded_height))
+    stats = join(encoded, src, tmp_path / "joined.mp4")
+    # THEN the joined stream decodes to every frame at that size, each part's picture kept (each
+    # segment encoded at its own size, join refused them: "encoded with other settings than the first")
+    assert stats.frames == 60
+    with av.open(str(tmp_path / "joined.mp4")) as c:
+        pictures = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    assert len(pictures) == 60 and {p.shape for p in pictures} == {(72, 128, 3)}
+    assert abs(pictures[5].mean() - 60) < 3 and abs(pictures[45].mean() - 160) < 3
+    assert frame_times(tmp_path / "joined.mp4") == frame_times(src)
 
 
 def test_split_with_target_longer_than_the_clip_gives_one_segment(tmp_path):

@@ -20,7 +20,7 @@ import pytest
 
 from limelight.errors import InputError, LimeLightError, OutputError
 from limelight.video import EncodeOptions, Frame, iter_frames, probe, transcode
-from tests.media import frame_times
+from tests.media import frame_times, size_switching_clip
 
 HAMILTON = "hamilton_white_house_short_clip.mp4"
 PORTRAIT = "portrait_single_person_egoblur_gen1.mp4"
@@ -577,6 +577,22 @@ def test_odd_sized_video_is_encoded_with_its_last_column_and_row_repeated(tmp_pa
         assert np.abs(b[:height, :width].astype(int) - a).mean() < 2
         assert np.abs(b[:height, width].astype(int) - b[:height, width - 1]).mean() < 3
         assert np.abs(b[height, :width].astype(int) - b[height - 1, :width]).mean() < 3
+
+
+def test_picture_size_changing_mid_stream_is_scaled_to_the_first(tmp_path):
+    # GIVEN a transport stream whose picture size changes after 12 frames (two TS files joined, as
+    # recordings of adaptive streaming are): 128 x 72, then 96 x 54, each part its own flat grey
+    src = size_switching_clip(tmp_path / "switch.ts")
+    with av.open(str(src)) as c:
+        assert {(f.width, f.height) for f in c.decode(video=0)} == {(128, 72), (96, 54)}
+    # WHEN it goes through (it stopped with a traceback: "expected a 128x72 frame, got 96x54")
+    dst = tmp_path / "out.mp4"
+    stats = transcode(src, dst)
+    # THEN every frame is there at the first size, the later ones scaled (their grey kept)
+    assert stats.frames == 24
+    pictures = [rgb for _, _, rgb in iter_frames(dst)]
+    assert len(pictures) == 24 and {p.shape for p in pictures} == {(72, 128, 3)}
+    assert abs(pictures[3].mean() - 60) < 3 and abs(pictures[20].mean() - 160) < 3
 
 
 @pytest.mark.parametrize("region", [(0, 0, 96, 54), (13, 7, 58, 33), (1, 1, 95, 53), (40, 10, 41, 11)])

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -70,6 +70,14 @@ def recognizer(cfg: Config, job_id: str, work: Path) -> Recognizer:
     return _recognizers[job_id]
 
 
+def segment_options(options: AnonymizeOptions, picture: dict[str, int] | None) -> AnonymizeOptions:
+    """`options` with the whole video's picture size (the segment handler's `picture`), so that a
+    segment cut after the video changed size is scaled to the size the others have."""
+    if not picture:
+        return options
+    return replace(options, encode=replace(options.encode, size=(int(picture["width"]), int(picture["height"]))))
+
+
 @logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler
 @metrics.log_metrics(capture_cold_start_metric=True)
@@ -83,7 +91,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         src, dst = work / "segment.mp4", work / "anonymized.mp4"
         s3.download_file(cfg.work_bucket, segment_key(job_id, index), str(src))
         consent = recognizer(cfg, job_id, work) if event.get("gallery") else None
-        engine = Anonymizer(detector(), consent, cfg.options)
+        engine = Anonymizer(detector(), consent, segment_options(cfg.options, event.get("picture")))
         try:
             report = engine.video(src, dst)
         except LimeLightError as error:

@@ -144,6 +144,9 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         "segments": [{"index": s.index} for s in segments] if len(segments) <= cfg.inline_map_max_segments else [],
         "segments_key": segment_list_key(job_id),
         "gallery": has_gallery,
+        # Size of the decoded pictures: every segment is encoded at it, so that the pieces of a
+        # video whose size changes mid-stream still join into one stream.
+        "picture": {"width": info.coded_width, "height": info.coded_height},
         "video": {
             "frames": sum(segment.frames for segment in segments),
             "duration": round(info.duration, 6),

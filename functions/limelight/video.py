@@ -126,6 +126,9 @@ class EncodeOptions:
     exact_rgb: exact YUV->RGB conversion of frames read as RGB (`Frame.rgb`); the default fast
         one leaves such frames about one level darker but saves ~7 ms per 720p frame. Frames
         kept in YUV (the anonymizer's, or any frame nobody reads as RGB) are not converted at all.
+    size: (width, height) of the decoded pictures to process and encode; None: the first
+        picture's. A picture of another size (the size changed mid-stream) is scaled to it. A
+        segment of a video (`segments.split`) takes the whole video's, so that its pieces join.
     """
 
     crf: int = 18
@@ -133,6 +136,7 @@ class EncodeOptions:
     threads: int = 0
     pix_fmt: str | None = None
     exact_rgb: bool = False
+    size: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.crf <= 51:
@@ -141,6 +145,8 @@ class EncodeOptions:
             raise ValueError(f"preset must be one of {', '.join(PRESETS)}; got {self.preset!r}")
         if self.threads < 0:
             raise ValueError(f"threads must be >= 0, got {self.threads}")
+        if self.size is not None and not (len(self.size) == 2 and all(isinstance(n, int) and n > 0 for n in self.size)):
+            raise ValueError(f"size must be (width, height) in pixels, got {self.size!r}")
         if self.pix_fmt is not None and self.pix_fmt not in _KEPT_PIX_FMTS:
             raise ValueError(f"pix_fmt must be one of {sorted(_KEPT_PIX_FMTS)}; got {self.pix_fmt!r}")
 
@@ -456,7 +462,7 @@ def transcode(
         writer: _Writer | None = None
         try:
             writer = _Writer(container, tmp, dst_p, options)
-            decoded = _frames(container, src_p, writer, exact_rgb=options.exact_rgb)
+            decoded = _frames(container, src_p, writer, exact_rgb=options.exact_rgb, size=options.size)
             frames = writer.encode_all(transform(decoded), progress)
             writer.close()
             os.replace(tmp, dst_p)
@@ -622,8 +628,10 @@ def _frames(
     writer: _Writer | None = None,
     *,
     exact_rgb: bool = False,
+    size: tuple[int, int] | None = None,
 ) -> Iterator[Frame]:
-    """`Frame`s with strictly increasing pts (repairs missing or repeated decoder timestamps)."""
+    """`Frame`s with strictly increasing pts (repairs missing or repeated decoder timestamps), all
+    of one size and pixel format: `size` (width, height) or else the first picture's."""
     stream = first_video_stream(container)
     tb = stream.time_base
     rate = _frame_rate(stream)
@@ -632,7 +640,20 @@ def _frames(
     last_pts: int | None = None
     index = 0
     to_planar = VideoReformatter()  # one for the stream: its scaler is set up once, not per frame
+    to_first = VideoReformatter()
+    first: tuple[int, int, str] | None = None
     for vframe in _decoded_frames(container, path, writer):
+        decoded = vframe  # its side data (display matrix) and flags configure the encoder
+        shape = (vframe.width, vframe.height, vframe.format.name)
+        if first is None:
+            first = (*size, shape[2]) if size is not None else shape
+        if shape != first:
+            # The picture size changed mid-stream (a recording of adaptive streaming, TS files joined,
+            # a resized screen recording): one output stream has one size, so later pictures are
+            # scaled to the first one's (as ffmpeg does), timestamps unchanged.
+            vframe = to_first.reformat(
+                vframe, width=first[0], height=first[1], format=first[2], interpolation=Interpolation.BICUBIC
+            )
         pts = vframe.pts
         if pts is None:
             pts = 0 if last_pts is None else last_pts + step
@@ -641,7 +662,7 @@ def _frames(
             pts = last_pts + 1
         if writer is not None:
             if index == 0:
-                writer.start(vframe)
+                writer.start(decoded, (vframe.width, vframe.height))
             writer.issued(pts)
         seconds = float(pts * tb) if tb else 0.0
         fmt, even = vframe.format.name, vframe.width % 2 == 0 and vframe.height % 2 == 0
@@ -724,8 +745,9 @@ class _Writer:
             oa.disposition = ia.disposition
             self._audio[ia.index] = oa
 
-    def start(self, first: av.VideoFrame) -> None:
-        """Configure the encoder from the first decoded frame, then release held audio."""
+    def start(self, first: av.VideoFrame, size: tuple[int, int]) -> None:
+        """Configure the encoder from the first decoded frame for pictures of `size` (width, height),
+        then release held audio."""
         iv, ov = self._in_video, self._video
         cc = ov.codec_context
         # Same time base as the input: every output pts equals the input frame's pts.
@@ -733,7 +755,8 @@ class _Writer:
         cc.time_base = iv.time_base
         # H.264 4:2:0 has no odd sizes (its cropping works in steps of 2): an odd-sized video
         # (853 x 479, from screen recorders and crops) gets its last column / row repeated once.
-        cc.width, cc.height = first.width + first.width % 2, first.height + first.height % 2
+        width, height = size
+        cc.width, cc.height = width + width % 2, height + height % 2
         in_fmt = first.format.name
         cc.pix_fmt = self._options.pix_fmt or (in_fmt if in_fmt in _KEPT_PIX_FMTS else "yuv420p")
         cc.thread_type = "AUTO"
@@ -759,7 +782,7 @@ class _Writer:
         # The encoder converts RGB->YUV with the matrix/range tagged on the RGB frame; untagged
         # it assumes BT.601 limited, which shifts colours of BT.709 (HD) or full-range sources.
         self._pixel_tags = (first.colorspace, first.color_range)
-        self._coded_size = (first.height, first.width)
+        self._coded_size = (height, width)
         matrix = first.side_data.get(SideDataType.DISPLAYMATRIX)
         if matrix is not None:
             ov.set_display_matrix(np.frombuffer(bytes(matrix), dtype=np.int32).tolist())

@@ -103,3 +103,17 @@ def test_failure_report_keeps_the_lambda_error_type_and_message_only():
     assert error_type == "InvalidVideoError"
     assert message.startswith("s3://limelight-local-inputbucket/uploads/notes.mp4: not a readable video")
     assert failure.describe({"Error": "States.Timeout", "Cause": "took too long"}) == ("States.Timeout", "took too long")
+
+
+def test_a_segment_is_encoded_at_the_whole_videos_picture_size():
+    from handlers.anonymize import segment_options
+    from limelight.pipeline import AnonymizeOptions
+
+    options = AnonymizeOptions()
+    # the Map item's picture (the segment handler's coded size of the whole video) sets the size
+    item = read_event("anonymize.json")
+    sized = segment_options(options, item["picture"])
+    assert sized.encode.size == (640, 360)
+    assert sized.encode.crf == options.encode.crf and sized.redact == options.redact
+    # without one (an older payload), the segment keeps its own first picture's size
+    assert segment_options(options, None) is options

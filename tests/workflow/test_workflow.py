@@ -7,12 +7,13 @@ from __future__ import annotations
 import shutil
 from urllib.parse import unquote_plus
 
+import av
 import pytest
 
 from handlers.common import failure_key, output_keys, processed_key
 from infra.local import read_event
 from infra.moto_lambda import Fault
-from tests.media import assert_same_pictures, frame_times
+from tests.media import assert_same_pictures, frame_times, size_switching_clip
 from workflow_support import assert_same_timing_and_audio, download, event_for_upload, run_job
 
 HAMILTON = "hamilton_white_house_short_clip.mp4"
@@ -94,6 +95,24 @@ def test_segment_failing_once_is_retried_and_the_output_is_identical(cloud, synt
     assert_same_pictures(output, reference)
     assert_same_timing_and_audio(output, reference)
     assert_same_timing_and_audio(output, synthetic_clip)
+
+
+def test_video_changing_size_mid_stream_is_published_at_its_first_size(cloud, tmp_path):
+    # GIVEN an upload whose picture size changes at its second keyframe, 2.4 s in (128 x 72, then
+    # 96 x 54), so that the second 2 s segment holds only the smaller pictures
+    source = size_switching_clip(tmp_path / "switch.mp4", frames=60)
+    event = event_for_upload(cloud, "s3_put_video.json", source.read_bytes(), key="uploads/switch.mp4")
+    # WHEN the workflow runs
+    result = run_job(cloud, event)
+    # THEN it published one video (before, each segment kept its own size and the reassembly
+    # refused them), every frame at the first size with its timestamp
+    assert result.status == "SUCCEEDED"
+    video, report = download(cloud, result, tmp_path)
+    assert report["files"][0]["segments"] == 2
+    with av.open(str(video)) as c:
+        sizes = [(f.width, f.height) for f in c.decode(video=0)]
+    assert len(sizes) == 120 and set(sizes) == {(128, 72)}
+    assert frame_times(video) == frame_times(source)
 
 
 def test_upload_that_is_not_a_video_ends_in_a_failure_report_and_no_output(cloud):
