@@ -299,6 +299,60 @@ def test_a_folder_of_broadcast_mxf_is_processed_and_published_as_mp4(tmp_path):
     assert tracks(dst) == tracks(mxf) and len(tracks(mxf)[1][0]) == 10 * 1920 * 3
 
 
+def _phone_3gp(path):
+    """An old phone's clip: H.264 (no B-frames) and AMR-NB speech at 8 kHz in 3GP."""
+    from fractions import Fraction
+
+    with av.open(str(path), "w") as out:
+        video = out.add_stream("libx264", rate=15)
+        video.width, video.height, video.pix_fmt = 176, 144, "yuv420p"
+        video.options = {"preset": "ultrafast", "bframes": "0"}
+        speech = out.add_stream("libopencore_amrnb", rate=8000)
+        speech.layout = "mono"
+        speech.bit_rate = 12200
+        for i in range(15):
+            f = av.VideoFrame.from_ndarray(np.full((144, 176, 3), 10 * i, np.uint8), format="rgb24")
+            f.pts, f.time_base = i, Fraction(1, 15)
+            out.mux(video.encode(f))
+        out.mux(video.encode(None))
+        for k in range(50):
+            tone = (np.sin(np.arange(k * 160, (k + 1) * 160) * 0.3) * 6000).astype(np.int16)[None, :]
+            chunk = av.AudioFrame.from_ndarray(tone, format="s16", layout="mono")
+            chunk.sample_rate, chunk.pts = 8000, k * 160
+            out.mux(speech.encode(chunk))
+        out.mux(speech.encode(None))
+    return path
+
+
+@needs_model
+def test_a_phone_3gp_with_amr_speech_is_published_as_mov(tmp_path):
+    from tests.media import audio_packets, frame_times
+
+    # GIVEN a 3GP clip whose audio is AMR-NB, which MP4 (the default for 3GP) cannot carry
+    src = _phone_3gp(tmp_path / "VID0001.3gp")
+    assert {s.codec_context.name for s in av.open(str(src)).streams.audio} == {"amrnb"}
+    # WHEN it is anonymized to the default output (it failed: "'mp4' format does not support 'amrnb'")
+    code, out, err = run("anonymize", src)
+    # THEN it is written as MOV, which carries AMR, with the frames, times and speech packets bit-exact
+    assert code == 0, err
+    dst = tmp_path / "VID0001_anonymized.mov"
+    assert dst.is_file() and not (tmp_path / "VID0001_anonymized.mp4").exists()
+    assert frame_times(dst) == frame_times(src)
+    assert audio_packets(dst) == audio_packets(src) and len(audio_packets(src)) >= 40
+
+
+def test_default_output_keeps_the_usual_containers():
+    from limelight.pipeline import default_output
+    from pathlib import Path
+
+    # nothing to open: names only (a file that cannot be read keeps the plain default, and its
+    # run reports why)
+    assert default_output(Path("/nowhere/a.MOV")).name == "a_anonymized.mov"
+    assert default_output(Path("/nowhere/b.avi")).name == "b_anonymized.mp4"
+    assert default_output(Path("/nowhere/c.3gp")).name == "c_anonymized.mp4"
+    assert default_output(Path("/nowhere/d.heic")).name == "d_anonymized.jpg"
+
+
 @needs_model
 @pytest.mark.parametrize("suffix", [".jpg", ".png"])
 def test_a_photo_keeps_its_colour_profile_but_not_its_exif(tmp_path, shared_file, suffix):

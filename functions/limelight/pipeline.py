@@ -30,7 +30,7 @@ from limelight.recognizer import Decision, IdentityVote, Recognizer, encode_face
 from limelight.redact import RedactOptions, mark, redact, redact_planes
 from limelight.report import FileReport
 from limelight.tracker import Tracker, TrackerOptions
-from limelight.video import EncodeOptions, Frame, VideoInfo, coded_boxes, probe, quarter_turns, transcode
+from limelight.video import EncodeOptions, Frame, VideoInfo, coded_boxes, fits_container, probe, quarter_turns, transcode
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".heic", ".heif"})
 # Photos in formats OpenCV cannot write (an iPhone's HEIC) are published as JPEG.
@@ -168,10 +168,15 @@ class AnonymizeOptions:
 
 
 def default_output(src: Path) -> Path:
-    """`name_anonymized.ext` beside the input (videos in other containers become .mp4)."""
+    """`name_anonymized.ext` beside the input. Videos in other containers become .mp4, and a video
+    whose audio that container cannot copy (AMR of 3GP phone clips, µ-law of cameras' AVI,
+    Nellymoser of old FLV) goes to the first of .mkv and .mov that holds it (containers that keep
+    every timing rule; AVI cannot say where a video with B-frames starts)."""
     suffix = src.suffix.lower()
-    if suffix in VIDEO_SUFFIXES and suffix not in KEEP_CONTAINER:
-        suffix = ".mp4"
+    if suffix in VIDEO_SUFFIXES:
+        default = suffix if suffix in KEEP_CONTAINER else ".mp4"
+        candidates = [default] + [s for s in (".mkv", ".mov") if s != default]
+        suffix = next((s for s in candidates if fits_container(src, s)), default)
     elif suffix in _PUBLISHED_AS_JPEG:
         suffix = ".jpg"
     return src.with_name(f"{src.stem}_anonymized{suffix if suffix in IMAGE_SUFFIXES | VIDEO_SUFFIXES else src.suffix}")

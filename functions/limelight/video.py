@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import tempfile
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -47,6 +48,7 @@ __all__ = [
     "TranscodeStats",
     "VideoInfo",
     "coded_boxes",
+    "fits_container",
     "iter_frames",
     "probe",
     "quarter_turns",
@@ -556,6 +558,29 @@ def _indexed_end(container: av.container.InputContainer) -> int:
             last = entries[len(entries) - 1]
             end = max(end, last.pos + last.size)
     return end
+
+
+def fits_container(src: str | os.PathLike[str], suffix: str) -> bool:
+    """Whether a `suffix` file (".mp4", ".mkv", ...) can hold the output of `src`: H.264 video and a
+    bit-exact copy of each of its audio streams. Asked of the muxer itself (its header is written
+    to a scratch file); False when `src` cannot be read either."""
+    try:
+        with av.open(str(src)) as source, tempfile.TemporaryDirectory(prefix="limelight-") as scratch:
+            out = av.open(os.path.join(scratch, f"probe{suffix}"), mode="w")
+            try:
+                video = out.add_stream("libx264", rate=25)
+                video.width, video.height, video.pix_fmt = 16, 16, "yuv420p"
+                for stream in source.streams.audio:
+                    out.add_stream_from_template(stream)
+                out.start_encoding()
+                return True
+            finally:
+                try:
+                    out.close()
+                except (av.FFmpegError, OSError, ValueError):
+                    pass  # a header that failed leaves nothing worth closing cleanly
+    except (av.FFmpegError, OSError, ValueError):
+        return False
 
 
 def first_video_stream(container: av.container.Container) -> av.video.stream.VideoStream | None:
