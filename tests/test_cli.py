@@ -330,7 +330,8 @@ def test_a_phone_3gp_with_amr_speech_is_published_as_mov(tmp_path):
 
     # GIVEN a 3GP clip whose audio is AMR-NB, which MP4 (the default for 3GP) cannot carry
     src = _phone_3gp(tmp_path / "VID0001.3gp")
-    assert {s.codec_context.name for s in av.open(str(src)).streams.audio} == {"amrnb"}
+    with av.open(str(src)) as c:
+        assert {st.codec_context.name for st in c.streams.audio} == {"amrnb"}
     # WHEN it is anonymized to the default output (it failed: "'mp4' format does not support 'amrnb'")
     code, out, err = run("anonymize", src)
     # THEN it is written as MOV, which carries AMR, with the frames, times and speech packets bit-exact
@@ -339,6 +340,22 @@ def test_a_phone_3gp_with_amr_speech_is_published_as_mov(tmp_path):
     assert dst.is_file() and not (tmp_path / "VID0001_anonymized.mp4").exists()
     assert frame_times(dst) == frame_times(src)
     assert audio_packets(dst) == audio_packets(src) and len(audio_packets(src)) >= 40
+
+
+@needs_model
+def test_the_report_names_the_streams_the_output_leaves_out(tmp_path):
+    from tests.test_video import _with_subtitles
+
+    # GIVEN a clip with a subtitle track naming a person
+    src = _with_subtitles(tmp_path / "interview.mkv", tmp_path)
+    # WHEN it is anonymized with a report
+    code, _, err = run("anonymize", src, "--report", tmp_path / "report.json")
+    # THEN the output has no subtitles and the audit trail says which stream was left out
+    assert code == 0, err
+    with av.open(str(tmp_path / "interview_anonymized.mkv")) as c:
+        assert [st.type for st in c.streams] == ["video"]
+    doc = json.loads((tmp_path / "report.json").read_text())
+    assert doc["files"][0]["dropped_streams"] == ["subtitle #1 (srt, eng)"]
 
 
 def test_default_output_keeps_the_usual_containers():

@@ -223,3 +223,22 @@ def test_merge_reports_numbers_frames_and_tracks_for_the_whole_video():
     assert merged["rotation"] == 0
     turned = merge_reports([(0, {**part(10, [kept]), "rotation": -90})], input_name="a", output_name="b")
     assert turned["rotation"] == -90
+    # the original's streams the joined output leaves out are named, as the CLI's report does
+    assert merged["dropped_streams"] == []
+    subtitled = merge_reports([(0, part(10, []))], input_name="a", output_name="b", dropped_streams=("subtitle #2 (srt, eng)",))
+    assert subtitled["dropped_streams"] == ["subtitle #2 (srt, eng)"]
+
+
+def test_join_names_the_originals_streams_it_leaves_out(tmp_path):
+    from tests.test_video import _with_subtitles
+
+    # GIVEN a video with a subtitle track, split and encoded segment by segment
+    src = _with_subtitles(tmp_path / "subs.mkv", tmp_path)
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    # WHEN the segments are joined with the original
+    stats = join(encode_segments(split(src, folder, 1.0), tmp_path), src, tmp_path / "joined.mkv")
+    # THEN the subtitle track is not in the output, and the join says so for the report
+    assert stats.dropped_streams == ("subtitle #1 (srt, eng)",)
+    with av.open(str(tmp_path / "joined.mkv")) as c:
+        assert [s.type for s in c.streams] == ["video"]

@@ -595,6 +595,54 @@ def test_picture_size_changing_mid_stream_is_scaled_to_the_first(tmp_path):
     assert abs(pictures[3].mean() - 60) < 3 and abs(pictures[20].mean() - 160) < 3
 
 
+def _with_subtitles(path: Path, tmp_path: Path) -> Path:
+    """A Matroska clip with an English SRT subtitle track that names a person."""
+    srt = tmp_path / "captions.srt"
+    srt.write_text("1\n00:00:00,000 --> 00:00:00,300\nJane Doe, witness\n\n")
+    with av.open(str(srt)) as captions, av.open(str(path), "w") as out:
+        video = out.add_stream("libx264", rate=25)
+        video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
+        subtitles = out.add_stream_from_template(captions.streams[0])
+        subtitles.metadata["language"] = "eng"
+        for packet in captions.demux(captions.streams[0]):
+            if packet.size:
+                packet.stream = subtitles
+                out.mux(packet)
+        for i in range(10):
+            frame = av.VideoFrame.from_ndarray(np.full((72, 64), 100, np.uint8), format="yuv420p")
+            frame.pts = i
+            out.mux(video.encode(frame))
+        out.mux(video.encode(None))
+    return path
+
+
+def test_streams_left_out_are_named_and_a_timecode_track_is_kept(tmp_path):
+    # GIVEN a clip with a subtitle track, and a MOV with a timecode track (as cameras write)
+    subtitled = _with_subtitles(tmp_path / "subs.mkv", tmp_path)
+    timecoded = _write_clip(tmp_path / "tc.mov", frames=5)
+    with av.open(str(timecoded)) as src, av.open(str(tmp_path / "tc_in.mov"), "w") as out:
+        copy = out.add_stream_from_template(src.streams.video[0])
+        copy.metadata["timecode"] = "10:00:00:00"  # the muxer writes the tmcd track from it
+        for packet in src.demux(src.streams.video[0]):
+            if packet.size:
+                packet.stream = copy
+                out.mux(packet)
+    with av.open(str(tmp_path / "tc_in.mov")) as c:
+        assert [s.type for s in c.streams] == ["video", "data"]
+    # WHEN both go through
+    subs = transcode(subtitled, tmp_path / "subs_out.mkv")
+    tc = transcode(tmp_path / "tc_in.mov", tmp_path / "tc_out.mov")
+    # THEN the subtitles are left out (they may name who is blurred) and the stats say so ...
+    assert subs.dropped_streams == ("subtitle #1 (srt, eng)",)
+    with av.open(str(tmp_path / "subs_out.mkv")) as c:
+        assert [s.type for s in c.streams] == ["video"]
+    # ... while the timecode track is written anew from the video's tag: nothing reported dropped
+    assert tc.dropped_streams == ()
+    with av.open(str(tmp_path / "tc_out.mov")) as c:
+        assert [s.type for s in c.streams] == ["video", "data"]
+        assert c.streams.video[0].metadata["timecode"] == "10:00:00:00"
+
+
 @pytest.mark.parametrize("region", [(0, 0, 96, 54), (13, 7, 58, 33), (1, 1, 95, 53), (40, 10, 41, 11)])
 def test_rgb_region_is_the_whole_frame_conversion_cut(tmp_path, region):
     # GIVEN a decoded frame held in YUV, and odd region bounds (chroma covers 2 x 2 pixels) whose

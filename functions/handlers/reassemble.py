@@ -59,13 +59,15 @@ def read_json(bucket: str, key: str) -> Any:
     return json.loads(client("s3").get_object(Bucket=bucket, Key=key)["Body"].read())
 
 
-def merged_report(cfg: Config, job_id: str, source: Source, listing: list[dict[str, Any]], video_key: str) -> dict[str, Any]:
+def merged_report(cfg: Config, job_id: str, source: Source, listing: list[dict[str, Any]], video_key: str,
+                  dropped_streams: tuple[str, ...] = ()) -> dict[str, Any]:
     """The job's audit report in the CLI's format, whole-video frame numbers, S3 names."""
     parts = [read_json(cfg.work_bucket, segment_report_key(job_id, s["index"])) for s in listing]
     merged = merge_reports(
         [(s["start_frame"], part["file"]) for s, part in zip(listing, parts)],
         input_name=f"s3://{source.bucket}/{source.key}",
         output_name=f"s3://{cfg.output_bucket}/{video_key}",
+        dropped_streams=dropped_streams,
     )
     return {
         "limelight_report": 1,
@@ -101,7 +103,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
             stats = join(parts, original, output)
         except LimeLightError as error:
             raise ReassembleError(f"job {job_id}: {error}") from None
-        report = merged_report(cfg, job_id, source, listing, video_key)
+        report = merged_report(cfg, job_id, source, listing, video_key, stats.dropped_streams)
         s3.upload_file(str(output), cfg.output_bucket, video_key)
     s3.put_object(
         Bucket=cfg.output_bucket,

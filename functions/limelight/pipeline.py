@@ -407,6 +407,7 @@ class Anonymizer:
         turns = quarter_turns(rotation)
         stats = transcode(src, dst, options=self.options.encode, progress=progress, transform=self._transform(report, states, turns))
         report.frames, report.seconds = stats.frames, time.perf_counter() - start
+        report.dropped_streams = list(stats.dropped_streams)
         report.detector_input = self._detector_input(self._detectors())
         for tid, rec in report.tracks.items():
             rec.decision = states[tid].decision(self.options.recognition.min_matches, self.options.recognition.window) if tid in states else None

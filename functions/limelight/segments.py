@@ -32,7 +32,7 @@ from typing import Any
 import av
 
 from limelight.errors import InputError, OutputError
-from limelight.video import error_reason, first_video_stream, probe, published_tags, temporary_path
+from limelight.video import dropped_streams, error_reason, first_video_stream, probe, published_tags, temporary_path
 
 __all__ = ["JoinStats", "Segment", "join", "merge_reports", "split"]
 
@@ -79,11 +79,13 @@ class Segment:
 
 @dataclass(frozen=True)
 class JoinStats:
-    """Outcome of a `join`: file written, video frames, audio packets copied (all streams)."""
+    """Outcome of a `join`: file written, video frames, audio packets copied (all streams), the
+    original's streams left out."""
 
     output: Path
     frames: int
     audio_packets: int
+    dropped_streams: tuple[str, ...] = ()  # streams of the original left out (`video.dropped_streams`)
 
 
 def _check_output(dst: Path) -> None:
@@ -324,6 +326,7 @@ def join(segment_paths: Iterable[str | os.PathLike[str]], original: str | os.Pat
     probe(original_p)  # rejects missing, empty, truncated, non-video originals with an InputError
     stamps, stamps_tb = _original_pts(original_p)
     with av.open(str(original_p)) as source, av.open(str(paths[0])) as first:
+        dropped = dropped_streams(source)
         template = first_video_stream(first)
         if template is None:
             raise InputError(f"{paths[0]}: segment has no video stream")
@@ -351,7 +354,7 @@ def join(segment_paths: Iterable[str | os.PathLike[str]], original: str | os.Pat
         except BaseException:
             _discard(out, tmp)
             raise
-    return JoinStats(dst_p, segments.frames, audio_packets)
+    return JoinStats(dst_p, segments.frames, audio_packets, dropped)
 
 
 def _output_streams(out: av.container.OutputContainer, source: av.container.InputContainer, template: av.video.stream.VideoStream):
@@ -381,12 +384,14 @@ def _discard(out: av.container.OutputContainer, tmp: Path) -> None:
     tmp.unlink(missing_ok=True)
 
 
-def merge_reports(parts: Sequence[tuple[int, dict[str, Any]]], *, input_name: str, output_name: str) -> dict[str, Any]:
+def merge_reports(parts: Sequence[tuple[int, dict[str, Any]]], *, input_name: str, output_name: str,
+                  dropped_streams: Sequence[str] = ()) -> dict[str, Any]:
     """One video report from per-segment ones (`FileReport.as_dict()` of each segment).
 
     `parts`: (start_frame, report) in segment order. Frame numbers become whole-video ones
     (start_frame added), tracks are renumbered in order and say which segment they come from
     (a face crossing a cut is two tracks, each decided on its own samples). Counts are summed.
+    `dropped_streams`: the original's streams the joined output leaves out (`JoinStats`).
     """
     tracks: list[dict[str, Any]] = []
     frames, seconds = 0, 0.0
@@ -415,5 +420,6 @@ def merge_reports(parts: Sequence[tuple[int, dict[str, Any]]], *, input_name: st
         "blurred": len(tracks) - kept,
         "segments": len(parts),
         "rotation": int(parts[0][1].get("rotation", 0)) if parts else 0,
+        "dropped_streams": list(dropped_streams),
         "tracks": tracks,
     }

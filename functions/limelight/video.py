@@ -9,8 +9,8 @@ Contract of `transcode` (see docs/DESIGN.md, "Video rules"):
   `Frame.rgb` converts to RGB (H, W, 3) uint8 for whoever needs it (`iter_frames` yields RGB);
 - the processed frames are re-encoded with libx264 (CRF), every frame keeps its pts, so frame
   count, fractional / variable frame rates, the start offset and the duration are kept;
-- every audio stream is copied packet for packet, bit-exact (no re-encode); subtitle and data
-  streams are dropped;
+- every audio stream is copied packet for packet, bit-exact (no re-encode); subtitle, data and
+  other video streams are dropped (`TranscodeStats.dropped_streams` names them);
 - rotation (display matrix), colour tags, sample aspect ratio, interlacing (field order) and
   container metadata are kept;
 - the output appears atomically: it is written to a hidden temporary file next to the
@@ -48,6 +48,7 @@ __all__ = [
     "TranscodeStats",
     "VideoInfo",
     "coded_boxes",
+    "dropped_streams",
     "fits_container",
     "iter_frames",
     "probe",
@@ -355,12 +356,14 @@ def coded_boxes(boxes: np.ndarray, turns: int, height: int, width: int) -> np.nd
 
 @dataclass(frozen=True)
 class TranscodeStats:
-    """Outcome of a `transcode`: file written, frames encoded, audio packets copied, wall time."""
+    """Outcome of a `transcode`: file written, frames encoded, audio packets copied, wall time, and
+    the input streams left out of the output."""
 
     output: Path
     frames: int
     audio_packets: int
     seconds: float
+    dropped_streams: tuple[str, ...] = ()  # input streams not in the output (`_Writer.dropped`)
 
     @property
     def fps(self) -> float:
@@ -478,6 +481,7 @@ def transcode(
         frames=frames,
         audio_packets=writer.audio_packets,
         seconds=time.perf_counter() - started,
+        dropped_streams=writer.dropped,
     )
 
 
@@ -589,6 +593,29 @@ def first_video_stream(container: av.container.Container) -> av.video.stream.Vid
         if not stream.disposition & Disposition.attached_pic:
             return stream
     return None
+
+
+def dropped_streams(container: av.container.InputContainer) -> tuple[str, ...]:
+    """The input's streams an output leaves out, described for the report: subtitles (they may
+    name the people whose faces are blurred), data, other video (a second angle, cover art: nobody
+    anonymises them). Not a QuickTime timecode track: the muxer writes it anew from the video's
+    `timecode` tag."""
+    video = first_video_stream(container)
+    return tuple(
+        _describe(stream) for stream in container.streams
+        if stream.index != video.index and stream.type != "audio"
+        and not (stream.type == "data" and "timecode" in stream.metadata)
+    )
+
+
+def _describe(stream: av.stream.Stream) -> str:
+    """'subtitle #2 (subrip, eng)': type, index and what the report may say of a dropped stream."""
+    details = [stream.codec_context.name] if stream.codec_context is not None else []
+    if stream.type == "video" and stream.disposition & Disposition.attached_pic:
+        details.append("attached picture")
+    if stream.metadata.get("language"):
+        details.append(stream.metadata["language"])
+    return f"{stream.type} #{stream.index}" + (f" ({', '.join(details)})" if details else "")
 
 
 def _interlacing(stream: av.video.stream.VideoStream, first: av.VideoFrame) -> str | None:
@@ -733,6 +760,7 @@ class _Writer:
         self._expected: deque[int] = deque()
         self._input_done = False
         self._pixel_tags: tuple[int, int] = (2, 0)  # (colorspace, range): unspecified until start()
+        self.dropped: tuple[str, ...] = ()
         self._coded_size: tuple[int, int] | None = None  # (height, width) of the decoded frames
         try:
             self._out = av.open(str(tmp), mode="w")
@@ -769,6 +797,7 @@ class _Writer:
             oa.metadata.update(published_tags(ia.metadata))
             oa.disposition = ia.disposition
             self._audio[ia.index] = oa
+        self.dropped = dropped_streams(src)
 
     def start(self, first: av.VideoFrame, size: tuple[int, int]) -> None:
         """Configure the encoder from the first decoded frame for pictures of `size` (width, height),
