@@ -178,6 +178,37 @@ def test_folder_input_writes_every_file_to_a_sibling_folder(tmp_path, shared_fil
 
 
 @needs_model
+def test_camera_card_folder_sub_folders_with_recursive_and_macos_twins_skipped(tmp_path, shared_file):
+    # GIVEN a camera card copied from a Mac: photos in DCIM/100CANON, one at the top, and the
+    # `._NAME` resource-fork twins macOS writes beside each file (not images, despite the suffix)
+    still = shared_file("videos/stills/multiface_group.facenet_pytorch.jpg").read_bytes()
+    card = tmp_path / "card"
+    (card / "DCIM" / "100CANON").mkdir(parents=True)
+    (card / "DCIM" / "100CANON" / "IMG_0001.JPG").write_bytes(still)
+    (card / "DCIM" / "100CANON" / "._IMG_0001.JPG").write_bytes(b"\0\5\26\7 Mac OS X")
+    (card / "top.jpg").write_bytes(still)
+    (card / "._top.jpg").write_bytes(b"\0\5\26\7 Mac OS X")
+    dst = tmp_path / "card_anonymized"
+    # WHEN it is anonymized without --recursive
+    code, out, err = run("anonymize", card)
+    # THEN the top photo is done, the twins are no error, and a note names the sub-folder not searched
+    assert code == 0, err
+    assert sorted(str(p.relative_to(dst)) for p in dst.rglob("*") if p.is_file()) == ["top_anonymized.jpg"]
+    assert "sub-folders not searched: DCIM" in err and "--recursive" in err
+    # WHEN it is anonymized with --recursive
+    code, out, err = run("anonymize", card, "--recursive")
+    # THEN the sub-folder's photo is done too, in the same place under the output folder
+    assert code == 0, err
+    assert sorted(str(p.relative_to(dst)) for p in dst.rglob("*") if p.is_file()) == [
+        "DCIM/100CANON/IMG_0001_anonymized.jpg", "top_anonymized.jpg"]
+    assert "2 file(s)" in out
+    # ... and a card whose media are all in sub-folders says how to reach them
+    (card / "top.jpg").unlink()
+    code, _, err = run("anonymize", card)
+    assert code == 1 and "holds no video or image files (its sub-folders do: add --recursive)" in err
+
+
+@needs_model
 def test_one_bad_file_in_a_folder_does_not_stop_the_rest(tmp_path, shared_file, clip):
     src = tmp_path / "batch"
     src.mkdir()

@@ -62,24 +62,51 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
 
-def _inputs(src: Path) -> list[Path]:
+def _media(folder: Path, recursive: bool, skip: Path | None) -> Iterator[Path]:
+    """Video and image files of `folder` (of its sub-folders too when `recursive`), not those under
+    `skip` (the output folder) and not hidden ones: `._IMG_0001.MOV` is the resource-fork twin
+    macOS leaves beside every file on a camera card, not a video."""
     from limelight.pipeline import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith(".") or (skip is not None and path.resolve() == skip):
+            continue
+        if path.is_dir():
+            if recursive:
+                yield from _media(path, recursive, skip)
+        elif path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES:
+            yield path
+
+
+def _inputs(src: Path, recursive: bool = False, output: Path | None = None) -> list[Path]:
     if not src.exists():
         raise InputError(f"{src}: no such file or folder")
     if src.is_dir():
-        files = sorted(p for p in src.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES)
+        skip = (output or _output_folder(src, None)).resolve()
+        files = list(_media(src, recursive, skip))
         if not files:
-            raise InputError(f"{src}: folder holds no video or image files")
+            more = "" if recursive or not list(_media(src, True, skip)) else " (its sub-folders do: add --recursive)"
+            raise InputError(f"{src}: folder holds no video or image files{more}")
         return files
     return [src]
+
+
+def _skipped_folders(src: Path, output: Path | None) -> list[str]:
+    """Sub-folders of a folder INPUT that hold media a run without --recursive does not search."""
+    skip = (output or _output_folder(src, None)).resolve()
+    return [p.name for p in sorted(src.iterdir())
+            if p.is_dir() and not p.name.startswith(".") and p.resolve() != skip and next(_media(p, True, skip), None)]
+
+
+def _output_folder(root: Path, output: Path | None) -> Path:
+    return output or root.with_name(f"{root.name}_anonymized")
 
 
 def _output_for(src: Path, root: Path, output: Path | None) -> Path:
     from limelight.pipeline import default_output
 
     if root.is_dir():
-        folder = output or root.with_name(f"{root.name}_anonymized")
+        folder = _output_folder(root, output) / src.parent.relative_to(root)  # sub-folders mirrored
         folder.mkdir(parents=True, exist_ok=True)
         return folder / default_output(src).name
     if output is not None and output.is_dir():  # an existing folder: the default name, in it
@@ -101,16 +128,19 @@ def _output_for(src: Path, root: Path, output: Path | None) -> Path:
 @click.option("--preset", default="veryfast", show_default=True, help="libx264 preset.")
 @click.option("--mark-faces", is_flag=True, help="Draw boxes: green = kept (consented), red = blurred.")
 @click.option("--report", "report_path", type=click.Path(path_type=Path), help="Write a JSON audit report here.")
-def anonymize(input_path, known_faces, output, mode, shape, scale, threshold, detect_size, crf, preset, mark_faces, report_path):
+@click.option("-r", "--recursive", is_flag=True, help="With a folder INPUT, search its sub-folders too (the output folder mirrors them).")
+def anonymize(input_path, known_faces, output, mode, shape, scale, threshold, detect_size, crf, preset, mark_faces, report_path, recursive):
     """Blur every face in INPUT (video, image, or folder of them) except consented ones."""
     try:
         with _terminate_as_exit():
-            _anonymize(input_path, known_faces, output, mode, shape, scale, threshold, detect_size, crf, preset, mark_faces, report_path)
+            _anonymize(input_path, known_faces, output, mode, shape, scale, threshold, detect_size, crf, preset, mark_faces,
+                       report_path, recursive)
     except LimeLightError as e:
         _fail(str(e))
 
 
-def _anonymize(input_path, known_faces, output, mode, shape, scale, threshold, detect_size, crf, preset, mark_faces, report_path):
+def _anonymize(input_path, known_faces, output, mode, shape, scale, threshold, detect_size, crf, preset, mark_faces, report_path,
+               recursive=False):
     from tqdm import tqdm
 
     from limelight.detector import Detector, model_metadata
@@ -119,7 +149,11 @@ def _anonymize(input_path, known_faces, output, mode, shape, scale, threshold, d
     from limelight.report import write_report
     from limelight.video import EncodeOptions, probe
 
-    files = _inputs(input_path)
+    files = _inputs(input_path, recursive, output)
+    if input_path.is_dir() and not recursive:
+        skipped = _skipped_folders(input_path, output)
+        if skipped:
+            click.echo(f"limelight: note: sub-folders not searched: {', '.join(skipped)} (add --recursive)", err=True)
     if report_path is not None and not report_path.parent.exists():
         raise OutputError(f"{report_path}: report folder does not exist")
     try:
