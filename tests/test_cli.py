@@ -389,6 +389,49 @@ def test_the_report_names_the_streams_the_output_leaves_out(tmp_path):
     assert doc["files"][0]["dropped_streams"] == ["subtitle #1 (srt, eng)"]
 
 
+def _dv_camcorder(path):
+    """A DV camcorder's raw file: PAL DV (interlaced, bottom field first) with 48 kHz stereo PCM."""
+    from fractions import Fraction
+
+    with av.open(str(path), "w") as out:
+        video = out.add_stream("dvvideo", rate=25)
+        video.width, video.height, video.pix_fmt = 720, 576, "yuv420p"
+        sound = out.add_stream("pcm_s16le", rate=48000)
+        sound.layout = "stereo"
+        for i in range(10):
+            f = av.VideoFrame.from_ndarray(np.full((576, 720, 3), 20 * i, np.uint8), format="rgb24").reformat(format="yuv420p")
+            f.pts, f.time_base = i, Fraction(1, 25)
+            out.mux(video.encode(f))
+            chunk = av.AudioFrame.from_ndarray(np.full((1, 2 * 1920), 100 * i, np.int16), format="s16", layout="stereo")
+            chunk.sample_rate, chunk.pts = 48000, i * 1920
+            out.mux(sound.encode(chunk))
+        out.mux(video.encode(None))
+        out.mux(sound.encode(None))
+    return path
+
+
+@needs_model
+def test_a_dv_camcorder_file_is_published_as_interlaced_mp4(tmp_path):
+    from limelight.video import probe
+    from tests.media import audio_packets, frame_times
+
+    # GIVEN a raw DV file (.dv was not taken as a video; its demuxer's average rate reads 60000 fps)
+    src = _dv_camcorder(tmp_path / "tape01.dv")
+    assert probe(src).fps == 25
+    # WHEN it is anonymized to the default output (it failed: "fps 60000 is too large" at the trailer)
+    code, _, err = run("anonymize", src)
+    # THEN it is an MP4 with its 10 frames at their times, still interlaced bottom field first
+    # (DV's order), its PCM sound sample for sample
+    assert code == 0, err
+    dst = tmp_path / "tape01_anonymized.mp4"
+    assert frame_times(dst) == frame_times(src) and len(frame_times(src)) == 10
+    with av.open(str(dst)) as c:
+        assert c.streams.video[0].codec_context.field_order == 3  # BB
+        assert c.streams.video[0].average_rate == 25
+    pcm = lambda path: b"".join(p[1] for p in audio_packets(path))  # noqa: E731
+    assert pcm(dst) == pcm(src) and len(pcm(src)) == 10 * 1920 * 4
+
+
 def test_default_output_keeps_the_usual_containers():
     from limelight.pipeline import default_output
     from pathlib import Path

@@ -620,16 +620,26 @@ def _describe(stream: av.stream.Stream) -> str:
 
 def _interlacing(stream: av.video.stream.VideoStream, first: av.VideoFrame) -> str | None:
     """"tff" / "bff" when the video is interlaced (its stream's field order, else its first frame's
-    flag; top field first, the HD broadcast order, when only the frame says so), None if progressive."""
+    flag), None if progressive. When only the frame says so (PyAV does not tell its field order):
+    bottom field first for DV, whose standard order it is, else top first, HD broadcast's."""
     order = _FIELD_ORDERS.get(stream.codec_context.field_order)
     if order is None and first.interlaced_frame:
-        order = "tff"
+        order = "bff" if stream.codec_context.name == "dvvideo" else "tff"
     return order
 
 
+# Faster than any camera but high-speed ones: an average rate above it is the demuxer's bad guess
+# (a raw DV file of 10 frames reads 60000 fps, which no muxer accepts).
+_MAX_PLAUSIBLE_FPS = 1000
+
+
 def _frame_rate(stream: av.video.stream.VideoStream) -> Fraction:
-    rate = stream.average_rate or stream.guessed_rate or stream.base_rate
-    return Fraction(rate) if rate else Fraction(0)
+    """The video's frame rate: the average over the file (right for variable rates), else the rate
+    the demuxer or the bitstream states; 0 when none is plausible."""
+    for rate in (stream.average_rate, stream.guessed_rate, stream.codec_context.framerate, stream.base_rate):
+        if rate and 0 < rate <= _MAX_PLAUSIBLE_FPS:
+            return Fraction(rate)
+    return Fraction(0)
 
 
 def _sample_aspect_ratio(stream: av.video.stream.VideoStream) -> Fraction | None:
