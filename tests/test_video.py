@@ -643,6 +643,22 @@ def test_streams_left_out_are_named_and_a_timecode_track_is_kept(tmp_path):
         assert c.streams.video[0].metadata["timecode"] == "10:00:00:00"
 
 
+def test_a_transport_streams_90_khz_start_is_kept_exactly_in_mp4(tmp_path):
+    # GIVEN a transport stream (camcorders' MTS, broadcast TS) whose video starts at 76682 / 90000 s,
+    # not on a millisecond, with sound
+    src = _write_clip(tmp_path / "cam.ts", frames=12, time_base=Fraction(1, 90000), audio=True,
+                      pts=[76682 + 3600 * i for i in range(12)])
+    start = frame_times(src)[0]
+    assert (start * 1000).denominator != 1
+    # WHEN it goes into MP4 and MOV
+    for suffix in (".mp4", ".mov"):
+        dst = tmp_path / f"out{suffix}"
+        transcode(src, dst)
+        # THEN every frame keeps its time exactly (MP4 states a late start in 1/1000 s unless told
+        # another scale: it moved by 22 microseconds)
+        assert frame_times(dst) == frame_times(src)
+
+
 @pytest.mark.parametrize("region", [(0, 0, 96, 54), (13, 7, 58, 33), (1, 1, 95, 53), (40, 10, 41, 11)])
 def test_rgb_region_is_the_whole_frame_conversion_cut(tmp_path, region):
     # GIVEN a decoded frame held in YUV, and odd region bounds (chroma covers 2 x 2 pixels) whose

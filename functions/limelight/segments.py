@@ -32,7 +32,7 @@ from typing import Any
 import av
 
 from limelight.errors import InputError, OutputError
-from limelight.video import dropped_streams, error_reason, first_video_stream, probe, published_tags, temporary_path
+from limelight.video import dropped_streams, error_reason, exact_start_options, first_video_stream, probe, published_tags, temporary_path
 
 __all__ = ["JoinStats", "Segment", "join", "merge_reports", "split"]
 
@@ -332,7 +332,8 @@ def join(segment_paths: Iterable[str | os.PathLike[str]], original: str | os.Pat
             raise InputError(f"{paths[0]}: segment has no video stream")
         tmp = temporary_path(dst_p)
         try:
-            out = av.open(str(tmp), mode="w")
+            kept = [first_video_stream(source), *source.streams.audio]
+            out = av.open(str(tmp), mode="w", options=exact_start_options(dst_p, kept))
         except (av.FFmpegError, OSError, ValueError) as error:
             raise OutputError(f"{dst_p}: cannot create output ({error_reason(error)})") from error
         try:

@@ -22,6 +22,7 @@ Failures are reported as `InputError` / `OutputError` (one-line messages naming 
 
 from __future__ import annotations
 
+import math
 import os
 import secrets
 import tempfile
@@ -564,6 +565,30 @@ def _indexed_end(container: av.container.InputContainer) -> int:
     return end
 
 
+# Suffixes written by FFmpeg's QuickTime / MP4 muxer, which states a late start in the movie's time scale.
+_MOV_FAMILY = frozenset({".mp4", ".mov", ".m4v", ".3gp", ".3g2"})
+# The largest movie time scale asked for (mvhd holds 32 bits); above it the muxer's default stays.
+_MAX_MOVIE_TIMESCALE = 2**31 - 1
+
+
+def exact_start_options(dst: Path, streams: Iterable[av.stream.Stream]) -> dict[str, str]:
+    """Muxer options that keep where each of `streams` (the input's kept ones) starts, exactly.
+
+    MP4 / MOV state a late start in the movie's time scale, 1/1000 s unless told: a 90 kHz
+    transport stream's (camcorders, broadcast) moved by up to a millisecond. The scale asked for is
+    the smallest that holds every start (a multiple of 1000, at most 2^31 - 1).
+    """
+    if dst.suffix.lower() not in _MOV_FAMILY:
+        return {}
+    scale = 1000
+    for stream in streams:
+        if stream.start_time is not None and stream.time_base:
+            scale = math.lcm(scale, (stream.start_time * stream.time_base).denominator)
+    if scale == 1000 or scale > _MAX_MOVIE_TIMESCALE:
+        return {}
+    return {"movie_timescale": str(scale)}
+
+
 def fits_container(src: str | os.PathLike[str], suffix: str) -> bool:
     """Whether a `suffix` file (".mp4", ".mkv", ...) can hold the output of `src`: H.264 video and a
     bit-exact copy of each of its audio streams. Asked of the muxer itself (its header is written
@@ -773,7 +798,8 @@ class _Writer:
         self.dropped: tuple[str, ...] = ()
         self._coded_size: tuple[int, int] | None = None  # (height, width) of the decoded frames
         try:
-            self._out = av.open(str(tmp), mode="w")
+            streams = [self._in_video, *src.streams.audio]
+            self._out = av.open(str(tmp), mode="w", options=exact_start_options(dst, streams))
         except (av.FFmpegError, OSError, ValueError) as error:
             raise OutputError(f"{dst}: cannot create output ({error_reason(error)})") from error
         try:
