@@ -38,7 +38,8 @@ _PUBLISHED_AS_JPEG = frozenset({".heic", ".heif"})
 # Broadcast cameras write MXF (XDCAM, P2), camcorders .mts / .m2ts (AVCHD), old phones .3gp.
 VIDEO_SUFFIXES = frozenset({".mp4", ".mov", ".m4v", ".mkv", ".avi", ".webm", ".mpg", ".mpeg", ".ts", ".mts", ".m2ts",
                             ".mxf", ".3gp", ".wmv", ".flv",
-                            ".dv", ".vob", ".mod", ".tod", ".ogv", ".f4v", ".divx"})  # DV and SD camcorders, DVDs
+                            ".dv", ".vob", ".mod", ".tod", ".ogv", ".f4v", ".divx",  # DV and SD camcorders, DVDs
+                            ".gif"})  # an animated GIF is a video: written as MP4, as the web shows GIFs
 # Containers that keep every timing rule (start offset, VFR); other inputs are written as .mp4.
 KEEP_CONTAINER = frozenset({".mp4", ".mov", ".m4v", ".mkv"})
 MAX_DETECT_WORKERS = 4
