@@ -456,6 +456,32 @@ def test_an_animated_gif_is_anonymized_into_mp4_with_its_frame_delays(tmp_path, 
     assert doc["files"][0]["blurred"] >= 3
 
 
+@needs_model
+@pytest.mark.parametrize("suffix", [".webp", ".png"])
+def test_an_animated_webp_or_png_is_anonymized_as_a_video(tmp_path, clip, suffix):
+    from PIL import Image
+
+    from tests.media import frame_times
+
+    # GIVEN an animated WebP / PNG (APNG) of the hamilton audience: 10 frames, 100 ms each
+    # (only its first frame was read: the output was a still; FFmpeg cannot decode animated WebP)
+    with av.open(str(clip(HAMILTON))) as c:
+        frames = [Image.fromarray(f.to_ndarray(format="rgb24")) for _, f in zip(range(10), c.decode(video=0))]
+    src = tmp_path / f"crowd{suffix}"
+    frames[0].save(src, save_all=True, append_images=frames[1:], duration=100, loop=0)
+    # WHEN it is anonymized with a report
+    code, _, err = run("anonymize", src, "--report", tmp_path / "report.json")
+    # THEN it is published as an MP4 of all its frames at their times, faces blurred
+    assert code == 0, err
+    dst = tmp_path / "crowd_anonymized.mp4"
+    assert frame_times(dst) == [Fraction(i, 10) for i in range(10)]
+    doc = json.loads((tmp_path / "report.json").read_text())["files"][0]
+    assert (doc["input"], doc["kind"], doc["frames"]) == (str(src), "video", 10) and doc["blurred"] >= 2
+    # ... and an animation cannot be written as a still
+    code, _, err = run("anonymize", src, "-o", tmp_path / f"still{suffix}")
+    assert code == 1 and "is animated: write it as a video" in err and not (tmp_path / f"still{suffix}").exists()
+
+
 def test_default_output_keeps_the_usual_containers():
     from limelight.pipeline import default_output
     from pathlib import Path

@@ -12,16 +12,19 @@ from __future__ import annotations
 import io
 import os
 import queue
+import tempfile
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
+from fractions import Fraction
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
+import av
 import cv2
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, ImageSequence
 
 from limelight.detector import Detector
 from limelight.encoder_worker import FaceEncoder, usable_cpus
@@ -179,6 +182,8 @@ def default_output(src: Path) -> Path:
         default = suffix if suffix in KEEP_CONTAINER else ".mp4"
         candidates = [default] + [s for s in (".mkv", ".mov") if s != default]
         suffix = next((s for s in candidates if fits_container(src, s)), default)
+    elif animation_frames(src) > 1:
+        suffix = ".mp4"  # an animated WebP / PNG is a video
     elif suffix in _PUBLISHED_AS_JPEG:
         suffix = ".jpg"
     return src.with_name(f"{src.stem}_anonymized{suffix if suffix in IMAGE_SUFFIXES | VIDEO_SUFFIXES else src.suffix}")
@@ -400,6 +405,15 @@ class Anonymizer:
                 engine = Anonymizer(self.detector, self.recognizer, replace(self.options, recognition=sched))
         return engine._video(src, dst, progress, info.rotation)
 
+    def _animation(self, src: Path, dst: Path) -> FileReport:
+        if dst.suffix.lower() not in KEEP_CONTAINER:
+            raise OutputError(f"{dst}: {src.name} is animated: write it as a video (.mp4, .mov, .mkv)")
+        with tempfile.TemporaryDirectory(prefix="limelight-") as scratch:
+            clip = animation_clip(src, Path(scratch) / "frames.mkv")
+            report = self.video(clip, dst)
+        report.input = str(src)
+        return report
+
     def _video(self, src: Path, dst: Path, progress: Callable[[int], None] | None, rotation: int) -> FileReport:
         report = FileReport(str(src), str(dst), "video", rotation=rotation)
         states: dict[int, _TrackState] = {}
@@ -417,7 +431,11 @@ class Anonymizer:
 
     # -- image ----------------------------------------------------------------------------------
     def image(self, src: Path, dst: Path) -> FileReport:
-        """Anonymize one photo: every detected face is its own one-frame track."""
+        """Anonymize one photo: every detected face is its own one-frame track. An animated WebP /
+        PNG is a video: anonymized as one into `dst`, which must then be a video (`default_output`
+        names an .mp4)."""
+        if animation_frames(src) > 1:
+            return self._animation(src, dst)
         start = time.perf_counter()
         rgb = read_image(src)
         report = FileReport(str(src), str(dst), "image", frames=1)
@@ -445,6 +463,49 @@ class Anonymizer:
             report.detector_input = self._detector_input([self.detector])
         report.seconds = time.perf_counter() - start
         return report
+
+
+# Photo formats that may hold an animation (Pillow reads them frame by frame; FFmpeg does not
+# decode animated WebP).
+_ANIMATED_SUFFIXES = frozenset({".webp", ".png"})
+
+
+def animation_frames(src: Path) -> int:
+    """How many frames an animated WebP / PNG holds (1 for a still photo or anything unreadable)."""
+    if src.suffix.lower() not in _ANIMATED_SUFFIXES:
+        return 1
+    try:
+        with Image.open(src) as image:
+            return int(getattr(image, "n_frames", 1))
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        return 1
+
+
+def animation_clip(src: Path, dst: Path) -> Path:
+    """The frames of an animated WebP / PNG, each at its time, as a lossless video (FFV1 RGB
+    in Matroska, 1/1000 s time base) that the video path can read."""
+    try:
+        with Image.open(src) as image, av.open(str(dst), mode="w") as out:
+            video = out.add_stream("ffv1", rate=Fraction(1000, _duration_ms(image.info)))
+            video.width, video.height, video.pix_fmt = image.width, image.height, "bgr0"
+            video.time_base = Fraction(1, 1000)
+            pts = 0
+            for frame in ImageSequence.Iterator(image):
+                rgb = np.ascontiguousarray(frame.convert("RGB"))
+                picture = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+                picture.pts, picture.time_base = pts, Fraction(1, 1000)
+                out.mux(video.encode(picture))
+                pts += _duration_ms(frame.info)
+            out.mux(video.encode(None))
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, av.FFmpegError) as error:
+        raise InputError(f"{src}: not a readable animation ({error})") from None
+    return dst
+
+
+def _duration_ms(info: dict) -> int:
+    """How long a frame of an animation is shown, in whole ms (WebP says an int, APNG a float; 100
+    when it does not say, as browsers take it)."""
+    return max(1, round(info.get("duration") or 100))
 
 
 def read_image(src: Path) -> np.ndarray:
