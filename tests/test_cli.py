@@ -495,6 +495,30 @@ def test_default_output_keeps_the_usual_containers():
 
 
 @needs_model
+@pytest.mark.parametrize("suffix, profile", [(".png", False), (".png", True), (".webp", False)])
+def test_a_cut_out_photo_keeps_its_transparency(tmp_path, shared_file, suffix, profile):
+    from PIL import Image, ImageCms
+
+    # GIVEN a group photo made a cut-out: its left eighth transparent, the next eighth half so
+    # (and, in one case, with a colour profile, which takes another writer)
+    rgba = np.array(Image.open(shared_file("videos/stills/multiface_group.facenet_pytorch.jpg")).convert("RGBA"))
+    width = rgba.shape[1]
+    rgba[:, : width // 8, 3] = 0
+    rgba[:, width // 8 : width // 4, 3] = 128
+    src = tmp_path / f"cutout{suffix}"
+    extra = {"icc_profile": ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()} if profile else {}
+    Image.fromarray(rgba).save(src, **({"lossless": True} if suffix == ".webp" else {}), **extra)
+    # WHEN it is anonymized (its transparency was dropped: an RGB picture came out)
+    code, _, err = run("anonymize", src)
+    assert code == 0, err
+    # THEN the output keeps the transparency exactly, and its faces are blurred
+    out = Image.open(tmp_path / f"cutout_anonymized{suffix}")
+    assert out.mode == "RGBA"
+    assert np.array_equal(np.array(out)[..., 3], rgba[..., 3])
+    assert np.abs(np.array(out)[..., :3].astype(int) - rgba[..., :3]).max() > 50
+
+
+@needs_model
 @pytest.mark.parametrize("suffix", [".jpg", ".png"])
 def test_a_photo_keeps_its_colour_profile_but_not_its_exif(tmp_path, shared_file, suffix):
     from PIL import Image, ImageCms

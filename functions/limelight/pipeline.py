@@ -454,7 +454,7 @@ class Anonymizer:
         self._emit(Frame(0, 0, 0.0, rgb=rgb), boxes, states, report, min_matches=1)  # a photo has one sample per face
         for tid, rec in report.tracks.items():
             rec.decision = states[tid].decision()
-        _write_image(dst, rgb[..., ::-1], _icc_profile(src))
+        _write_image(dst, rgb[..., ::-1], _icc_profile(src), _alpha(src, rgb.shape[:2]))
         sized = getattr(self.detector, "photo_input_size", None)
         if sized is not None:
             rh, rw = sized(*rgb.shape[:2])
@@ -533,19 +533,37 @@ def _icc_profile(src: Path) -> bytes | None:
     return icc if icc and icc[16:20] == b"RGB " else None  # the header's data colour space
 
 
+def _alpha(src: Path, size: tuple[int, int]) -> np.ndarray | None:
+    """The photo's transparency (H, W) uint8, upright as `read_image` turns it; None if opaque."""
+    try:
+        with Image.open(src) as im:
+            if not (im.mode in ("RGBA", "LA", "PA", "RGBa") or "transparency" in im.info):
+                return None
+            alpha = np.array(ImageOps.exif_transpose(im).convert("RGBA"))[..., 3]
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        return None
+    return alpha if alpha.shape == size and alpha.min() < 255 else None
+
+
+# Formats that keep transparency.
+_ALPHA_SUFFIXES = frozenset({".png", ".webp"})
 # Formats that carry a colour profile, as Pillow names them.
 _ICC_FORMATS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP"}
 
 
-def _write_image(dst: Path, bgr: np.ndarray, icc: bytes | None = None) -> None:
+def _write_image(dst: Path, bgr: np.ndarray, icc: bytes | None = None, alpha: np.ndarray | None = None) -> None:
     """Write the photo atomically. Its colour profile, when it had one, is embedded again (OpenCV
-    drops it, and a Display P3 photo read as sRGB looks washed out); EXIF is not (the pixels are
-    already turned upright, and GPS must not travel)."""
+    drops it, and a Display P3 photo read as sRGB looks washed out), and so is its transparency (a
+    cut-out portrait) where the format keeps it; EXIF is not (the pixels are already turned
+    upright, and GPS must not travel)."""
     suffix = dst.suffix.lower() or ".png"
+    if alpha is not None and suffix in _ALPHA_SUFFIXES:
+        bgr = np.dstack([bgr, alpha])
     if icc and suffix in _ICC_FORMATS:
         buffer = io.BytesIO()
         quality = {"quality": 95} if suffix != ".png" else {}
-        Image.fromarray(np.ascontiguousarray(bgr[..., ::-1])).save(buffer, format=_ICC_FORMATS[suffix], icc_profile=icc, **quality)
+        rgb = np.ascontiguousarray(bgr[..., [2, 1, 0, 3][:bgr.shape[2]]])
+        Image.fromarray(rgb).save(buffer, format=_ICC_FORMATS[suffix], icc_profile=icc, **quality)
         ok, data = True, np.frombuffer(buffer.getvalue(), np.uint8)
     else:
         # Each format gets only its own parameters: OpenCV warns on stderr about a JPEG one given to a PNG.
