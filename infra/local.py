@@ -205,8 +205,11 @@ class LocalCloud:
         return count
 
     def upload_video(self, video: Path, key: str | None = None, body: bytes | None = None) -> dict[str, Any]:
-        """Upload like a user would; returns the S3 event S3 would send for it."""
+        """Upload like a user would; returns the S3 event S3 would send for it. Raises LocalRunError
+        when the template's notification filters would send none (S3 matches suffixes by case)."""
         key = key or self.stack.parameter("InputPrefix") + video.name
+        if not self.stack.notifies(key):
+            raise LocalRunError(f"{key}: S3 would not notify the start function of this upload (see its S3 event filters)")
         data = body if body is not None else video.read_bytes()
         put = self.s3.put_object(Bucket=self.input_bucket, Key=key, Body=data)
         return s3_put_event(self.input_bucket, key, put["ETag"], put.get("VersionId"), len(data))

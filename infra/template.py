@@ -127,6 +127,16 @@ class LocalStack:
             return self._get_att(logical, attribute)
         return self._ref(name)
 
+    def notifies(self, key: str) -> bool:
+        """Whether an upload under `key` to the input bucket makes S3 call the start function: one
+        of its S3 events' key filters matches, as S3 matches them (prefix and suffix, both
+        case-sensitive). moto does not emulate notifications; the local run asks this instead."""
+        for event in self.resources["StartFunction"]["Properties"]["Events"].values():
+            rules = {r["Name"]: self.resolve(r["Value"]) for r in event["Properties"]["Filter"]["S3Key"]["Rules"]}
+            if key.startswith(rules.get("prefix", "")) and key.endswith(rules.get("suffix", "")):
+                return True
+        return False
+
     # -- what the local run needs ---------------------------------------------------------------
     def function_environment(self, logical: str) -> dict[str, str]:
         """Globals' variables overlaid with the function's own, resolved."""

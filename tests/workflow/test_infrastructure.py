@@ -105,7 +105,7 @@ def test_only_the_input_bucket_notifies_and_only_under_the_input_prefix(stack):
     for event in events.values():
         rules = {r["Name"]: r["Value"] for r in event["Properties"]["Filter"]["S3Key"]["Rules"]}
         assert rules["prefix"] == {"Ref": "InputPrefix"}
-        assert rules["suffix"] in stack.function_environment("StartFunction")["VIDEO_SUFFIXES"].split(",")
+        assert rules["suffix"].lower() in stack.function_environment("StartFunction")["VIDEO_SUFFIXES"].split(",")
 
 
 def test_buckets_block_public_access_encrypt_and_expire_intermediates(stack):
@@ -115,6 +115,25 @@ def test_buckets_block_public_access_encrypt_and_expire_intermediates(stack):
         assert props["BucketEncryption"]["ServerSideEncryptionConfiguration"], logical
     rules = stack.resources["WorkBucket"]["Properties"]["LifecycleConfiguration"]["Rules"]
     assert rules[0]["Prefix"] == "jobs/" and rules[0]["Status"] == "Enabled"
+
+
+@pytest.mark.parametrize("key, notified", [
+    ("uploads/clip.mp4", True),
+    ("uploads/IMG_0001.MOV", True),  # iPhone
+    ("uploads/C0001.MP4", True),  # Sony camera
+    ("uploads/GX010001.MP4", True),  # GoPro
+    ("uploads/interview.mkv", True),
+    ("uploads/Trailer.M4V", True),
+    ("uploads/notes.txt", False),
+    ("elsewhere/clip.mp4", False),
+])
+def test_s3_notifies_the_start_function_of_camera_file_names(stack, key, notified):
+    # S3 matches key filters case-sensitively: with lower-case suffix rules only, an iPhone's
+    # IMG_0001.MOV or a camera's C0001.MP4 never started a job
+    assert stack.notifies(key) is notified
+    # ... and every suffix rule is one the start function itself accepts
+    accepted = stack.function_environment("StartFunction")["VIDEO_SUFFIXES"].split(",")
+    assert not notified or any(key.lower().endswith(suffix) for suffix in accepted)
 
 
 def test_sample_events_are_valid_json_with_the_job_payload_shape():
