@@ -115,6 +115,21 @@ def test_video_changing_size_mid_stream_is_published_at_its_first_size(cloud, tm
     assert frame_times(video) == frame_times(source)
 
 
+def test_an_iphone_named_upload_runs_and_is_published_under_its_name(cloud, synthetic_clip, tmp_path):
+    # GIVEN a clip uploaded as an iPhone names it (upper-case suffix), which S3 notifies for
+    key = "uploads/IMG_0001.MOV"
+    assert cloud.stack.notifies(key)
+    event = event_for_upload(cloud, "s3_put_video.json", synthetic_clip.read_bytes(), key=key)
+    # WHEN the workflow runs
+    result = run_job(cloud, event)
+    # THEN it published NAME_anonymized.mov with the clip's timing and audio
+    assert result.status == "SUCCEEDED"
+    video_key, _ = output_keys(cloud.stack.parameter("OutputPrefix"), result.job_id, key)
+    assert video_key.endswith("/IMG_0001_anonymized.mov")
+    video, _ = download(cloud, result, tmp_path)
+    assert_same_timing_and_audio(video, synthetic_clip)
+
+
 def test_upload_that_is_not_a_video_ends_in_a_failure_report_and_no_output(cloud):
     # GIVEN a text file uploaded with a video suffix
     event = event_for_upload(cloud, "s3_put_video.json", b"meeting notes, not a video\n", key="uploads/notes.mp4")
