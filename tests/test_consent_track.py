@@ -25,7 +25,7 @@ class _Scripted:
     def __init__(self, face_at):
         self.face_at, self.done, self.next = face_at, {}, 0
 
-    def submit(self, frame, box, turns=0):
+    def submit(self, frame, box, turns=0, sar=1.0):
         ticket, self.next = self.next, self.next + 1
         self.done[ticket] = self.face_at(frame)  # the "frame" is its index
         return ticket

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import av
 import face_recognition
+import cv2
 import numpy as np
 import pytest
 from PIL import Image
@@ -404,6 +405,31 @@ def test_a_face_in_a_frame_stored_on_its_side_is_cropped_upright(turns: int) -> 
         crop, location = face_crop(frame, stored_box, turns=turns)
         assert location == want_location
         np.testing.assert_array_equal(crop, want_crop)
+
+
+@pytest.mark.parametrize("turns", [0, 1])
+def test_a_face_in_anamorphic_pixels_is_cropped_as_shown(turns: int) -> None:
+    from limelight.recognizer import face_crop
+    from limelight.video import coded_boxes
+
+    # GIVEN a frame as shown, and the same frame as stored: possibly on its side, and squeezed to
+    # 3/4 of its stored width (HDV's 1440 x 1080 shown 1920 wide: sample aspect ratio 4:3)
+    yy, xx = np.mgrid[0:120, 0:160]
+    shown = np.stack([xx * 255 // 160, yy * 255 // 120, (xx + yy) % 256], -1).astype(np.uint8)
+    box = np.array([48.0, 32.0, 96.0, 88.0])
+    full = np.ascontiguousarray(np.rot90(shown, -turns))
+    full_box = coded_boxes(box[None], turns, *full.shape[:2])[0] if turns else box
+    stored = cv2.resize(full, (full.shape[1] * 3 // 4, full.shape[0]), interpolation=cv2.INTER_AREA)
+    stored_box = full_box * [0.75, 1, 0.75, 1]
+    want_crop, want_location = face_crop(shown, box)
+    # WHEN the face is cropped from the stored frame, told its sample aspect ratio
+    crop, location = face_crop(stored, stored_box, turns=turns, sar=4 / 3)
+    # THEN the crop is the shown one, in square pixels (within a pixel of size and place, and of
+    # resampling), not a squeezed face for dlib to read
+    assert abs(crop.shape[0] - want_crop.shape[0]) <= 2 and abs(crop.shape[1] - want_crop.shape[1]) <= 2
+    assert max(abs(a - b) for a, b in zip(location, want_location)) <= 2
+    h, w = min(crop.shape[0], want_crop.shape[0]), min(crop.shape[1], want_crop.shape[1])
+    assert np.abs(crop[:h, :w].astype(int) - want_crop[:h, :w]).mean() < 4
 
 
 # ---------------------------------------------------------------- matching and voting rules

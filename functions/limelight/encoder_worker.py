@@ -98,10 +98,11 @@ class FaceEncoder:
         """True once encodings are computed in this process (by choice or after a failure)."""
         return not self._want_process
 
-    def submit(self, frame: Any, box: np.ndarray, turns: int = 0) -> int | None:
+    def submit(self, frame: Any, box: np.ndarray, turns: int = 0, sar: float = 1.0) -> int | None:
         """Ask for the encoding of the face in `box`; None (nothing asked) for a face too small to
-        recognise (`face_crop`; `turns` quarter turns show the frame upright)."""
-        job = face_crop(frame, box, turns=turns)
+        recognise (`face_crop`; `turns` quarter turns show the frame upright, `sar` is its sample
+        aspect ratio)."""
+        job = face_crop(frame, box, turns=turns, sar=sar)
         if job is None:
             return None
         ticket, self._next = self._next, self._next + 1

@@ -244,7 +244,7 @@ class Anonymizer:
 
     # -- per-track identity ---------------------------------------------------------------------
     def _sample(self, state: _TrackState, frame: Frame, index: int, det: np.ndarray, encoder: FaceEncoder,
-                pending: deque, turns: int = 0) -> None:
+                pending: deque, turns: int = 0, sar: float = 1.0) -> None:
         """Ask `encoder` for an encoding of the track's face when its schedule says so; the result
         joins the vote in `_apply`."""
         sched = self.options.recognition
@@ -262,7 +262,7 @@ class Anonymizer:
         if gap < wait:
             return
         state.last_sample = index
-        ticket = encoder.submit(frame, det[:4], turns)
+        ticket = encoder.submit(frame, det[:4], turns, sar)
         if ticket is not None:  # None: too small to recognise
             state.in_flight += 1
             pending.append((index, state, ticket))
@@ -304,20 +304,26 @@ class Anonymizer:
             mark(frame.rgb, np.asarray([b for _, b in boxes], np.float32), kept_flags, labels)
 
     @staticmethod
-    def _detect(detector: Detector, frame: Frame, turns: int = 0) -> np.ndarray:
+    def _detect(detector: Detector, frame: Frame, turns: int = 0, sar: float = 1.0) -> np.ndarray:
         """Faces in `frame`, converted to RGB at the network's input size in one step. With `turns`
         (a video's display rotation, `quarter_turns`), the network sees the small image turned
         upright, as the video is shown (a face on its side is mostly missed: a phone's portrait
-        video lost a third of its face-frames), and the boxes come back in the frame's own pixels."""
-        h, w = frame.height, frame.width
+        video lost a third of its face-frames), and with `sar` (its sample aspect ratio) as wide as
+        it is shown (HDV's 1440 x 1080 as 1920 x 1080: squeezed faces are found less often); the
+        boxes come back in the frame's own pixels."""
+        h, coded_w = frame.height, frame.width
+        w = max(1, round(coded_w * sar))  # as shown; the one resize to the network's size stretches it
         if turns % 4 == 0:
             rh, rw = detector.input_size(h, w)
-            return detector(frame.rgb_resized(rw, rh), (h, w))
-        upright = (w, h) if turns % 2 else (h, w)
-        rh, rw = detector.input_size(*upright)
-        small = frame.rgb_resized(rh, rw) if turns % 2 else frame.rgb_resized(rw, rh)
-        found = detector(np.ascontiguousarray(np.rot90(small, turns)), upright)
-        return coded_boxes(found, turns, h, w)
+            found = detector(frame.rgb_resized(rw, rh), (h, w))
+        else:
+            upright = (w, h) if turns % 2 else (h, w)
+            rh, rw = detector.input_size(*upright)
+            small = frame.rgb_resized(rh, rw) if turns % 2 else frame.rgb_resized(rw, rh)
+            found = coded_boxes(detector(np.ascontiguousarray(np.rot90(small, turns)), upright), turns, h, w)
+        if w != coded_w:
+            found[:, [0, 2]] *= coded_w / w
+        return found
 
     @staticmethod
     def _detector_input(detectors: Iterable[Detector]) -> tuple[int, int] | None:
@@ -325,7 +331,8 @@ class Anonymizer:
         return None if geo is None else (geo.resized[1], geo.resized[0])
 
     # -- video ----------------------------------------------------------------------------------
-    def _transform(self, report: FileReport, states: dict[int, _TrackState], turns: int = 0) -> Callable[[Iterator[Frame]], Iterable[Frame]]:
+    def _transform(self, report: FileReport, states: dict[int, _TrackState], turns: int = 0,
+                   sar: float = 1.0) -> Callable[[Iterator[Frame]], Iterable[Frame]]:
         def run(frames: Iterator[Frame]) -> Iterator[Frame]:
             tracker = Tracker(self.options.tracker)
             shots = ShotChangeDetector()
@@ -357,7 +364,7 @@ class Anonymizer:
                     state = states.get(a.track_id)
                     if state is None:
                         state = states[a.track_id] = _TrackState(self.recognizer.vote() if self.recognizer else None)
-                    self._sample(state, f, f.index, a.detection, encoder, pending, turns)
+                    self._sample(state, f, f.index, a.detection, encoder, pending, turns, sar)
                 buffer.append(f)
                 yield from ready()
 
@@ -372,7 +379,7 @@ class Anonymizer:
             def detect(f: Frame) -> np.ndarray:
                 d = idle.get()
                 try:
-                    return self._detect(d, f, turns)
+                    return self._detect(d, f, turns, sar)
                 finally:
                     idle.put(d)
 
@@ -403,7 +410,8 @@ class Anonymizer:
             sched = self.options.recognition.at_rate(float(info.fps))
             if sched != self.options.recognition:  # a faster video: the schedule in its frames
                 engine = Anonymizer(self.detector, self.recognizer, replace(self.options, recognition=sched))
-        return engine._video(src, dst, progress, info.rotation)
+        sar = float(info.sample_aspect_ratio) if info.sample_aspect_ratio else 1.0
+        return engine._video(src, dst, progress, info.rotation, sar)
 
     def _animation(self, src: Path, dst: Path) -> FileReport:
         if dst.suffix.lower() not in KEEP_CONTAINER:
@@ -414,14 +422,16 @@ class Anonymizer:
         report.input = str(src)
         return report
 
-    def _video(self, src: Path, dst: Path, progress: Callable[[int], None] | None, rotation: int) -> FileReport:
+    def _video(self, src: Path, dst: Path, progress: Callable[[int], None] | None, rotation: int,
+               sar: float = 1.0) -> FileReport:
         report = FileReport(str(src), str(dst), "video", rotation=rotation)
         states: dict[int, _TrackState] = {}
         start = time.perf_counter()
-        # Frames stay as stored (the display rotation is kept for the player); detection and
-        # recognition see them turned upright.
+        # Frames stay as stored (the display rotation and pixel aspect are kept for the player);
+        # detection and recognition see them as shown: upright, in square pixels.
         turns = quarter_turns(rotation)
-        stats = transcode(src, dst, options=self.options.encode, progress=progress, transform=self._transform(report, states, turns))
+        transform = self._transform(report, states, turns, sar)
+        stats = transcode(src, dst, options=self.options.encode, progress=progress, transform=transform)
         report.frames, report.seconds = stats.frames, time.perf_counter() - start
         report.dropped_streams = list(stats.dropped_streams)
         report.detector_input = self._detector_input(self._detectors())

@@ -403,13 +403,16 @@ def face_crop(
     *,
     min_size: int = MIN_FACE_PX,
     turns: int = 0,
+    sar: float = 1.0,
 ) -> tuple[np.ndarray, tuple[int, int, int, int]] | None:
     """What `encode_crop` needs for the face in the box: an RGB crop around it and dlib's square
     face location (top, right, bottom, left) in the crop; None for a face too small to recognise.
 
     `turns`: counter-clockwise quarter turns that show the frame upright (a video's display rotation,
     `video.quarter_turns`); the box is in the frame's own (coded) pixels, the crop comes out upright,
-    as dlib's landmarks and embedding need it."""
+    as dlib's landmarks and embedding need it. `sar`: the video's sample aspect ratio (the width
+    of a stored pixel as shown; HDV's 1440 x 1080 is shown 1920 wide, 4:3): the crop comes out in
+    square pixels, as shown, not squeezed."""
     if hasattr(frame_rgb, "rgb_region"):
         height, width, region = frame_rgb.height, frame_rgb.width, frame_rgb.rgb_region
     else:
@@ -436,9 +439,14 @@ def face_crop(
             cx0, cy0, cx1, cy1 = (int(v) for v in np.rint(rect))
             return np.rot90(coded_region(cx0, cy0, cx1, cy1), turns)
 
+    # Shown pixels per stored pixel along the upright x and y: the stored width is the upright
+    # height when the video is turned a quarter.
+    sx, sy = (1.0, float(sar)) if turns % 2 else (float(sar), 1.0)
     x1, y1, x2, y2 = (float(v) for v in box)
-    visible_w = min(x2, width) - max(x1, 0.0)
-    visible_h = min(y2, height) - max(y1, 0.0)
+    x1, x2, y1, y2 = x1 * sx, x2 * sx, y1 * sy, y2 * sy  # as shown
+    shown_w, shown_h = width * sx, height * sy
+    visible_w = min(x2, shown_w) - max(x1, 0.0)
+    visible_h = min(y2, shown_h) - max(y1, 0.0)
     if min(visible_w, visible_h) < min_size:
         return None
 
@@ -446,13 +454,17 @@ def face_crop(
     side = _HOG_SIDE_PER_SQRT_AREA * np.sqrt(w * h)
     cx, cy = (x1 + x2) / 2, (y1 + y2) / 2 + _HOG_CENTRE_SHIFT_PER_HEIGHT * h
     margin = (0.5 + _CROP_MARGIN_PER_SIDE) * side
-    cx0 = int(np.clip(np.floor(cx - margin), 0, width - 1))
-    cy0 = int(np.clip(np.floor(cy - margin), 0, height - 1))
-    cx1 = int(np.clip(np.ceil(cx + margin), cx0 + 1, width))
-    cy1 = int(np.clip(np.ceil(cy + margin), cy0 + 1, height))
-    crop = np.ascontiguousarray(region(cx0, cy0, cx1, cy1))
-    top = int(round(cy - side / 2)) - cy0
-    left = int(round(cx - side / 2)) - cx0
+    # The crop's stored pixels, then its shown origin and size.
+    px0 = int(np.clip(np.floor((cx - margin) / sx), 0, width - 1))
+    py0 = int(np.clip(np.floor((cy - margin) / sy), 0, height - 1))
+    px1 = int(np.clip(np.ceil((cx + margin) / sx), px0 + 1, width))
+    py1 = int(np.clip(np.ceil((cy + margin) / sy), py0 + 1, height))
+    crop = np.ascontiguousarray(region(px0, py0, px1, py1))
+    if (sx, sy) != (1.0, 1.0):
+        shown = (max(1, round((px1 - px0) * sx)), max(1, round((py1 - py0) * sy)))
+        crop = cv2.resize(crop, shown, interpolation=cv2.INTER_LINEAR)
+    top = int(round(cy - side / 2 - py0 * sy))
+    left = int(round(cx - side / 2 - px0 * sx))
     size = int(round(side))
     return crop, (top, left + size, top + size, left)
 
