@@ -311,6 +311,8 @@ def test_an_anamorphic_video_is_seen_as_shown(hamilton_run, shared_file, tmp_pat
     found = sum(1 for frame, box in wanted
                 if frame in mine and iou_matrix(np.array([box]), np.array(mine[frame])).max() > 0.3)
     assert found >= 0.85 * len(wanted)
+    # AND the report says how its stored pixels are shown, for whoever reads its boxes
+    assert doc["pixel_aspect"] == "4:3" and up["pixel_aspect"] == "1:1"
 
 
 @pytest.mark.slow

@@ -221,8 +221,9 @@ def test_merge_reports_numbers_frames_and_tracks_for_the_whole_video():
     assert merged["fps"] == 9.0
     # the display rotation (segments keep the original's) tells how the boxes' frames are shown
     assert merged["rotation"] == 0
-    turned = merge_reports([(0, {**part(10, [kept]), "rotation": -90})], input_name="a", output_name="b")
-    assert turned["rotation"] == -90
+    turned = merge_reports([(0, {**part(10, [kept]), "rotation": -90, "pixel_aspect": "4:3"})], input_name="a", output_name="b")
+    assert turned["rotation"] == -90 and turned["pixel_aspect"] == "4:3"
+    assert merged["pixel_aspect"] == "1:1"
     # the original's streams the joined output leaves out are named, as the CLI's report does
     assert merged["dropped_streams"] == []
     subtitled = merge_reports([(0, part(10, []))], input_name="a", output_name="b", dropped_streams=("subtitle #2 (srt, eng)",))

@@ -410,8 +410,10 @@ class Anonymizer:
             sched = self.options.recognition.at_rate(float(info.fps))
             if sched != self.options.recognition:  # a faster video: the schedule in its frames
                 engine = Anonymizer(self.detector, self.recognizer, replace(self.options, recognition=sched))
-        sar = float(info.sample_aspect_ratio) if info.sample_aspect_ratio else 1.0
-        return engine._video(src, dst, progress, info.rotation, sar)
+        report = engine._video(src, dst, progress, info.rotation, float(info.sample_aspect_ratio or 1))
+        if info.sample_aspect_ratio:
+            report.pixel_aspect = f"{info.sample_aspect_ratio.numerator}:{info.sample_aspect_ratio.denominator}"
+        return report
 
     def _animation(self, src: Path, dst: Path) -> FileReport:
         if dst.suffix.lower() not in KEEP_CONTAINER:

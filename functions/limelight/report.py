@@ -59,6 +59,7 @@ class FileReport:
     tracks: dict[int, TrackRecord] = field(default_factory=dict)
     detector_input: tuple[int, int] | None = None  # (width, height) the frames were scaled to for detection (a photo: its finest pass)
     rotation: int = 0  # display rotation of a video (counter-clockwise degrees): boxes are in its stored frames' pixels
+    pixel_aspect: str = "1:1"  # width of a stored pixel as shown (a video's sample aspect ratio; HDV's is 4:3)
     dropped_streams: list[str] = field(default_factory=list)  # input streams the output leaves out (subtitles, ...)
 
     def add_box(self, track_id: int, frame: int, box, blurred: bool, shown_as: str | None = None) -> None:
@@ -89,6 +90,7 @@ class FileReport:
             "faces": self.faces, "kept": self.kept, "blurred": self.faces - self.kept,
             "detector_input": None if self.detector_input is None else list(self.detector_input),
             "rotation": self.rotation,
+            "pixel_aspect": self.pixel_aspect,
             "dropped_streams": list(self.dropped_streams),
             "tracks": [t.as_dict() for t in sorted(self.tracks.values(), key=lambda t: t.track_id)],
         }

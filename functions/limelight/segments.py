@@ -421,6 +421,7 @@ def merge_reports(parts: Sequence[tuple[int, dict[str, Any]]], *, input_name: st
         "blurred": len(tracks) - kept,
         "segments": len(parts),
         "rotation": int(parts[0][1].get("rotation", 0)) if parts else 0,
+        "pixel_aspect": parts[0][1].get("pixel_aspect", "1:1") if parts else "1:1",
         "dropped_streams": list(dropped_streams),
         "tracks": tracks,
     }
