@@ -86,6 +86,16 @@ def test_empty_known_faces_folder_fails_before_any_output(tmp_path, clip):
 
 
 @needs_model
+def test_a_single_photo_given_as_known_faces_says_to_put_it_in_a_folder(tmp_path, clip, shared_file):
+    photo = tmp_path / "lin.png"
+    photo.write_bytes(shared_file("videos/known_faces/hamilton_white_house/lin-manuel-miranda.png").read_bytes())
+    code, _, err = run("anonymize", clip(HAMILTON), "--known-faces", photo, "-o", tmp_path / "x.mp4")
+    assert_one_line_error(code, err, "lin.png")
+    assert "must be a folder of photos, not a file" in err  # it said "folder not found"
+    assert not (tmp_path / "x.mp4").exists()
+
+
+@needs_model
 def test_unwritable_output_fails_and_leaves_nothing(tmp_path, clip):
     target = tmp_path / "no" / "such" / "dir" / "x.mp4"
     code, _, err = run("anonymize", clip(HAMILTON), "-o", target)

@@ -345,6 +345,8 @@ def load_gallery(folder: str | os.PathLike[str]) -> Gallery:
     with a silently skipped photo would blur someone who consented, so nothing is skipped.
     """
     folder = Path(folder)
+    if folder.is_file():
+        raise KnownFacesError(f"known-faces must be a folder of photos, not a file: {folder} (put it in a folder)")
     if not folder.is_dir():
         raise KnownFacesError(f"known-faces folder not found: {folder}")
     try:
