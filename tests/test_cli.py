@@ -294,28 +294,43 @@ def test_an_existing_folder_as_output_gets_the_default_name_in_it(tmp_path, shar
     assert [p.name for p in out.iterdir()] == ["group_anonymized.jpg"]
 
 
-def _broadcast_mxf(path):
-    """A broadcast camera's file: MPEG-2 4:2:2 video and two mono 24-bit PCM tracks in MXF."""
+def _camera_file(path, codec, size, rate, pix_fmt, frames, tracks, options=None):
+    """A camera's file: `frames` flat frames (10 levels apart) of `codec` video at `rate` fps,
+    each audio track (codec, sample rate, layout, [(sample format, samples), ...]) muxed chunk by
+    chunk beside them, then both flushed."""
     from fractions import Fraction
 
+    width, height = size
     with av.open(str(path), "w") as out:
-        video = out.add_stream("mpeg2video", rate=25)
-        video.width, video.height, video.pix_fmt = 128, 96, "yuv422p"
-        tracks = [out.add_stream("pcm_s24le", rate=48000) for _ in range(2)]
-        for track in tracks:
-            track.layout = "mono"
-        for i in range(10):
-            f = av.VideoFrame.from_ndarray(np.full((96, 128, 3), 20 * i, np.uint8), format="rgb24")
-            f.pts, f.time_base = i, Fraction(1, 25)
+        video = out.add_stream(codec, rate=rate)
+        video.width, video.height, video.pix_fmt = width, height, pix_fmt
+        video.options = options or {}
+        streams = []
+        for audio_codec, sample_rate, layout, chunks in tracks:
+            stream = out.add_stream(audio_codec, rate=sample_rate)
+            stream.layout = layout
+            streams.append((stream, sample_rate, layout, chunks))
+        for i in range(frames):
+            f = av.VideoFrame.from_ndarray(np.full((height, width, 3), 10 * i, np.uint8), format="rgb24").reformat(format=pix_fmt)
+            f.pts, f.time_base = i, Fraction(1, rate)
             out.mux(video.encode(f))
         out.mux(video.encode(None))
-        for n, track in enumerate(tracks):
-            for k in range(10):
-                chunk = av.AudioFrame.from_ndarray(np.full((1, 1920), (n + 1) * 1000 * k, np.int32), format="s32", layout="mono")
-                chunk.sample_rate, chunk.pts = 48000, k * 1920
-                out.mux(track.encode(chunk))
-            out.mux(track.encode(None))
+        for stream, sample_rate, layout, chunks in streams:
+            at = 0
+            for fmt, samples in chunks:
+                chunk = av.AudioFrame.from_ndarray(samples, format=fmt, layout=layout)
+                chunk.sample_rate, chunk.pts = sample_rate, at
+                at += samples.shape[1] // len(chunk.layout.channels)
+                out.mux(stream.encode(chunk))
+            out.mux(stream.encode(None))
     return path
+
+
+def _broadcast_mxf(path):
+    """A broadcast camera's file: MPEG-2 4:2:2 video and two mono 24-bit PCM tracks in MXF."""
+    tracks = [("pcm_s24le", 48000, "mono", [("s32", np.full((1, 1920), (n + 1) * 1000 * k, np.int32)) for k in range(10)])
+              for n in range(2)]
+    return _camera_file(path, "mpeg2video", (128, 96), 25, "yuv422p", 10, tracks)
 
 
 @needs_model
@@ -342,27 +357,9 @@ def test_a_folder_of_broadcast_mxf_is_processed_and_published_as_mp4(tmp_path):
 
 def _phone_3gp(path):
     """An old phone's clip: H.264 (no B-frames) and AMR-NB speech at 8 kHz in 3GP."""
-    from fractions import Fraction
-
-    with av.open(str(path), "w") as out:
-        video = out.add_stream("libx264", rate=15)
-        video.width, video.height, video.pix_fmt = 176, 144, "yuv420p"
-        video.options = {"preset": "ultrafast", "bframes": "0"}
-        speech = out.add_stream("libopencore_amrnb", rate=8000)
-        speech.layout = "mono"
-        speech.bit_rate = 12200
-        for i in range(15):
-            f = av.VideoFrame.from_ndarray(np.full((144, 176, 3), 10 * i, np.uint8), format="rgb24")
-            f.pts, f.time_base = i, Fraction(1, 15)
-            out.mux(video.encode(f))
-        out.mux(video.encode(None))
-        for k in range(50):
-            tone = (np.sin(np.arange(k * 160, (k + 1) * 160) * 0.3) * 6000).astype(np.int16)[None, :]
-            chunk = av.AudioFrame.from_ndarray(tone, format="s16", layout="mono")
-            chunk.sample_rate, chunk.pts = 8000, k * 160
-            out.mux(speech.encode(chunk))
-        out.mux(speech.encode(None))
-    return path
+    speech = [("s16", (np.sin(np.arange(k * 160, (k + 1) * 160) * 0.3) * 6000).astype(np.int16)[None, :]) for k in range(50)]
+    return _camera_file(path, "libx264", (176, 144), 15, "yuv420p", 15, [("libopencore_amrnb", 8000, "mono", speech)],
+                        options={"preset": "ultrafast", "bframes": "0"})
 
 
 @needs_model
@@ -401,23 +398,8 @@ def test_the_report_names_the_streams_the_output_leaves_out(tmp_path):
 
 def _dv_camcorder(path):
     """A DV camcorder's raw file: PAL DV (interlaced, bottom field first) with 48 kHz stereo PCM."""
-    from fractions import Fraction
-
-    with av.open(str(path), "w") as out:
-        video = out.add_stream("dvvideo", rate=25)
-        video.width, video.height, video.pix_fmt = 720, 576, "yuv420p"
-        sound = out.add_stream("pcm_s16le", rate=48000)
-        sound.layout = "stereo"
-        for i in range(10):
-            f = av.VideoFrame.from_ndarray(np.full((576, 720, 3), 20 * i, np.uint8), format="rgb24").reformat(format="yuv420p")
-            f.pts, f.time_base = i, Fraction(1, 25)
-            out.mux(video.encode(f))
-            chunk = av.AudioFrame.from_ndarray(np.full((1, 2 * 1920), 100 * i, np.int16), format="s16", layout="stereo")
-            chunk.sample_rate, chunk.pts = 48000, i * 1920
-            out.mux(sound.encode(chunk))
-        out.mux(video.encode(None))
-        out.mux(sound.encode(None))
-    return path
+    sound = [("s16", np.full((1, 2 * 1920), 100 * i, np.int16)) for i in range(10)]
+    return _camera_file(path, "dvvideo", (720, 576), 25, "yuv420p", 10, [("pcm_s16le", 48000, "stereo", sound)])
 
 
 @needs_model
