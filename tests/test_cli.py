@@ -474,6 +474,22 @@ def test_an_animated_webp_or_png_is_anonymized_as_a_video(tmp_path, clip, suffix
     assert code == 1 and "is animated: write it as a video" in err and not (tmp_path / f"still{suffix}").exists()
 
 
+@needs_model
+def test_a_still_gif_is_anonymized_as_a_photo(tmp_path, shared_file):
+    from PIL import Image
+
+    # GIVEN a one-frame GIF of a group (it came out as a one-frame MP4)
+    src = tmp_path / "group.gif"
+    Image.open(shared_file("videos/stills/multiface_group.facenet_pytorch.jpg")).convert("RGB").save(src)
+    # WHEN it is anonymized with a report
+    code, _, err = run("anonymize", src, "--report", tmp_path / "report.json")
+    # THEN it is a photo, written as PNG (OpenCV does not write GIF), its faces blurred
+    assert code == 0, err
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("group_")) == ["group_anonymized.png"]
+    doc = json.loads((tmp_path / "report.json").read_text())["files"][0]
+    assert doc["kind"] == "image" and doc["blurred"] >= 3
+
+
 def test_default_output_keeps_the_usual_containers():
     from limelight.pipeline import default_output
     from pathlib import Path

@@ -144,7 +144,7 @@ def _anonymize(input_path, known_faces, output, mode, shape, scale, threshold, d
     from tqdm import tqdm
 
     from limelight.detector import Detector, model_metadata
-    from limelight.pipeline import IMAGE_SUFFIXES, AnonymizeOptions, Anonymizer
+    from limelight.pipeline import IMAGE_SUFFIXES, AnonymizeOptions, Anonymizer, is_photo
     from limelight.recognizer import Recognizer, load_gallery
     from limelight.report import write_report
     from limelight.video import EncodeOptions, probe
@@ -167,7 +167,7 @@ def _anonymize(input_path, known_faces, output, mode, shape, scale, threshold, d
     for src in files:
         dst = _output_for(src, input_path, output)
         try:
-            if src.suffix.lower() in IMAGE_SUFFIXES:
+            if src.suffix.lower() in IMAGE_SUFFIXES or is_photo(src):  # an animated WebP / PNG too: image() passes it on
                 if dst.resolve() == src.resolve():
                     raise OutputError(f"{dst}: output would overwrite the input")
                 reports.append(engine.image(src, dst))

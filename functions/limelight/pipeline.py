@@ -178,14 +178,14 @@ def default_output(src: Path) -> Path:
     Nellymoser of old FLV) goes to the first of .mkv and .mov that holds it (containers that keep
     every timing rule; AVI cannot say where a video with B-frames starts)."""
     suffix = src.suffix.lower()
-    if suffix in VIDEO_SUFFIXES:
+    if is_photo(src):
+        suffix = ".jpg" if suffix in _PUBLISHED_AS_JPEG else ".png" if suffix == ".gif" else suffix
+    elif suffix in VIDEO_SUFFIXES:
         default = suffix if suffix in KEEP_CONTAINER else ".mp4"
         candidates = [default] + [s for s in (".mkv", ".mov") if s != default]
         suffix = next((s for s in candidates if fits_container(src, s)), default)
     elif animation_frames(src) > 1:
         suffix = ".mp4"  # an animated WebP / PNG is a video
-    elif suffix in _PUBLISHED_AS_JPEG:
-        suffix = ".jpg"
     return src.with_name(f"{src.stem}_anonymized{suffix if suffix in IMAGE_SUFFIXES | VIDEO_SUFFIXES else src.suffix}")
 
 
@@ -478,12 +478,21 @@ class Anonymizer:
 
 
 # Photo formats that may hold an animation (Pillow reads them frame by frame; FFmpeg does not
-# decode animated WebP).
-_ANIMATED_SUFFIXES = frozenset({".webp", ".png"})
+# decode animated WebP), and GIF, which may hold a still.
+_ANIMATED_SUFFIXES = frozenset({".webp", ".png", ".gif"})
+
+
+def is_photo(src: Path) -> bool:
+    """Whether `src` is anonymized as a photo: a photo suffix and one frame, or a GIF of one frame
+    (written as PNG: OpenCV reads GIF but does not write it); an animation is a video."""
+    suffix = src.suffix.lower()
+    if suffix in IMAGE_SUFFIXES:
+        return suffix not in _ANIMATED_SUFFIXES or animation_frames(src) == 1
+    return suffix == ".gif" and src.is_file() and animation_frames(src) == 1
 
 
 def animation_frames(src: Path) -> int:
-    """How many frames an animated WebP / PNG holds (1 for a still photo or anything unreadable)."""
+    """How many frames an animated WebP / PNG / GIF holds (1 for a still or anything unreadable)."""
     if src.suffix.lower() not in _ANIMATED_SUFFIXES:
         return 1
     try:
