@@ -219,6 +219,34 @@ def test_camera_card_folder_sub_folders_with_recursive_and_macos_twins_skipped(t
 
 
 @needs_model
+def test_folder_inputs_that_differ_only_by_suffix_get_outputs_of_their_own(tmp_path, shared_file):
+    from PIL import Image
+    from pillow_heif import register_heif_opener
+
+    register_heif_opener()
+
+    # GIVEN a phone export holding one photo twice, as IMG_0001.HEIC and IMG_0001.JPG (both are
+    # published as JPEG), the JPEG's left half darkened to tell them apart
+    still = Image.open(shared_file("videos/stills/multiface_group.facenet_pytorch.jpg")).convert("RGB")
+    src = tmp_path / "export"
+    src.mkdir()
+    still.save(src / "IMG_0001.HEIC")
+    dark = np.array(still)
+    dark[:, : dark.shape[1] // 2] //= 4
+    Image.fromarray(dark).save(src / "IMG_0001.JPG")
+    # WHEN the folder is anonymized
+    code, out, err = run("anonymize", src, "--report", tmp_path / "report.json")
+    # THEN both are published under names of their own (the second was written over the first)
+    assert code == 0, err
+    dst = tmp_path / "export_anonymized"
+    assert sorted(p.name for p in dst.iterdir()) == ["IMG_0001_anonymized.jpg", "IMG_0001_jpg_anonymized.jpg"]
+    outputs = [f["output"] for f in json.loads((tmp_path / "report.json").read_text())["files"]]
+    assert sorted(outputs) == sorted(str(p) for p in dst.iterdir())
+    means = sorted(np.array(Image.open(p)).mean() for p in dst.iterdir())
+    assert means[1] - means[0] > 20  # one of each
+
+
+@needs_model
 def test_one_bad_file_in_a_folder_does_not_stop_the_rest(tmp_path, shared_file, clip):
     src = tmp_path / "batch"
     src.mkdir()

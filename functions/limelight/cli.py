@@ -164,8 +164,14 @@ def _anonymize(input_path, known_faces, output, mode, shape, scale, threshold, d
     recognizer = Recognizer(load_gallery(known_faces)) if known_faces is not None else None
     engine = Anonymizer(Detector(detect_size=detect_size, threshold=threshold), recognizer, options)
     reports, failed, started = [], [], time.perf_counter()
+    planned: set[Path] = set()
     for src in files:
         dst = _output_for(src, input_path, output)
+        if dst in planned:
+            # Two inputs that differ only by suffix (clip.avi and clip.mp4, IMG_1.HEIC and IMG_1.JPG)
+            # would publish under one name, the second over the first: name its suffix too.
+            dst = dst.with_name(f"{src.stem}_{src.suffix[1:].lower()}_anonymized{dst.suffix}")
+        planned.add(dst)
         try:
             if src.suffix.lower() in IMAGE_SUFFIXES or is_photo(src):  # an animated WebP / PNG too: image() passes it on
                 if dst.resolve() == src.resolve():
