@@ -659,6 +659,43 @@ def test_a_transport_streams_90_khz_start_is_kept_exactly_in_mp4(tmp_path):
         assert frame_times(dst) == frame_times(src)
 
 
+def test_hdr10_static_metadata_is_kept(tmp_path):
+    import struct
+
+    from av.sidedata.sidedata import Type
+
+    # GIVEN a 10-bit PQ (HDR10) clip with its mastering display (P3 primaries, 1000 / 0.0001 cd/m2)
+    # and content light level (MaxCLL 1000, MaxFALL 400), as HDR cameras and graders write them
+    src = tmp_path / "hdr10.mp4"
+    with av.open(str(src), "w") as out:
+        video = out.add_stream("libx264", rate=25)
+        video.width, video.height, video.pix_fmt = 64, 48, "yuv420p10le"
+        video.options = {"preset": "ultrafast", "x264-params": "mastering-display=G(13250,34500)B(7500,3000)R(34000,16000)"
+                         "WP(15635,16450)L(10000000,1):cll=1000,400"}
+        cc = video.codec_context
+        cc.color_primaries, cc.color_trc, cc.colorspace, cc.color_range = 9, 16, 9, 1  # BT.2020, PQ
+        for i in range(3):
+            frame = av.VideoFrame.from_ndarray(np.full((72, 64), 512, np.uint16), format="yuv420p10le")
+            frame.color_primaries, frame.color_trc, frame.colorspace, frame.color_range = 9, 16, 9, 1
+            frame.pts = i
+            out.mux(video.encode(frame))
+        out.mux(video.encode(None))
+
+    def metadata(path):
+        with av.open(str(path)) as c:
+            side = next(c.decode(video=0)).side_data
+            mastering, light = side.get(Type.MASTERING_DISPLAY_METADATA), side.get(Type.CONTENT_LIGHT_LEVEL)
+            return (mastering and struct.unpack_from("<22i", bytes(mastering)), light and struct.unpack_from("<2I", bytes(light)))
+
+    assert metadata(src)[1] == (1000, 400)
+    # WHEN it goes through (the frames the encoder gets are new pictures, without side data)
+    dst = tmp_path / "out.mp4"
+    transcode(src, dst)
+    # THEN the output tells a display the same mastering display and light levels to tone-map by
+    # (it had neither: an HDR TV guessed)
+    assert metadata(dst) == metadata(src)
+
+
 @pytest.mark.parametrize("region", [(0, 0, 96, 54), (13, 7, 58, 33), (1, 1, 95, 53), (40, 10, 41, 11)])
 def test_rgb_region_is_the_whole_frame_conversion_cut(tmp_path, region):
     # GIVEN a decoded frame held in YUV, and odd region bounds (chroma covers 2 x 2 pixels) whose

@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 import os
 import secrets
+import struct
 import tempfile
 import time
 from collections import deque
@@ -643,6 +644,29 @@ def _describe(stream: av.stream.Stream) -> str:
     return f"{stream.type} #{stream.index}" + (f" ({', '.join(details)})" if details else "")
 
 
+def _hdr10_params(first: av.VideoFrame) -> list[str]:
+    """x264 options that carry an HDR10 video's static metadata (its frames' mastering display and
+    content light level side data) into the output's SEI, so that a display tone-maps it as the
+    original; the frames handed to the encoder are new pictures, without side data."""
+    params = []
+    mastering = first.side_data.get(SideDataType.MASTERING_DISPLAY_METADATA)
+    if mastering is not None and len(bytes(mastering)) >= 88:
+        # AVMasteringDisplayMetadata: R, G, B primaries and white point as (x, y) rationals, min and
+        # max luminance, has_primaries, has_luminance. x264 counts 1/50000 and 1/10000 cd/m2.
+        v = struct.unpack_from("<22i", bytes(mastering))
+        ratio = [v[i] / v[i + 1] if v[i + 1] else 0.0 for i in range(0, 20, 2)]
+        (rx, ry, gx, gy, bx, by, wx, wy, lmin, lmax), has_primaries, has_luminance = ratio, v[20], v[21]
+        if has_primaries and has_luminance:
+            xy = [round(c * 50000) for c in (gx, gy, bx, by, rx, ry, wx, wy)]
+            params.append("mastering-display=G({},{})B({},{})R({},{})WP({},{})".format(*xy)
+                          + f"L({round(lmax * 10000)},{round(lmin * 10000)})")
+    light = first.side_data.get(SideDataType.CONTENT_LIGHT_LEVEL)
+    if light is not None and len(bytes(light)) >= 8:
+        max_cll, max_fall = struct.unpack_from("<2I", bytes(light))
+        params.append(f"cll={max_cll},{max_fall}")
+    return params
+
+
 def _interlacing(stream: av.video.stream.VideoStream, first: av.VideoFrame) -> str | None:
     """"tff" / "bff" when the video is interlaced (its stream's field order, else its first frame's
     flag), None if progressive. When only the frame says so (PyAV does not tell its field order):
@@ -852,6 +876,7 @@ class _Writer:
         cc.thread_type = "AUTO"
         cc.thread_count = self.threads
         options = {"crf": str(self._options.crf), "preset": self._options.preset}
+        x264_params = _hdr10_params(first)
         fields = _interlacing(iv, first)
         if fields is not None:
             # Interlaced in, interlaced out: each field keeps its own lines and moment. Encoded as
@@ -860,7 +885,9 @@ class _Writer:
             # libx264 would take it from each frame's flags, which PyAV cannot set.
             cc.flags |= CodecFlags.interlaced_dct | CodecFlags.interlaced_me
             cc.field_order = 2 if fields == "tff" else 3
-            options["x264-params"] = f"{fields}=1"
+            x264_params.append(f"{fields}=1")
+        if x264_params:
+            options["x264-params"] = ":".join(x264_params)
         cc.options = options
         sar = _sample_aspect_ratio(iv)
         if sar:
