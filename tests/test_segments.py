@@ -230,6 +230,16 @@ def test_merge_reports_numbers_frames_and_tracks_for_the_whole_video():
     assert subtitled["dropped_streams"] == ["subtitle #2 (srt, eng)"]
 
 
+def test_join_keeps_the_originals_chapters(tmp_path):
+    from tests.test_video import CHAPTERS, _with_chapters, chapters
+
+    src = _with_chapters(tmp_path / "talk.mkv")
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    join(encode_segments(split(src, folder, 0.3), tmp_path), src, tmp_path / "joined.mp4")
+    assert chapters(tmp_path / "joined.mp4") == CHAPTERS
+
+
 def test_join_names_the_originals_streams_it_leaves_out(tmp_path):
     from tests.test_video import _with_subtitles
 

@@ -696,6 +696,48 @@ def test_hdr10_static_metadata_is_kept(tmp_path):
     assert metadata(dst) == metadata(src)
 
 
+CHAPTERS = [(0, Fraction(2, 5), "Intro"), (Fraction(2, 5), Fraction(4, 5), "Interview")]
+
+
+def chapters(path):
+    """(start s, end s, title) of a file's chapters."""
+    with av.open(str(path)) as c:
+        return [(c_["start"] * c_["time_base"], c_["end"] * c_["time_base"], c_["metadata"]["title"]) for c_ in c.chapters()]
+
+
+def _with_chapters(src: Path) -> Path:
+    """A Matroska clip with a long recording's chapter marks (`CHAPTERS`)."""
+    with av.open(str(src), "w") as out:
+        video = out.add_stream("libx264", rate=25)
+        video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
+        out.set_chapters([
+            {"id": 1, "start": 0, "end": 10, "time_base": Fraction(1, 25), "metadata": {"title": "Intro"}},
+            {"id": 2, "start": 10, "end": 20, "time_base": Fraction(1, 25), "metadata": {"title": "Interview"}},
+        ])
+        for i in range(20):
+            frame = av.VideoFrame.from_ndarray(np.full((72, 64), 100, np.uint8), format="yuv420p")
+            frame.pts = i
+            out.mux(video.encode(frame))
+        out.mux(video.encode(None))
+    return src
+
+
+def test_chapters_are_kept_in_every_container(tmp_path):
+    # GIVEN a long recording's chapter marks (Intro 0-0.4 s, Interview 0.4-0.8 s) in Matroska
+    src = _with_chapters(tmp_path / "talk.mkv")
+    want = CHAPTERS
+    assert chapters(src) == want
+    for suffix in (".mkv", ".mp4", ".mov"):
+        # WHEN it goes through (chapters were dropped)
+        dst = tmp_path / f"out{suffix}"
+        stats = transcode(src, dst)
+        # THEN they are there, and nothing is reported left out
+        assert chapters(dst) == want and stats.dropped_streams == ()
+    # ... and an MP4's chapter-title track, rebuilt from the chapters, is not reported left out either
+    again = transcode(tmp_path / "out.mov", tmp_path / "again.mov")
+    assert chapters(tmp_path / "again.mov") == want and again.dropped_streams == ()
+
+
 @pytest.mark.parametrize("region", [(0, 0, 96, 54), (13, 7, 58, 33), (1, 1, 95, 53), (40, 10, 41, 11)])
 def test_rgb_region_is_the_whole_frame_conversion_cut(tmp_path, region):
     # GIVEN a decoded frame held in YUV, and odd region bounds (chroma covers 2 x 2 pixels) whose

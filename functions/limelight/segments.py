@@ -362,6 +362,7 @@ def _output_streams(out: av.container.OutputContainer, source: av.container.Inpu
     """The joined file's streams: video like the processed segments, audio copies of the original's."""
     for key, value in published_tags(source.metadata, _DROPPED_CONTAINER_TAGS).items():
         out.metadata[key] = value
+    out.set_chapters(source.chapters())
     video = out.add_stream_from_template(template)
     video.time_base = template.time_base
     video.metadata.update(published_tags(template.metadata))

@@ -11,8 +11,8 @@ Contract of `transcode` (see docs/DESIGN.md, "Video rules"):
   count, fractional / variable frame rates, the start offset and the duration are kept;
 - every audio stream is copied packet for packet, bit-exact (no re-encode); subtitle, data and
   other video streams are dropped (`TranscodeStats.dropped_streams` names them);
-- rotation (display matrix), colour tags, sample aspect ratio, interlacing (field order) and
-  container metadata are kept;
+- rotation (display matrix), colour tags, sample aspect ratio, interlacing (field order),
+  container metadata and chapters are kept;
 - the output appears atomically: it is written to a hidden temporary file next to the
   destination and renamed only on success; on failure nothing is left behind;
 - the input is never modified.
@@ -624,14 +624,20 @@ def first_video_stream(container: av.container.Container) -> av.video.stream.Vid
 def dropped_streams(container: av.container.InputContainer) -> tuple[str, ...]:
     """The input's streams an output leaves out, described for the report: subtitles (they may
     name the people whose faces are blurred), data, other video (a second angle, cover art: nobody
-    anonymises them). Not a QuickTime timecode track: the muxer writes it anew from the video's
-    `timecode` tag."""
+    anonymises them). Not a QuickTime timecode track nor an MP4 chapter-title track (which the
+    demuxer reads into the container's chapters and leaves unread): the muxer writes both anew,
+    from the video's `timecode` tag and from the chapters."""
     video = first_video_stream(container)
+    chapters = bool(container.chapters())
     return tuple(
         _describe(stream) for stream in container.streams
         if stream.index != video.index and stream.type != "audio"
         and not (stream.type == "data" and "timecode" in stream.metadata)
+        and not (stream.type == "data" and chapters and stream.discard == _DISCARD_ALL)
     )
+
+
+_DISCARD_ALL = 48  # AVDISCARD_ALL
 
 
 def _describe(stream: av.stream.Stream) -> str:
@@ -835,6 +841,7 @@ class _Writer:
     def _setup_streams(self, src: av.container.InputContainer) -> None:
         for key, value in published_tags(src.metadata, _DROPPED_CONTAINER_TAGS).items():
             self._out.metadata[key] = value
+        self._out.set_chapters(src.chapters())  # a long recording's marks (like its title tag)
         iv = self._in_video
         rate = _frame_rate(iv)
         try:
