@@ -518,6 +518,28 @@ def test_a_still_gif_is_anonymized_as_a_photo(tmp_path, shared_file):
     assert doc["kind"] == "image" and doc["blurred"] >= 3
 
 
+@needs_model
+@pytest.mark.parametrize("name, pillow_format, published", [
+    ("scan.tif", "TIFF", "scan_anonymized.tif"),  # photo desks
+    ("web.avif", "AVIF", "web_anonymized.avif"),  # phones and browsers
+    ("saved.jfif", "JPEG", "saved_anonymized.jpg"),  # what browsers save JPEGs as
+])
+def test_tiff_avif_and_jfif_photos_are_anonymized(tmp_path, shared_file, name, pillow_format, published):
+    from PIL import Image
+
+    # GIVEN a group photo in that format (it was "no video or image files" in a folder, and alone
+    # an attempt to read it as a video)
+    photo = Image.open(shared_file("videos/stills/multiface_group.facenet_pytorch.jpg")).convert("RGB")
+    src = tmp_path / name
+    photo.save(src, format=pillow_format)
+    # WHEN it is anonymized
+    code, out, err = run("anonymize", src)
+    # THEN it is published in a format that can be written under its name, same size, faces blurred
+    assert code == 0, err
+    written = Image.open(tmp_path / published)
+    assert written.size == photo.size and "6 faces: 0 kept, 6 blurred" in out
+
+
 def test_default_output_keeps_the_usual_containers():
     from limelight.pipeline import default_output
     from pathlib import Path

@@ -252,6 +252,21 @@ def test_an_iphone_heic_photo_is_a_known_face_like_its_jpeg(known_faces: Path, h
     assert np.linalg.norm(gallery.encodings[0] - encoding_of(hamilton_gallery, "lin-manuel-miranda")) < 0.1
 
 
+@pytest.mark.parametrize("name, pillow_format", [("Lin.webp", "WEBP"), ("Lin.avif", "AVIF"), ("Lin.jfif", "JPEG")])
+def test_a_web_saved_photo_is_a_known_face_like_its_png(known_faces: Path, hamilton_gallery: Gallery, tmp_path: Path,
+                                                        name: str, pillow_format: str) -> None:
+    # GIVEN his photo as saved from the web: WebP, AVIF, or a JPEG named .jfif (such folders
+    # held "no jpg/png photo")
+    folder = tmp_path / "known"
+    folder.mkdir()
+    Image.open(known_faces / "hamilton_white_house" / "lin-manuel-miranda.png").convert("RGB").save(folder / name, format=pillow_format, quality=95)
+    # WHEN the gallery is loaded
+    gallery = load_gallery(folder)
+    # THEN it gives his encoding, that of his PNG up to the compression
+    assert gallery.names == ("Lin",)
+    assert np.linalg.norm(gallery.encodings[0] - encoding_of(hamilton_gallery, "lin-manuel-miranda")) < 0.1
+
+
 def test_empty_person_subfolder_is_refused(tmp_path: Path) -> None:
     # GIVEN a person folder without photos
     (tmp_path / "ann").mkdir()

@@ -35,9 +35,10 @@ from limelight.report import FileReport
 from limelight.tracker import Tracker, TrackerOptions
 from limelight.video import EncodeOptions, Frame, VideoInfo, coded_boxes, fits_container, probe, quarter_turns, transcode
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".heic", ".heif"})
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".heic", ".heif",
+                            ".tif", ".tiff", ".avif", ".jfif", ".jpe"})  # photo desks' TIFF, the web's AVIF / JFIF
 # Photos in formats OpenCV cannot write (an iPhone's HEIC) are published as JPEG.
-_PUBLISHED_AS_JPEG = frozenset({".heic", ".heif"})
+_PUBLISHED_AS_JPEG = frozenset({".heic", ".heif", ".jfif", ".jpe"})  # OpenCV writes neither HEIC nor these names
 # Broadcast cameras write MXF (XDCAM, P2), camcorders .mts / .m2ts (AVCHD), old phones .3gp.
 VIDEO_SUFFIXES = frozenset({".mp4", ".mov", ".m4v", ".mkv", ".avi", ".webm", ".mpg", ".mpeg", ".ts", ".mts", ".m2ts",
                             ".mxf", ".3gp", ".wmv", ".flv",
@@ -567,9 +568,11 @@ def _alpha(src: Path, size: tuple[int, int]) -> np.ndarray | None:
 
 
 # Formats that keep transparency.
-_ALPHA_SUFFIXES = frozenset({".png", ".webp"})
+_ALPHA_SUFFIXES = frozenset({".png", ".webp", ".tif", ".tiff"})
 # Formats that carry a colour profile, as Pillow names them.
-_ICC_FORMATS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP"}
+_ICC_FORMATS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP", ".tif": "TIFF", ".tiff": "TIFF", ".avif": "AVIF"}
+# Lossy formats' quality, for Pillow and OpenCV.
+_LOSSY = frozenset({".jpg", ".jpeg", ".webp", ".avif"})
 
 
 def _write_image(dst: Path, bgr: np.ndarray, icc: bytes | None = None, alpha: np.ndarray | None = None) -> None:
@@ -582,14 +585,14 @@ def _write_image(dst: Path, bgr: np.ndarray, icc: bytes | None = None, alpha: np
         bgr = np.dstack([bgr, alpha])
     if icc and suffix in _ICC_FORMATS:
         buffer = io.BytesIO()
-        quality = {"quality": 95} if suffix != ".png" else {}
+        quality = {"quality": 95} if suffix in _LOSSY else {}
         rgb = np.ascontiguousarray(bgr[..., [2, 1, 0, 3][:bgr.shape[2]]])
         Image.fromarray(rgb).save(buffer, format=_ICC_FORMATS[suffix], icc_profile=icc, **quality)
         ok, data = True, np.frombuffer(buffer.getvalue(), np.uint8)
     else:
         # Each format gets only its own parameters: OpenCV warns on stderr about a JPEG one given to a PNG.
         params = {".jpg": [cv2.IMWRITE_JPEG_QUALITY, 95], ".jpeg": [cv2.IMWRITE_JPEG_QUALITY, 95],
-                  ".webp": [cv2.IMWRITE_WEBP_QUALITY, 95]}.get(suffix, [])
+                  ".webp": [cv2.IMWRITE_WEBP_QUALITY, 95], ".avif": [cv2.IMWRITE_AVIF_QUALITY, 95]}.get(suffix, [])
         try:
             ok, data = cv2.imencode(suffix, bgr, params)
         except cv2.error:

@@ -57,7 +57,7 @@ logger = logging.getLogger(__name__)
 
 ENCODING_SIZE = 128
 # HEIC / HEIF: what iPhones take photos in (read through pillow-heif, registered with Pillow below).
-PHOTO_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".heic", ".heif"})
+PHOTO_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".heic", ".heif", ".webp", ".avif", ".jfif"})
 register_heif_opener()
 _SUFFIX_LIST = "/".join(sorted(PHOTO_SUFFIXES))
 
@@ -232,7 +232,7 @@ def _read_photo(path: Path) -> np.ndarray:
                 image = flat
             return np.asarray(image.convert("RGB"))
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
-        raise KnownFacesError(f"cannot read photo {path}: not a readable JPEG/PNG/HEIC image") from error
+        raise KnownFacesError(f"cannot read photo {path}: not a readable JPEG/PNG/HEIC/WebP/AVIF image") from error
 
 
 def _scaled(image: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
@@ -337,7 +337,7 @@ def _gallery_photos(folder: Path) -> list[tuple[str, Path]]:
 def load_gallery(folder: str | os.PathLike[str]) -> Gallery:
     """Build the consent gallery from a folder of photos.
 
-    Layout: `folder/<person>.jpg|.jpeg|.png` (suffix case-insensitive; the person's name is the
+    Layout: `folder/<person>.jpg|.png|.heic|...` (`PHOTO_SUFFIXES`, case-insensitive; the person's name is the
     file stem) and/or `folder/<person>/<any>.jpg|...` (one sub-folder per person, any number of
     photos; the name is the sub-folder's). Each photo must show exactly one face or one clearly
     dominant face (see `encode_photo`). Raises `KnownFacesError` naming the folder when it is
