@@ -608,12 +608,17 @@ def _with_subtitles(path: Path, tmp_path: Path) -> Path:
             if packet.size:
                 packet.stream = subtitles
                 out.mux(packet)
-        for i in range(10):
-            frame = av.VideoFrame.from_ndarray(np.full((72, 64), 100, np.uint8), format="yuv420p")
-            frame.pts = i
-            out.mux(video.encode(frame))
-        out.mux(video.encode(None))
+        _mux_grey_frames(out, video, 10)
     return path
+
+
+def _mux_grey_frames(out, video, count: int) -> None:
+    """`count` flat grey frames (64 x 48 I420) through `video`'s encoder into `out`, then its flush."""
+    for i in range(count):
+        frame = av.VideoFrame.from_ndarray(np.full((72, 64), 100, np.uint8), format="yuv420p")
+        frame.pts = i
+        out.mux(video.encode(frame))
+    out.mux(video.encode(None))
 
 
 def test_streams_left_out_are_named_and_a_timecode_track_is_kept(tmp_path):
@@ -714,11 +719,7 @@ def _with_chapters(src: Path) -> Path:
             {"id": 1, "start": 0, "end": 10, "time_base": Fraction(1, 25), "metadata": {"title": "Intro"}},
             {"id": 2, "start": 10, "end": 20, "time_base": Fraction(1, 25), "metadata": {"title": "Interview"}},
         ])
-        for i in range(20):
-            frame = av.VideoFrame.from_ndarray(np.full((72, 64), 100, np.uint8), format="yuv420p")
-            frame.pts = i
-            out.mux(video.encode(frame))
-        out.mux(video.encode(None))
+        _mux_grey_frames(out, video, 20)
     return src
 
 
