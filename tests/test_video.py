@@ -739,6 +739,23 @@ def test_chapters_are_kept_in_every_container(tmp_path):
     assert chapters(tmp_path / "again.mov") == want and again.dropped_streams == ()
 
 
+def test_one_field_of_a_frame_is_scaled_alone(tmp_path):
+    # GIVEN a grey frame whose two fields differ (even lines dark, odd lines bright), with a
+    # horizontal ramp, held in YUV and in RGB
+    yy, xx = np.mgrid[0:48, 0:64]
+    grey = np.where(yy % 2 == 0, 40 + xx, 200 - xx).astype(np.uint8)
+    rgb = np.repeat(grey[..., None], 3, axis=2)
+    as_yuv = Frame(0, 0, 0.0, yuv=av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p").to_ndarray())
+    as_rgb = Frame(0, 0, 0.0, rgb=rgb.copy())
+    for frame in (as_yuv, as_rgb):
+        # WHEN it is scaled to half height from its top field only
+        field = frame.rgb_resized(32, 24, one_field=True).astype(int)
+        both = frame.rgb_resized(32, 24).astype(int)
+        # THEN it holds the top field's lines (dark, with their ramp), not the two fields averaged
+        assert np.abs(field[..., 1] - (40 + 2 * np.arange(32) + 0.5)).mean() < 4
+        assert abs(both[..., 1].mean() - 120) < 4
+
+
 @pytest.mark.parametrize("region", [(0, 0, 96, 54), (13, 7, 58, 33), (1, 1, 95, 53), (40, 10, 41, 11)])
 def test_rgb_region_is_the_whole_frame_conversion_cut(tmp_path, region):
     # GIVEN a decoded frame held in YUV, and odd region bounds (chroma covers 2 x 2 pixels) whose
