@@ -447,6 +447,27 @@ def test_a_face_in_anamorphic_pixels_is_cropped_as_shown(turns: int) -> None:
     assert np.abs(crop[:h, :w].astype(int) - want_crop[:h, :w]).mean() < 4
 
 
+def test_a_large_face_in_an_interlaced_frame_is_cut_from_one_field() -> None:
+    from limelight.recognizer import FIELD_FACE_PX, face_crop
+    from limelight.video import Frame
+
+    # GIVEN an interlaced frame whose fields differ (top lines dark, bottom lines bright), and the
+    # same picture as a progressive frame
+    grey = np.where(np.arange(480)[:, None] % 2 == 0, 40, 200).astype(np.uint8).repeat(640, axis=1)
+    rgb = np.repeat(grey[..., None], 3, axis=2)
+    big = np.array([200.0, 100.0, 300.0, 100.0 + 2 * FIELD_FACE_PX + 20])
+    small = np.array([200.0, 100.0, 260.0, 100.0 + FIELD_FACE_PX])
+    # WHEN faces are cropped for recognition
+    field_crop, field_loc = face_crop(Frame(0, 0, 0.0, rgb=rgb.copy(), interlaced=True), big)
+    whole_crop, whole_loc = face_crop(Frame(0, 0, 0.0, rgb=rgb.copy()), big)
+    small_crop, _ = face_crop(Frame(0, 0, 0.0, rgb=rgb.copy(), interlaced=True), small)
+    # THEN a large face comes from the top field alone, as tall as in the frame; a small one, and
+    # any face of a progressive frame, from the whole frame, both fields
+    assert np.abs(field_crop.astype(int) - 40).max() <= 2
+    assert abs(field_crop.shape[0] - whole_crop.shape[0]) <= 2 and max(abs(a - b) for a, b in zip(field_loc, whole_loc)) <= 2
+    assert set(np.unique(whole_crop)) == {40, 200} and set(np.unique(small_crop)) == {40, 200}
+
+
 # ---------------------------------------------------------------- matching and voting rules
 
 

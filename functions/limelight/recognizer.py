@@ -399,6 +399,11 @@ def encode_face(
     return None if job is None else encode_crop(*job)
 
 
+# Smallest face height, in lines of one field, that `face_crop` takes from one field of an
+# interlaced frame (a smaller one is cut from the whole, combed frame).
+FIELD_FACE_PX = 40
+
+
 def face_crop(
     frame_rgb: np.ndarray | Frame,
     box_x1y1x2y2: np.ndarray | tuple[float, ...],
@@ -429,6 +434,16 @@ def face_crop(
     box = np.asarray(box_x1y1x2y2, dtype=float).ravel()[:4]
     if box.shape != (4,) or not np.all(np.isfinite(box)):
         raise ValueError(f"box must hold 4 finite values x1, y1, x2, y2, got {box_x1y1x2y2!r}")
+    # An interlaced frame's face is cut from its top field alone (one moment: both fields of a
+    # moving face comb it, and dlib no longer matches it), then shown twice as tall, when that field
+    # still holds it large enough.
+    line_aspect = 1.0
+    if getattr(frame_rgb, "interlaced", False) and (box[3] - box[1]) / 2 >= FIELD_FACE_PX and height >= 4:
+        field_region, height, line_aspect = region, height // 2, 2.0
+        box = box * [1, 0.5, 1, 0.5]
+
+        def region(x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
+            return field_region(x0, 2 * y0, x1, 2 * y1)[0::2]
     turns %= 4
     if turns:  # work in the upright frame; cut each rectangle from the coded one and turn it
         coded_h, coded_w, coded_region = height, width, region
@@ -443,7 +458,7 @@ def face_crop(
 
     # Shown pixels per stored pixel along the upright x and y: the stored width is the upright
     # height when the video is turned a quarter.
-    sx, sy = (1.0, float(sar)) if turns % 2 else (float(sar), 1.0)
+    sx, sy = (line_aspect, float(sar)) if turns % 2 else (float(sar), line_aspect)
     x1, y1, x2, y2 = (float(v) for v in box)
     x1, x2, y1, y2 = x1 * sx, x2 * sx, y1 * sy, y2 * sy  # as shown
     shown_w, shown_h = width * sx, height * sy
