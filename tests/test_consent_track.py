@@ -271,3 +271,23 @@ def test_frames_detected_in_parallel_are_tracked_in_order_with_their_own_detecti
 def test_a_bad_number_of_detection_workers_is_refused(bad):
     with pytest.raises(ValueError, match="detect_workers"):
         AnonymizeOptions(detect_workers=bad)
+
+
+def test_a_cut_between_the_fields_of_an_interlaced_frame_is_a_cut():
+    from limelight.pipeline import ShotChangeDetector
+    from limelight.video import Frame
+
+    # GIVEN two shots 30 grey levels apart (a cut on the shared clips scores 27-30), the cut falling
+    # between the two fields of one interlaced frame: its top lines from the first shot, its bottom
+    # lines from the second, as when footage is cut on fields
+    def frame(top: int, bottom: int, interlaced: bool) -> Frame:
+        rgb = np.empty((72, 128, 3), np.uint8)
+        rgb[0::2], rgb[1::2] = top, bottom
+        return Frame(0, 0, 0.0, rgb=rgb, interlaced=interlaced)
+
+    for interlaced, want in ((True, [False, False, False, True, False]), (False, [False, False, False, False, False])):
+        cuts = ShotChangeDetector()
+        seen = [cuts(frame(*levels, interlaced)) for levels in ((100, 100), (100, 100), (100, 130), (130, 130), (130, 130))]
+        # THEN judged by its top field, the cut is found (seen whole, it is two half-size changes,
+        # neither a cut, and a track runs on into the next shot)
+        assert seen == want

@@ -129,11 +129,15 @@ class ShotChangeDetector:
         self._prev: np.ndarray | None = None
 
     def __call__(self, frame: Frame) -> bool:
+        # An interlaced frame is judged by its top field: a cut between its two fields would
+        # otherwise show as two half-size changes, neither a cut (and a track would run on into the
+        # next shot, carrying a consented person's samples to whoever stands there).
+        lines = slice(0, None, 2) if frame.interlaced else slice(None)
         if frame.yuv is not None:  # the Y plane is the grey image; limited range spans 219 levels
-            thumb = cv2.resize(frame.planes()[0], (64, 36), interpolation=cv2.INTER_AREA)
+            thumb = cv2.resize(frame.planes()[0][lines], (64, 36), interpolation=cv2.INTER_AREA)
             levels = 255 if frame.full_range else 219
         else:
-            thumb = cv2.cvtColor(cv2.resize(frame.rgb, (64, 36), interpolation=cv2.INTER_AREA), cv2.COLOR_RGB2GRAY)
+            thumb = cv2.cvtColor(cv2.resize(frame.rgb[lines], (64, 36), interpolation=cv2.INTER_AREA), cv2.COLOR_RGB2GRAY)
             levels = 255
         thumb = thumb.astype(np.int16)
         cut = self._prev is not None and float(np.abs(thumb - self._prev).mean()) * 255 / levels > self.threshold
