@@ -82,7 +82,7 @@ def _inputs(src: Path, recursive: bool = False, output: Path | None = None) -> l
     if not src.exists():
         raise InputError(f"{src}: no such file or folder")
     if src.is_dir():
-        skip = (output or _output_folder(src, None)).resolve()
+        skip = _output_folder(src, output).resolve()
         files = list(_media(src, recursive, skip))
         if not files:
             more = "" if recursive or not list(_media(src, True, skip)) else " (its sub-folders do: add --recursive)"
@@ -93,7 +93,7 @@ def _inputs(src: Path, recursive: bool = False, output: Path | None = None) -> l
 
 def _skipped_folders(src: Path, output: Path | None) -> list[str]:
     """Sub-folders of a folder INPUT that hold media a run without --recursive does not search."""
-    skip = (output or _output_folder(src, None)).resolve()
+    skip = _output_folder(src, output).resolve()
     return [p.name for p in sorted(src.iterdir())
             if p.is_dir() and not p.name.startswith(".") and p.resolve() != skip and next(_media(p, True, skip), None)]
 
