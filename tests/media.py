@@ -99,3 +99,53 @@ def size_switching_clip(path: Path, sizes=((128, 72), (96, 54)), frames: int = 1
                 dst.mux(packet)
     ts.unlink()
     return path
+
+
+def camera_file(path, codec, size, rate, pix_fmt, frames, tracks, options=None):
+    """A camera's file: `frames` flat frames (10 levels apart) of `codec` video at `rate` fps,
+    each audio track (codec, sample rate, layout, [(sample format, samples), ...]) muxed chunk by
+    chunk beside them, then both flushed."""
+    width, height = size
+    with av.open(str(path), "w") as out:
+        video = out.add_stream(codec, rate=rate)
+        video.width, video.height, video.pix_fmt = width, height, pix_fmt
+        video.options = options or {}
+        streams = []
+        for audio_codec, sample_rate, layout, chunks in tracks:
+            stream = out.add_stream(audio_codec, rate=sample_rate)
+            stream.layout = layout
+            streams.append((stream, sample_rate, layout, chunks))
+        for i in range(frames):
+            f = av.VideoFrame.from_ndarray(np.full((height, width, 3), 10 * i, np.uint8), format="rgb24").reformat(format=pix_fmt)
+            f.pts, f.time_base = i, Fraction(1, rate)
+            out.mux(video.encode(f))
+        out.mux(video.encode(None))
+        for stream, sample_rate, layout, chunks in streams:
+            at = 0
+            for fmt, samples in chunks:
+                chunk = av.AudioFrame.from_ndarray(samples, format=fmt, layout=layout)
+                chunk.sample_rate, chunk.pts = sample_rate, at
+                at += samples.shape[1] // len(chunk.layout.channels)
+                out.mux(stream.encode(chunk))
+            out.mux(stream.encode(None))
+    return path
+
+
+def phone_3gp(path):
+    """An old phone's clip: H.264 (no B-frames) and AMR-NB speech at 8 kHz in 3GP."""
+    speech = [("s16", (np.sin(np.arange(k * 160, (k + 1) * 160) * 0.3) * 6000).astype(np.int16)[None, :]) for k in range(50)]
+    return camera_file(path, "libx264", (176, 144), 15, "yuv420p", 15, [("libopencore_amrnb", 8000, "mono", speech)],
+                       options={"preset": "ultrafast", "bframes": "0"})
+
+
+def dv_camcorder(path):
+    """A DV camcorder's raw file: PAL DV (interlaced, bottom field first) with 48 kHz stereo PCM."""
+    sound = [("s16", np.full((1, 2 * 1920), 100 * i, np.int16)) for i in range(10)]
+    return camera_file(path, "dvvideo", (720, 576), 25, "yuv420p", 10, [("pcm_s16le", 48000, "stereo", sound)])
+
+
+def browser_webm(path: Path, frames: int = 24) -> Path:
+    """A browser's recording (MediaRecorder): VP8 video and Opus sound in WebM, 24 fps."""
+    tone = [("flt", (0.2 * np.sin(np.arange(k * 960, (k + 1) * 960) * 0.05)).astype(np.float32)[None, :]) for k in range(50)]
+    return camera_file(path, "libvpx", (160, 120), 24, "yuv420p", frames, [("libopus", 48000, "mono", tone)],
+                       options={"g": "12"})

@@ -10,6 +10,7 @@ from click.testing import CliRunner
 
 from limelight.cli import main
 from limelight.detector import default_model_path
+from tests.media import camera_file, dv_camcorder, phone_3gp
 
 needs_model = pytest.mark.skipif(not default_model_path().exists(), reason="the shipped int8 model is not built yet")
 HAMILTON = "hamilton_white_house_short_clip.mp4"
@@ -322,43 +323,11 @@ def test_an_existing_folder_as_output_gets_the_default_name_in_it(tmp_path, shar
     assert [p.name for p in out.iterdir()] == ["group_anonymized.jpg"]
 
 
-def _camera_file(path, codec, size, rate, pix_fmt, frames, tracks, options=None):
-    """A camera's file: `frames` flat frames (10 levels apart) of `codec` video at `rate` fps,
-    each audio track (codec, sample rate, layout, [(sample format, samples), ...]) muxed chunk by
-    chunk beside them, then both flushed."""
-    from fractions import Fraction
-
-    width, height = size
-    with av.open(str(path), "w") as out:
-        video = out.add_stream(codec, rate=rate)
-        video.width, video.height, video.pix_fmt = width, height, pix_fmt
-        video.options = options or {}
-        streams = []
-        for audio_codec, sample_rate, layout, chunks in tracks:
-            stream = out.add_stream(audio_codec, rate=sample_rate)
-            stream.layout = layout
-            streams.append((stream, sample_rate, layout, chunks))
-        for i in range(frames):
-            f = av.VideoFrame.from_ndarray(np.full((height, width, 3), 10 * i, np.uint8), format="rgb24").reformat(format=pix_fmt)
-            f.pts, f.time_base = i, Fraction(1, rate)
-            out.mux(video.encode(f))
-        out.mux(video.encode(None))
-        for stream, sample_rate, layout, chunks in streams:
-            at = 0
-            for fmt, samples in chunks:
-                chunk = av.AudioFrame.from_ndarray(samples, format=fmt, layout=layout)
-                chunk.sample_rate, chunk.pts = sample_rate, at
-                at += samples.shape[1] // len(chunk.layout.channels)
-                out.mux(stream.encode(chunk))
-            out.mux(stream.encode(None))
-    return path
-
-
 def _broadcast_mxf(path):
     """A broadcast camera's file: MPEG-2 4:2:2 video and two mono 24-bit PCM tracks in MXF."""
     tracks = [("pcm_s24le", 48000, "mono", [("s32", np.full((1, 1920), (n + 1) * 1000 * k, np.int32)) for k in range(10)])
               for n in range(2)]
-    return _camera_file(path, "mpeg2video", (128, 96), 25, "yuv422p", 10, tracks)
+    return camera_file(path, "mpeg2video", (128, 96), 25, "yuv422p", 10, tracks)
 
 
 @needs_model
@@ -383,19 +352,12 @@ def test_a_folder_of_broadcast_mxf_is_processed_and_published_as_mp4(tmp_path):
     assert tracks(dst) == tracks(mxf) and len(tracks(mxf)[1][0]) == 10 * 1920 * 3
 
 
-def _phone_3gp(path):
-    """An old phone's clip: H.264 (no B-frames) and AMR-NB speech at 8 kHz in 3GP."""
-    speech = [("s16", (np.sin(np.arange(k * 160, (k + 1) * 160) * 0.3) * 6000).astype(np.int16)[None, :]) for k in range(50)]
-    return _camera_file(path, "libx264", (176, 144), 15, "yuv420p", 15, [("libopencore_amrnb", 8000, "mono", speech)],
-                        options={"preset": "ultrafast", "bframes": "0"})
-
-
 @needs_model
 def test_a_phone_3gp_with_amr_speech_is_published_as_mov(tmp_path):
     from tests.media import audio_packets, frame_times
 
     # GIVEN a 3GP clip whose audio is AMR-NB, which MP4 (the default for 3GP) cannot carry
-    src = _phone_3gp(tmp_path / "VID0001.3gp")
+    src = phone_3gp(tmp_path / "VID0001.3gp")
     with av.open(str(src)) as c:
         assert {st.codec_context.name for st in c.streams.audio} == {"amrnb"}
     # WHEN it is anonymized to the default output (it failed: "'mp4' format does not support 'amrnb'")
@@ -424,19 +386,13 @@ def test_the_report_names_the_streams_the_output_leaves_out(tmp_path):
     assert doc["files"][0]["dropped_streams"] == ["subtitle #1 (srt, eng)"]
 
 
-def _dv_camcorder(path):
-    """A DV camcorder's raw file: PAL DV (interlaced, bottom field first) with 48 kHz stereo PCM."""
-    sound = [("s16", np.full((1, 2 * 1920), 100 * i, np.int16)) for i in range(10)]
-    return _camera_file(path, "dvvideo", (720, 576), 25, "yuv420p", 10, [("pcm_s16le", 48000, "stereo", sound)])
-
-
 @needs_model
 def test_a_dv_camcorder_file_is_published_as_interlaced_mp4(tmp_path):
     from limelight.video import probe
     from tests.media import audio_packets, frame_times
 
     # GIVEN a raw DV file (.dv was not taken as a video; its demuxer's average rate reads 60000 fps)
-    src = _dv_camcorder(tmp_path / "tape01.dv")
+    src = dv_camcorder(tmp_path / "tape01.dv")
     assert probe(src).fps == 25
     # WHEN it is anonymized to the default output (it failed: "fps 60000 is too large" at the trailer)
     code, _, err = run("anonymize", src)

@@ -17,7 +17,7 @@ import pytest
 from limelight.errors import InputError, OutputError
 from limelight.segments import join, merge_reports, split
 from limelight.video import EncodeOptions, probe, transcode
-from tests.media import audio_packets, frame_times, size_switching_clip
+from tests.media import audio_packets, browser_webm, dv_camcorder, frame_times, size_switching_clip
 
 HAMILTON = "hamilton_white_house_short_clip.mp4"
 
@@ -174,6 +174,32 @@ def test_segments_of_a_video_changing_size_are_encoded_at_its_size_and_join(tmp_
     assert len(pictures) == 60 and {p.shape for p in pictures} == {(72, 128, 3)}
     assert abs(pictures[5].mean() - 60) < 3 and abs(pictures[45].mean() - 160) < 3
     assert frame_times(tmp_path / "joined.mp4") == frame_times(src)
+
+
+@pytest.mark.parametrize("make, name, container", [
+    (dv_camcorder, "tape01.dv", ".mov"),  # DV: QuickTime holds it, MP4 does not
+    (browser_webm, "call.webm", ".mkv"),  # VP8: Matroska only
+])
+def test_a_video_mp4_cannot_hold_is_cut_into_another_container_and_joins(tmp_path, make, name, container):
+    # GIVEN a camcorder's DV or a browser's VP8 recording (split failed: "'mp4' format does not
+    # support 'dvvideo' codec", so the serverless workflow could not take them)
+    src = make(tmp_path / name)
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    # WHEN it is cut
+    segments = split(src, folder, 0.2)
+    # THEN every segment is in the first container that holds its video, bit for bit the input's
+    # packets at their times ...
+    assert len(segments) >= 2 and {s.path.suffix for s in segments} == {container}
+    assert sorted(p.name for p in folder.iterdir()) == [f"{s.index:05d}{container}" for s in segments]
+    assert [t for s in segments for t in frame_times(s.path)] == frame_times(src)
+    # ... and the engine-encoded pieces join into the input's frames, times and sound, bit-exact
+    stats = join(encode_segments(segments, tmp_path), src, tmp_path / "joined.mp4")
+    assert stats.frames == len(frame_times(src))
+    assert frame_times(tmp_path / "joined.mp4") == frame_times(src)
+    # (PCM is compared as one byte string: the MP4 muxer stores PCM in chunks of its own)
+    sound = lambda path: (b"".join(p[1] for p in audio_packets(path)), audio_packets(path)[0][2])  # noqa: E731
+    assert sound(tmp_path / "joined.mp4") == sound(src) and len(sound(src)[0]) > 1000
 
 
 def test_split_with_target_longer_than_the_clip_gives_one_segment(tmp_path):

@@ -17,7 +17,7 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from handlers.common import client, env, gallery_key, processed_key, segment_key, segment_report_key
+from handlers.common import SEGMENT_SUFFIX, client, env, gallery_key, processed_key, segment_key, segment_report_key
 from handlers.exceptions import ConfigurationError, SegmentFailedError
 from limelight.detector import Detector, model_metadata
 from limelight.errors import LimeLightError
@@ -88,8 +88,10 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     s3 = client("s3")
     with tempfile.TemporaryDirectory(prefix="limelight-") as tmp:
         work = Path(tmp)
-        src, dst = work / "segment.mp4", work / "anonymized.mp4"
-        s3.download_file(cfg.work_bucket, segment_key(job_id, index), str(src))
+        suffix = event.get("segment_suffix", SEGMENT_SUFFIX)
+        key = segment_key(job_id, index, suffix)  # a ValueError for a container split never writes
+        src, dst = work / f"segment{suffix}", work / "anonymized.mp4"
+        s3.download_file(cfg.work_bucket, key, str(src))
         consent = recognizer(cfg, job_id, work) if event.get("gallery") else None
         engine = Anonymizer(detector(), consent, segment_options(cfg.options, event.get("picture")))
         try:

@@ -20,9 +20,12 @@ import boto3
 from botocore.exceptions import ClientError
 
 from handlers.exceptions import ConfigurationError, SourceChangedError
+from limelight.segments import SEGMENT_SUFFIX, SEGMENT_SUFFIXES
+from limelight.video import KEEP_CONTAINER
 
-# Containers the engine writes as they are; any other input becomes .mp4 (limelight.pipeline).
-KEPT_CONTAINERS = frozenset({".mp4", ".mov", ".m4v", ".mkv"})
+# What a result is published as: the engine keeps these containers; any other input becomes .mp4,
+# or .mkv / .mov when MP4 cannot carry its audio (limelight.video.output_container).
+OUTPUT_CONTAINERS = KEEP_CONTAINER
 FAILED_PREFIX = "failed/"
 JOB_PREFIX = "jobs/"
 
@@ -98,8 +101,12 @@ class Source:
 
 
 # -- S3 keys --------------------------------------------------------------------------------------
-def segment_key(job_id: str, index: int) -> str:
-    return f"{JOB_PREFIX}{job_id}/segments/{index:05d}.mp4"
+def segment_key(job_id: str, index: int, suffix: str = SEGMENT_SUFFIX) -> str:
+    """A source segment's key; `suffix` is its container (`limelight.segments.SEGMENT_SUFFIXES`:
+    .mov or .mkv for a video MP4 cannot hold), the same for every segment of a job."""
+    if suffix not in SEGMENT_SUFFIXES:
+        raise ValueError(f"segment container must be one of {', '.join(SEGMENT_SUFFIXES)}, got {suffix!r}")
+    return f"{JOB_PREFIX}{job_id}/segments/{index:05d}{suffix}"
 
 
 def processed_key(job_id: str, index: int) -> str:
@@ -122,12 +129,26 @@ def failure_key(job_id: str) -> str:
     return f"{FAILED_PREFIX}{job_id}.json"
 
 
-def output_keys(prefix: str, job_id: str, source_key: str) -> tuple[str, str]:
-    """(video key, report key) of a job's published result: `<prefix><job_id>/<name>_anonymized.*`."""
+def output_keys(prefix: str, job_id: str, source_key: str, suffix: str | None = None) -> tuple[str, str]:
+    """(video key, report key) of a job's published result: `<prefix><job_id>/<name>_anonymized.*`.
+
+    `suffix` is the container the reassembly writes (`limelight.video.output_container` of the
+    upload: .mkv or .mov when MP4 cannot carry its audio); by default the upload's own container
+    when the engine keeps it, else .mp4."""
     name = PurePosixPath(source_key)
-    suffix = name.suffix.lower() if name.suffix.lower() in KEPT_CONTAINERS else ".mp4"
+    if suffix is None:
+        suffix = name.suffix.lower() if name.suffix.lower() in KEEP_CONTAINER else ".mp4"
+    elif suffix not in OUTPUT_CONTAINERS:
+        raise ValueError(f"output container must be one of {', '.join(sorted(OUTPUT_CONTAINERS))}, got {suffix!r}")
     base = f"{prefix}{job_id}/{name.stem}_anonymized"
     return f"{base}{suffix}", f"{base}.report.json"
+
+
+def published_keys(prefix: str, job_id: str, source_key: str) -> list[str]:
+    """Every key a job's result may be published under, whichever container it got (a failed
+    job deletes them all)."""
+    keys = {key for suffix in sorted(OUTPUT_CONTAINERS) for key in output_keys(prefix, job_id, source_key, suffix)}
+    return sorted(keys)
 
 
 def local_name(key: str, default_suffix: str = ".mp4") -> str:

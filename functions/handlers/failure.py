@@ -14,7 +14,7 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from handlers.common import client, env, failure_key, output_keys
+from handlers.common import client, env, failure_key, published_keys
 
 logger = Logger()
 tracer = Tracer()
@@ -64,7 +64,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     source = event.get("source") or {}
     s3 = client("s3")
     if source.get("key"):
-        for key in output_keys(cfg.output_prefix, job_id, source["key"]):
+        for key in published_keys(cfg.output_prefix, job_id, source["key"]):
             s3.delete_object(Bucket=cfg.output_bucket, Key=key)
     document = {"job_id": job_id, "source": source, "error": error_type, "message": message}
     key = failure_key(job_id)

@@ -33,6 +33,7 @@ from handlers.common import (
 from handlers.exceptions import ReassembleError
 from limelight.errors import LimeLightError
 from limelight.segments import join, merge_reports
+from limelight.video import output_container
 
 logger = Logger()
 tracer = Tracer()
@@ -87,12 +88,14 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     source = Source.from_dict(event["source"])
     logger.append_keys(job_id=job_id)
     listing = read_json(cfg.work_bucket, segment_list_key(job_id))
-    video_key, report_key = output_keys(cfg.output_prefix, job_id, source.key)
     s3 = client("s3")
     with tempfile.TemporaryDirectory(prefix="limelight-") as tmp:
         work = Path(tmp)
         original = work / local_name(source.key)
         download_source(source, original)
+        # The CLI's container: the upload's own, else MP4, or MKV / MOV when MP4 cannot carry
+        # its audio bit-exact (AMR of a phone's 3GP, µ-law of a camera's AVI).
+        video_key, report_key = output_keys(cfg.output_prefix, job_id, source.key, output_container(original))
         parts = []
         for segment in listing:
             part = work / f"{segment['index']:05d}.mp4"

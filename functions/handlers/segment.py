@@ -125,7 +125,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
             raise InvalidVideoError(message) from None
         s3 = client("s3")
         for segment in segments:
-            s3.upload_file(str(segment.path), cfg.work_bucket, segment_key(job_id, segment.index))
+            s3.upload_file(str(segment.path), cfg.work_bucket, segment_key(job_id, segment.index, segment.path.suffix))
         has_gallery = build_gallery(cfg, job_id, work)
     listing = [segment.as_dict() for segment in segments]
     s3.put_object(
@@ -143,6 +143,8 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         "segment_count": len(segments),
         "segments": [{"index": s.index} for s in segments] if len(segments) <= cfg.inline_map_max_segments else [],
         "segments_key": segment_list_key(job_id),
+        # The segments' container: MP4, or QuickTime / Matroska for a video MP4 cannot hold (DV, VP8).
+        "segment_suffix": segments[0].path.suffix,
         "gallery": has_gallery,
         # Size of the decoded pictures: every segment is encoded at it, so that the pieces of a
         # video whose size changes mid-stream still join into one stream.

@@ -33,19 +33,25 @@ from limelight.recognizer import Decision, IdentityVote, Recognizer, encode_face
 from limelight.redact import RedactOptions, mark, redact, redact_planes
 from limelight.report import FileReport
 from limelight.tracker import Tracker, TrackerOptions
-from limelight.video import EncodeOptions, Frame, VideoInfo, coded_boxes, fits_container, probe, quarter_turns, transcode
+from limelight.video import (
+    CONTAINER_SUFFIXES,
+    KEEP_CONTAINER,
+    EncodeOptions,
+    Frame,
+    VideoInfo,
+    coded_boxes,
+    output_container,
+    probe,
+    quarter_turns,
+    transcode,
+)
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".heic", ".heif",
                             ".tif", ".tiff", ".avif", ".jfif", ".jpe"})  # photo desks' TIFF, the web's AVIF / JFIF
 # Photos in formats OpenCV cannot write (an iPhone's HEIC) are published as JPEG.
 _PUBLISHED_AS_JPEG = frozenset({".heic", ".heif", ".jfif", ".jpe"})  # OpenCV writes neither HEIC nor these names
-# Broadcast cameras write MXF (XDCAM, P2), camcorders .mts / .m2ts (AVCHD), old phones .3gp.
-VIDEO_SUFFIXES = frozenset({".mp4", ".mov", ".m4v", ".mkv", ".avi", ".webm", ".mpg", ".mpeg", ".ts", ".mts", ".m2ts",
-                            ".mxf", ".3gp", ".wmv", ".flv",
-                            ".dv", ".vob", ".mod", ".tod", ".ogv", ".f4v", ".divx",  # DV and SD camcorders, DVDs
-                            ".gif"})  # an animated GIF is a video: written as MP4, as the web shows GIFs
-# Containers that keep every timing rule (start offset, VFR); other inputs are written as .mp4.
-KEEP_CONTAINER = frozenset({".mp4", ".mov", ".m4v", ".mkv"})
+# An animated GIF is a video too: written as MP4, as the web shows GIFs.
+VIDEO_SUFFIXES = CONTAINER_SUFFIXES | {".gif"}
 MAX_DETECT_WORKERS = 4
 
 
@@ -178,17 +184,12 @@ class AnonymizeOptions:
 
 
 def default_output(src: Path) -> Path:
-    """`name_anonymized.ext` beside the input. Videos in other containers become .mp4, and a video
-    whose audio that container cannot copy (AMR of 3GP phone clips, µ-law of cameras' AVI,
-    Nellymoser of old FLV) goes to the first of .mkv and .mov that holds it (containers that keep
-    every timing rule; AVI cannot say where a video with B-frames starts)."""
+    """`name_anonymized.ext` beside the input; a video's container is `video.output_container`'s."""
     suffix = src.suffix.lower()
     if is_photo(src):
         suffix = ".jpg" if suffix in _PUBLISHED_AS_JPEG else ".png" if suffix == ".gif" else suffix
     elif suffix in VIDEO_SUFFIXES:
-        default = suffix if suffix in KEEP_CONTAINER else ".mp4"
-        candidates = [default] + [s for s in (".mkv", ".mov") if s != default]
-        suffix = next((s for s in candidates if fits_container(src, s)), default)
+        suffix = output_container(src)
     elif animation_frames(src) > 1:
         suffix = ".mp4"  # an animated WebP / PNG is a video
     return src.with_name(f"{src.stem}_anonymized{suffix if suffix in IMAGE_SUFFIXES | VIDEO_SUFFIXES else src.suffix}")

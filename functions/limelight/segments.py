@@ -32,7 +32,16 @@ from typing import Any
 import av
 
 from limelight.errors import InputError, OutputError
-from limelight.video import dropped_streams, error_reason, exact_start_options, first_video_stream, probe, published_tags, temporary_path
+from limelight.video import (
+    dropped_streams,
+    error_reason,
+    exact_start_options,
+    first_video_stream,
+    frame_rate,
+    probe,
+    published_tags,
+    temporary_path,
+)
 
 __all__ = ["JoinStats", "Segment", "join", "merge_reports", "split"]
 
@@ -40,7 +49,10 @@ __all__ = ["JoinStats", "Segment", "join", "merge_reports", "split"]
 # rounds to 1 ms, NUT stores no dts). Only a late start (an edit list) is written in the movie
 # time scale, which `split` sets to the video's so that it is exact as well; an engine-encoded
 # segment may come back with its start rounded to 1 ms, which `join` undoes (see there).
+# A video MP4 cannot hold goes to QuickTime (DV of camcorders) or, last, Matroska (VP8 of WebM
+# recordings, whose time base is Matroska's 1 ms already): `SEGMENT_SUFFIXES` in that order.
 SEGMENT_SUFFIX = ".mp4"
+SEGMENT_SUFFIXES = (".mp4", ".mov", ".mkv")
 
 # Container tags describing the old file/encoder rather than the content; the muxer writes its own.
 _DROPPED_CONTAINER_TAGS = frozenset({"major_brand", "minor_version", "compatible_brands", "encoder"})
@@ -102,7 +114,7 @@ class _SegmentWriter:
         self.path = path
         try:
             # Movie time scale = the video's: the segment's start offset (an edit list) stays exact.
-            options = {"movie_timescale": str(template.time_base.denominator)}
+            options = {"movie_timescale": str(template.time_base.denominator)} if path.suffix != ".mkv" else {}
             self._out = av.open(str(path), mode="w", options=options)
             self._video = self._out.add_stream_from_template(template)
         except (av.FFmpegError, OSError, ValueError) as error:
@@ -110,6 +122,11 @@ class _SegmentWriter:
         self._video.time_base = template.time_base
         self._video.metadata.update(published_tags(template.metadata))
         self._video.disposition = template.disposition
+        try:
+            self._out.start_encoding()  # the header now: a codec the container cannot hold fails here
+        except (av.FFmpegError, OSError, ValueError) as error:
+            self.abort()
+            raise OutputError(f"{path}: cannot write a segment ({error_reason(error)})") from error
 
     def mux(self, packet: av.Packet) -> None:
         packet.stream = self._video
@@ -133,8 +150,19 @@ class _SegmentWriter:
         self.path.unlink(missing_ok=True)
 
 
+def _first_writer(template: av.video.stream.VideoStream, folder: Path) -> _SegmentWriter:
+    """The first segment's writer, in the first container of `SEGMENT_SUFFIXES` that holds the video."""
+    for suffix in SEGMENT_SUFFIXES:
+        try:
+            return _SegmentWriter(template, folder / f"{0:05d}{suffix}")
+        except OutputError as error:
+            failure = error
+    raise failure
+
+
 def split(src: str | os.PathLike[str], out_dir: str | os.PathLike[str], target_seconds: float) -> list[Segment]:
-    """Cut the video of `src` into `out_dir/00000.mp4`, `00001.mp4`, ... on keyframes.
+    """Cut the video of `src` into `out_dir/00000.mp4`, `00001.mp4`, ... on keyframes (.mov or .mkv
+    for a video MP4 cannot hold: see `SEGMENT_SUFFIXES`; every segment of a video has the same).
 
     A new segment starts at the first keyframe at least `target_seconds` after the current
     segment's start, so segments are at least that long (except the last) and at most one GOP
@@ -171,7 +199,10 @@ def split(src: str | os.PathLike[str], out_dir: str | os.PathLike[str], target_s
                         total += frames
                     if not packet.is_keyframe:
                         raise InputError(f"{src_p}: video does not start with a keyframe; cannot cut on keyframes")
-                    writer = _SegmentWriter(video, folder / f"{len(segments):05d}{SEGMENT_SUFFIX}")
+                    if writer is None:
+                        writer = _first_writer(video, folder)
+                    else:
+                        writer = _SegmentWriter(video, folder / f"{len(segments):05d}{writer.path.suffix}")
                     start_pts, frames = packet.pts, 0
                 writer.mux(packet)
                 frames += 1
@@ -365,6 +396,11 @@ def _output_streams(out: av.container.OutputContainer, source: av.container.Inpu
     out.set_chapters(source.chapters())
     video = out.add_stream_from_template(template)
     video.time_base = template.time_base
+    # The original's frame rate, not the one the segments' H.264 states (1 / time base: 60000 fps for
+    # a DV's 1/60000), which the MP4 muxer's timecode track (DV's timecode tag) refuses at the trailer.
+    rate = frame_rate(first_video_stream(source))
+    if rate:
+        video.codec_context.framerate = rate
     video.metadata.update(published_tags(template.metadata))
     video.disposition = template.disposition
     audio = {}

@@ -45,6 +45,8 @@ from av.video.reformatter import Interpolation, VideoReformatter
 from limelight.errors import InputError, OutputError
 
 __all__ = [
+    "CONTAINER_SUFFIXES",
+    "KEEP_CONTAINER",
     "EncodeOptions",
     "Frame",
     "TranscodeStats",
@@ -52,6 +54,8 @@ __all__ = [
     "coded_boxes",
     "dropped_streams",
     "fits_container",
+    "frame_rate",
+    "output_container",
     "iter_frames",
     "probe",
     "quarter_turns",
@@ -420,7 +424,7 @@ def probe(path: str | os.PathLike[str]) -> VideoInfo:
             coded_width=coded_w,
             coded_height=coded_h,
             rotation=rotation,
-            fps=_frame_rate(stream),
+            fps=frame_rate(stream),
             frame_count=frame_count,
             duration=duration,
             time_base=tb,
@@ -604,6 +608,27 @@ def exact_start_options(dst: Path, streams: Iterable[av.stream.Stream]) -> dict[
     return {"movie_timescale": str(scale)}
 
 
+# Video containers read by suffix (by the CLI in a folder, by the serverless workflow from S3).
+# Broadcast cameras write MXF (XDCAM, P2), camcorders .mts / .m2ts (AVCHD), old phones .3gp.
+CONTAINER_SUFFIXES = frozenset({".mp4", ".mov", ".m4v", ".mkv", ".avi", ".webm", ".mpg", ".mpeg", ".ts", ".mts", ".m2ts",
+                                ".mxf", ".3gp", ".wmv", ".flv",
+                                ".dv", ".vob", ".mod", ".tod", ".ogv", ".f4v", ".divx"})  # DV and SD camcorders, DVDs
+# Containers that keep every timing rule (start offset, VFR) and are written as they came.
+KEEP_CONTAINER = frozenset({".mp4", ".mov", ".m4v", ".mkv"})
+
+
+def output_container(src: str | os.PathLike[str]) -> str:
+    """The suffix of the container a video's anonymized copy is written in: its own when in
+    `KEEP_CONTAINER`, else .mp4; and when that cannot copy its audio bit-exact (AMR of 3GP phone
+    clips, µ-law of cameras' AVI, Nellymoser of old FLV), the first of .mkv and .mov that can
+    (containers that keep every timing rule; AVI cannot say where a video with B-frames starts).
+    Unreadable input gets the default; reading it fails later with its own error."""
+    suffix = Path(src).suffix.lower()
+    default = suffix if suffix in KEEP_CONTAINER else ".mp4"
+    candidates = [default] + [s for s in (".mkv", ".mov") if s != default]
+    return next((s for s in candidates if fits_container(src, s)), default)
+
+
 def fits_container(src: str | os.PathLike[str], suffix: str) -> bool:
     """Whether a `suffix` file (".mp4", ".mkv", ...) can hold the output of `src`: H.264 video and a
     bit-exact copy of each of its audio streams. Asked of the muxer itself (its header is written
@@ -702,7 +727,7 @@ def _interlacing(stream: av.video.stream.VideoStream, first: av.VideoFrame) -> s
 _MAX_PLAUSIBLE_FPS = 1000
 
 
-def _frame_rate(stream: av.video.stream.VideoStream) -> Fraction:
+def frame_rate(stream: av.video.stream.VideoStream) -> Fraction:
     """The video's frame rate: the average over the file (right for variable rates), else the rate
     the demuxer or the bitstream states; 0 when none is plausible."""
     for rate in (stream.average_rate, stream.guessed_rate, stream.codec_context.framerate, stream.base_rate):
@@ -765,7 +790,7 @@ def _frames(
     of one size and pixel format: `size` (width, height) or else the first picture's."""
     stream = first_video_stream(container)
     tb = stream.time_base
-    rate = _frame_rate(stream)
+    rate = frame_rate(stream)
     step = max(1, round(1 / (rate * tb))) if rate and tb else 1
     flags = _EXACT_RGB if exact_rgb else _FAST_RGB
     last_pts: int | None = None
@@ -858,7 +883,7 @@ class _Writer:
             self._out.metadata[key] = value
         self._out.set_chapters(src.chapters())  # a long recording's marks (like its title tag)
         iv = self._in_video
-        rate = _frame_rate(iv)
+        rate = frame_rate(iv)
         try:
             self._video = self._out.add_stream("libx264", rate=rate or None)
         except (av.FFmpegError, ValueError) as error:

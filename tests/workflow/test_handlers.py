@@ -7,7 +7,7 @@ import json
 import pytest
 
 from handlers import failure, segment, start
-from handlers.common import Source, output_keys, use_clients
+from handlers.common import Source, output_keys, published_keys, segment_key, use_clients
 from handlers.exceptions import ConfigurationError
 from infra.local import read_event
 from infra.moto_lambda import LocalContext
@@ -84,6 +84,25 @@ def test_job_id_is_short_and_changes_with_the_version_only():
 def test_output_keys_depend_only_on_job_and_name_and_keep_the_container():
     assert output_keys("anonymized/", "j1", "uploads/x/My Clip.MOV") == ("anonymized/j1/My Clip_anonymized.mov", "anonymized/j1/My Clip_anonymized.report.json")
     assert output_keys("anonymized/", "j1", "uploads/clip.avi")[0] == "anonymized/j1/clip_anonymized.mp4"
+    # the reassembly's container for audio MP4 cannot carry (a phone's AMR), any other refused
+    assert output_keys("anonymized/", "j1", "uploads/VID1.3gp", ".mov")[0] == "anonymized/j1/VID1_anonymized.mov"
+    with pytest.raises(ValueError, match="output container"):
+        output_keys("anonymized/", "j1", "uploads/clip.avi", ".avi")
+
+
+def test_a_failed_job_clears_its_result_under_every_container_it_may_have_got():
+    keys = published_keys("anonymized/", "j1", "uploads/VID1.3gp")
+    assert output_keys("anonymized/", "j1", "uploads/VID1.3gp", ".mov")[0] in keys
+    assert output_keys("anonymized/", "j1", "uploads/VID1.3gp")[0] in keys
+    assert "anonymized/j1/VID1_anonymized.report.json" in keys
+    assert all(key.startswith("anonymized/j1/VID1_anonymized.") for key in keys)
+
+
+def test_segment_keys_name_their_container_and_take_only_the_splits():
+    assert segment_key("j1", 3) == "jobs/j1/segments/00003.mp4"
+    assert segment_key("j1", 3, ".mkv") == "jobs/j1/segments/00003.mkv"
+    with pytest.raises(ValueError, match="segment container"):
+        segment_key("j1", 3, "/../../x")
 
 
 def test_missing_configuration_fails_fast_naming_the_variable(monkeypatch):

@@ -105,7 +105,13 @@ def test_only_the_input_bucket_notifies_and_only_under_the_input_prefix(stack):
     for event in events.values():
         rules = {r["Name"]: r["Value"] for r in event["Properties"]["Filter"]["S3Key"]["Rules"]}
         assert rules["prefix"] == {"Ref": "InputPrefix"}
-        assert rules["suffix"].lower() in stack.function_environment("StartFunction")["VIDEO_SUFFIXES"].split(",")
+
+
+def test_the_start_function_takes_every_video_container_the_engine_reads(stack):
+    from limelight.video import CONTAINER_SUFFIXES
+
+    accepted = stack.function_environment("StartFunction")["VIDEO_SUFFIXES"].split(",")
+    assert len(accepted) == len(set(accepted)) and set(accepted) == CONTAINER_SUFFIXES
 
 
 def test_buckets_block_public_access_encrypt_and_expire_intermediates(stack):
@@ -117,23 +123,33 @@ def test_buckets_block_public_access_encrypt_and_expire_intermediates(stack):
     assert rules[0]["Prefix"] == "jobs/" and rules[0]["Status"] == "Enabled"
 
 
-@pytest.mark.parametrize("key, notified", [
+@pytest.mark.parametrize("key, starts", [
     ("uploads/clip.mp4", True),
     ("uploads/IMG_0001.MOV", True),  # iPhone
     ("uploads/C0001.MP4", True),  # Sony camera
     ("uploads/GX010001.MP4", True),  # GoPro
     ("uploads/interview.mkv", True),
     ("uploads/Trailer.M4V", True),
+    ("uploads/00001.MTS", True),  # AVCHD camcorder
+    ("uploads/rushes/A001C002.MXF", True),  # broadcast camera
+    ("uploads/tape01.dv", True),
+    ("uploads/call.webm", True),  # a browser's recording
+    ("uploads/VID0001.3gp", True),
+    ("uploads/clip.Mp4", True),
     ("uploads/notes.txt", False),
     ("elsewhere/clip.mp4", False),
 ])
-def test_s3_notifies_the_start_function_of_camera_file_names(stack, key, notified):
-    # S3 matches key filters case-sensitively: with lower-case suffix rules only, an iPhone's
-    # IMG_0001.MOV or a camera's C0001.MP4 never started a job
-    assert stack.notifies(key) is notified
-    # ... and every suffix rule is one the start function itself accepts
-    accepted = stack.function_environment("StartFunction")["VIDEO_SUFFIXES"].split(",")
-    assert not notified or any(key.lower().endswith(suffix) for suffix in accepted)
+def test_camera_and_web_uploads_start_a_job(stack, key, starts, monkeypatch):
+    # S3 matches key filters case-sensitively and the template had lower-case rules for four
+    # containers only: an .MTS, .MXF, .dv, .webm or .3gp upload (or an iPhone's IMG_0001.MOV
+    # before upper-case rules) never started a job, and nobody was told
+    from handlers import start
+    from handlers.common import Source
+
+    for name, value in stack.function_environment("StartFunction").items():
+        monkeypatch.setenv(name, value)
+    cfg = start.Config.from_env()
+    assert (stack.notifies(key) and start.wanted(Source(stack.physical_name("InputBucket"), key, None, "e"), cfg)) is starts
 
 
 def test_sample_events_are_valid_json_with_the_job_payload_shape():

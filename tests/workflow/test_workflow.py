@@ -5,6 +5,7 @@ failure report and nothing else."""
 from __future__ import annotations
 
 import shutil
+from pathlib import PurePosixPath
 from urllib.parse import unquote_plus
 
 import av
@@ -13,7 +14,7 @@ import pytest
 from handlers.common import failure_key, output_keys, processed_key
 from infra.local import read_event
 from infra.moto_lambda import Fault
-from tests.media import assert_same_pictures, frame_times, size_switching_clip
+from tests.media import assert_same_pictures, audio_packets, browser_webm, frame_times, phone_3gp, size_switching_clip
 from workflow_support import assert_same_timing_and_audio, download, event_for_upload, run_job
 
 HAMILTON = "hamilton_white_house_short_clip.mp4"
@@ -128,6 +129,32 @@ def test_an_iphone_named_upload_runs_and_is_published_under_its_name(cloud, synt
     assert video_key.endswith("/IMG_0001_anonymized.mov")
     video, _ = download(cloud, result, tmp_path)
     assert_same_timing_and_audio(video, synthetic_clip)
+
+
+@pytest.mark.parametrize("make, key, segments_as, published_as", [
+    # a browser's recording: VP8, which MP4 cannot hold, is cut into Matroska segments
+    (browser_webm, "uploads/call.webm", ".mkv", "call_anonymized.mp4"),
+    # a phone's 3GP: its AMR speech fits no MP4, so the result is QuickTime, as the CLI writes it
+    (phone_3gp, "uploads/VID0001.3GP", ".mp4", "VID0001_anonymized.mov"),
+])
+def test_web_and_phone_uploads_are_published_with_their_timing_and_sound(cloud, tmp_path, make, key, segments_as, published_as):
+    # GIVEN an upload in a container the workflow did not take (S3 never notified for it, and
+    # a WebM's VP8 could not be cut into MP4 segments)
+    source = make(tmp_path / PurePosixPath(key).name)
+    event = event_for_upload(cloud, "s3_put_video.json", source.read_bytes(), key=key)
+    # WHEN the workflow runs
+    result = run_job(cloud, event)
+    # THEN it published NAME_anonymized in the container that carries its sound bit-exact, with
+    # every frame at its time and every audio packet
+    assert result.status == "SUCCEEDED", cloud.failure_report(result.job_id)
+    assert result.output["output"]["video_key"].endswith(f"/{result.job_id}/{published_as}")
+    assert len(published(cloud, result.job_id)) == 2
+    video, report = download(cloud, result, tmp_path)
+    assert frame_times(video) == frame_times(source)
+    assert audio_packets(video) == audio_packets(source) and len(audio_packets(source)) >= 15
+    assert report["files"][0]["frames"] == len(frame_times(source))
+    segments = cloud.keys(cloud.work_bucket, f"jobs/{result.job_id}/segments/")
+    assert segments and {PurePosixPath(k).suffix for k in segments} == {segments_as}
 
 
 def test_upload_that_is_not_a_video_ends_in_a_failure_report_and_no_output(cloud):
