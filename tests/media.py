@@ -149,3 +149,21 @@ def browser_webm(path: Path, frames: int = 24) -> Path:
     tone = [("flt", (0.2 * np.sin(np.arange(k * 960, (k + 1) * 960) * 0.05)).astype(np.float32)[None, :]) for k in range(50)]
     return camera_file(path, "libvpx", (160, 120), 24, "yuv420p", frames, [("libopus", 48000, "mono", tone)],
                        options={"g": "12"})
+
+
+def cut_mid_gop(whole: Path, path: Path, skip: int) -> Path:
+    """`whole` remuxed without its first `skip` video packets (all its audio kept): a recording that
+    starts inside a GOP, as a broadcast recorder's TS does."""
+    with av.open(str(whole)) as c, av.open(str(path), "w") as out:
+        copies = {s.index: out.add_stream_from_template(s) for s in c.streams}
+        video_packets = 0
+        for packet in c.demux():
+            if not packet.size:
+                continue
+            if packet.stream.type == "video":
+                video_packets += 1
+                if video_packets <= skip:
+                    continue
+            packet.stream = copies[packet.stream.index]
+            out.mux(packet)
+    return path

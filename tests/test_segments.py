@@ -17,7 +17,7 @@ import pytest
 from limelight.errors import InputError, OutputError
 from limelight.segments import join, merge_reports, split
 from limelight.video import EncodeOptions, probe, transcode
-from tests.media import audio_packets, browser_webm, dv_camcorder, frame_times, size_switching_clip
+from tests.media import audio_packets, browser_webm, cut_mid_gop, dv_camcorder, frame_times, size_switching_clip
 
 HAMILTON = "hamilton_white_house_short_clip.mp4"
 
@@ -200,6 +200,28 @@ def test_a_video_mp4_cannot_hold_is_cut_into_another_container_and_joins(tmp_pat
     # (PCM is compared as one byte string: the MP4 muxer stores PCM in chunks of its own)
     sound = lambda path: (b"".join(p[1] for p in audio_packets(path)), audio_packets(path)[0][2])  # noqa: E731
     assert sound(tmp_path / "joined.mp4") == sound(src) and len(sound(src)[0]) > 1000
+
+
+def test_a_recording_cut_mid_gop_is_split_and_joined_from_its_first_keyframe(tmp_path):
+    # GIVEN a TS recording that starts 5 frames into a GOP (a broadcast recorder starts anywhere)
+    src = cut_mid_gop(write_clip(tmp_path / "whole.ts", frames=60, audio_streams=1), tmp_path / "recording.ts", 5)
+    decoded = frame_times(src)  # what the engine anonymizes: the frames from the first keyframe
+    assert len(decoded) == 48
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    # WHEN it is split (it failed: "video does not start with a keyframe", so the workflow refused it)
+    segments = split(src, folder, 0.3)
+    # THEN the segments start at its first keyframe and hold exactly the frames the decoder gives
+    assert [t for s in segments for t in frame_times(s.path)] == decoded
+    # ... and the encoded pieces join with those frames' times and every audio packet of the recording
+    stats = join(encode_segments(segments, tmp_path), src, tmp_path / "joined.mp4")
+    assert stats.frames == 48
+    assert frame_times(tmp_path / "joined.mp4") == decoded
+    # (AAC in TS carries a 7-byte ADTS header per packet, which MP4 stores once, in its header)
+    joined, recorded = audio_packets(tmp_path / "joined.mp4"), audio_packets(src)
+    assert [p[1] for p in joined] == [p[1][7:] for p in recorded] and len(recorded) > 40
+    # the audio's start as near as its 48 kHz time scale in MP4 allows (0.0454 s in the TS's 90 kHz)
+    assert abs(joined[0][2] - recorded[0][2]) < Fraction(1, 48000) and frame_times(src)[0] - recorded[0][2] > 0.4
 
 
 def test_split_with_target_longer_than_the_clip_gives_one_segment(tmp_path):

@@ -20,7 +20,7 @@ import pytest
 
 from limelight.errors import InputError, LimeLightError, OutputError
 from limelight.video import EncodeOptions, Frame, iter_frames, probe, transcode
-from tests.media import frame_times, size_switching_clip
+from tests.media import audio_packets, cut_mid_gop, frame_times, size_switching_clip
 
 HAMILTON = "hamilton_white_house_short_clip.mp4"
 PORTRAIT = "portrait_single_person_egoblur_gen1.mp4"
@@ -1056,3 +1056,21 @@ def test_the_recording_location_is_not_published(tmp_path):
     with av.open(str(dst)) as c:
         assert c.metadata["title"] == "street"
         assert not [k for k in c.metadata if "location" in k.lower()]
+
+
+def test_a_recording_cut_mid_gop_keeps_its_first_decodable_frames_time(tmp_path):
+    # GIVEN a 90 kHz TS that starts 5 frames into a GOP (its stated start is a frame nobody can decode)
+    from tests.test_segments import write_clip  # B-frames, a keyframe every 12 frames, SPS / PPS with each
+
+    whole = write_clip(tmp_path / "whole.ts", frames=36, audio_streams=1)
+    src = cut_mid_gop(whole, tmp_path / "recording.ts", 5)
+    decoded = frame_times(src)
+    assert float(decoded[0]) > probe(src).start_time + 0.1
+    # WHEN it is transcoded to MP4
+    transcode(src, tmp_path / "out.mp4", options=EncodeOptions(preset="ultrafast"))
+    # THEN the video starts at that first decodable frame to the tick (it read 4671/10000 s for
+    # 7007/15000: the movie time scale was chosen for the undecodable start), every frame's time
+    # kept, and the audio starts within one of its samples of the TS's 90 kHz start
+    assert frame_times(tmp_path / "out.mp4") == decoded
+    ours, theirs = audio_packets(tmp_path / "out.mp4"), audio_packets(src)
+    assert abs(ours[0][2] - theirs[0][2]) < Fraction(1, 48000)

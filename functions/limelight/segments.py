@@ -166,7 +166,8 @@ def split(src: str | os.PathLike[str], out_dir: str | os.PathLike[str], target_s
 
     A new segment starts at the first keyframe at least `target_seconds` after the current
     segment's start, so segments are at least that long (except the last) and at most one GOP
-    longer. Stream copy only; video only; original timestamps kept. Returns the segments in
+    longer. Stream copy only; video only; original timestamps kept; packets before the first
+    keyframe (a recording cut mid-GOP) left out, as they cannot be decoded. Returns the segments in
     order. Raises InputError (unusable input), OutputError (cannot write), ValueError
     (`target_seconds` not positive).
     """
@@ -183,10 +184,15 @@ def split(src: str | os.PathLike[str], out_dir: str | os.PathLike[str], target_s
         with av.open(str(src_p)) as container:
             video = first_video_stream(container)
             tb = video.time_base
-            start_pts = frames = total = 0
+            start_pts = frames = total = skipped = 0
             for packet in container.demux(video):
                 if not packet.size:
                     continue  # an empty packet only marks the end of the stream
+                if writer is None and not packet.is_keyframe:
+                    # A recording cut mid-GOP (a broadcast TS): what comes before its first keyframe
+                    # cannot be decoded, and the engine's output starts at that keyframe too.
+                    skipped += 1
+                    continue
                 if packet.pts is None:
                     raise InputError(f"{src_p}: video packet without timestamp; cannot cut on keyframes")
                 new_segment = writer is None or (
@@ -197,8 +203,6 @@ def split(src: str | os.PathLike[str], out_dir: str | os.PathLike[str], target_s
                         writer.close()
                         segments.append(_segment(len(segments), writer.path, total, frames, start_pts, tb))
                         total += frames
-                    if not packet.is_keyframe:
-                        raise InputError(f"{src_p}: video does not start with a keyframe; cannot cut on keyframes")
                     if writer is None:
                         writer = _first_writer(video, folder)
                     else:
@@ -207,7 +211,7 @@ def split(src: str | os.PathLike[str], out_dir: str | os.PathLike[str], target_s
                 writer.mux(packet)
                 frames += 1
             if writer is None:
-                raise InputError(f"{src_p}: no video packets")
+                raise InputError(f"{src_p}: no keyframe in its {skipped} video packets" if skipped else f"{src_p}: no video packets")
             writer.close()
             segments.append(_segment(len(segments), writer.path, total, frames, start_pts, tb))
     except av.FFmpegError as error:
@@ -231,7 +235,8 @@ def _dts_seconds(packet: av.Packet) -> Fraction:
 
 
 def _original_pts(path: Path) -> tuple[array, Fraction]:
-    """Presentation timestamps of every video frame of the original, sorted (demux only).
+    """Presentation timestamps of the original's video frames from its first keyframe on (what
+    `split` cuts), sorted (demux only).
 
     A container of its own: seeking back to 0 afterwards may land after the first audio packets.
     """
@@ -240,7 +245,9 @@ def _original_pts(path: Path) -> tuple[array, Fraction]:
         if stream is None:
             raise InputError(f"{path}: no video stream")
         try:
-            stamps = sorted(p.pts for p in container.demux(stream) if p.size and p.pts is not None)
+            packets = (p for p in container.demux(stream) if p.size)
+            first = next((p for p in packets if p.is_keyframe), None)
+            stamps = sorted(p.pts for p in ([first] if first else []) + list(packets) if p.pts is not None)
         except av.FFmpegError as error:
             raise InputError(f"{path}: corrupt or truncated ({error_reason(error)})") from error
         return array("q", stamps), stream.time_base
@@ -363,8 +370,8 @@ def join(segment_paths: Iterable[str | os.PathLike[str]], original: str | os.Pat
             raise InputError(f"{paths[0]}: segment has no video stream")
         tmp = temporary_path(dst_p)
         try:
-            kept = [first_video_stream(source), *source.streams.audio]
-            out = av.open(str(tmp), mode="w", options=exact_start_options(dst_p, kept))
+            options = exact_start_options(dst_p, first_video_stream(source), source.streams.audio)
+            out = av.open(str(tmp), mode="w", options=options)
         except (av.FFmpegError, OSError, ValueError) as error:
             raise OutputError(f"{dst_p}: cannot create output ({error_reason(error)})") from error
         try:

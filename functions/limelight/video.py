@@ -590,22 +590,34 @@ _MOV_FAMILY = frozenset({".mp4", ".mov", ".m4v", ".3gp", ".3g2"})
 _MAX_MOVIE_TIMESCALE = 2**31 - 1
 
 
-def exact_start_options(dst: Path, streams: Iterable[av.stream.Stream]) -> dict[str, str]:
-    """Muxer options that keep where each of `streams` (the input's kept ones) starts, exactly.
+def stream_start(stream: av.stream.Stream) -> Fraction | None:
+    """Where `stream` starts (s), as its container states it; None when unknown."""
+    if stream.start_time is None or not stream.time_base:
+        return None
+    return stream.start_time * stream.time_base
+
+
+def exact_start_options(dst: Path, video: av.video.stream.VideoStream, audio: Iterable[av.stream.Stream]) -> dict[str, str]:
+    """Muxer options that keep where the input's `video` and kept `audio` streams start, exactly.
 
     MP4 / MOV state a late start in the movie's time scale, 1/1000 s unless told: a 90 kHz
     transport stream's (camcorders, broadcast) moved by up to a millisecond. The scale asked for is
-    the smallest that holds every start (a multiple of 1000, at most 2^31 - 1).
+    the smallest multiple of 1000 (at most 2^31 - 1) that holds every audio start and any time of
+    the video's time base: the first decodable frame may come after the video's stated start (a
+    recording cut mid-GOP); where that is too fine, the video's stated start.
     """
     if dst.suffix.lower() not in _MOV_FAMILY:
         return {}
-    scale = 1000
-    for stream in streams:
-        if stream.start_time is not None and stream.time_base:
-            scale = math.lcm(scale, (stream.start_time * stream.time_base).denominator)
-    if scale == 1000 or scale > _MAX_MOVIE_TIMESCALE:
-        return {}
-    return {"movie_timescale": str(scale)}
+    audio_starts = [stream_start(s) for s in audio]
+    tick = Fraction(1, video.time_base.denominator) if video.time_base else None
+    for video_start in (tick, stream_start(video)):
+        scale = 1000
+        for start in (video_start, *audio_starts):
+            if start is not None:
+                scale = math.lcm(scale, start.denominator)
+        if scale <= _MAX_MOVIE_TIMESCALE:
+            return {"movie_timescale": str(scale)} if scale != 1000 else {}
+    return {}
 
 
 # Video containers read by suffix (by the CLI in a folder, by the serverless workflow from S3).
@@ -868,8 +880,8 @@ class _Writer:
         self.dropped: tuple[str, ...] = ()
         self._coded_size: tuple[int, int] | None = None  # (height, width) of the decoded frames
         try:
-            streams = [self._in_video, *src.streams.audio]
-            self._out = av.open(str(tmp), mode="w", options=exact_start_options(dst, streams))
+            options = exact_start_options(dst, self._in_video, src.streams.audio)
+            self._out = av.open(str(tmp), mode="w", options=options)
         except (av.FFmpegError, OSError, ValueError) as error:
             raise OutputError(f"{dst}: cannot create output ({error_reason(error)})") from error
         try:
