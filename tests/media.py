@@ -167,3 +167,21 @@ def cut_mid_gop(whole: Path, path: Path, skip: int) -> Path:
             packet.stream = copies[packet.stream.index]
             out.mux(packet)
     return path
+
+
+def open_gop_mpeg2(path: Path, frames: int = 60) -> Path:
+    """MPEG-2 as DVDs, broadcast and XDCAM carry it: open GOPs of 12 frames with 2 B-frames, the
+    B-frames after each I-frame shown before it and predicted from the previous GOP too."""
+    with av.open(str(path), "w") as out:
+        video = out.add_stream("mpeg2video", rate=25)
+        video.width, video.height, video.pix_fmt = 176, 144, "yuv420p"
+        video.codec_context.gop_size, video.codec_context.max_b_frames = 12, 2
+        for i in range(frames):
+            rgb = np.zeros((144, 176, 3), np.uint8)
+            rgb[..., 0] = (np.arange(176) * 2 + 5 * i) % 256
+            rgb[..., 1] = 4 * i
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            frame.pts, frame.time_base = i, Fraction(1, 25)
+            out.mux(video.encode(frame))
+        out.mux(video.encode(None))
+    return path

@@ -17,7 +17,7 @@ import pytest
 from limelight.errors import InputError, OutputError
 from limelight.segments import join, merge_reports, split
 from limelight.video import EncodeOptions, probe, transcode
-from tests.media import audio_packets, browser_webm, cut_mid_gop, dv_camcorder, frame_times, size_switching_clip
+from tests.media import audio_packets, browser_webm, cut_mid_gop, dv_camcorder, frame_times, open_gop_mpeg2, size_switching_clip
 
 HAMILTON = "hamilton_white_house_short_clip.mp4"
 
@@ -222,6 +222,42 @@ def test_a_recording_cut_mid_gop_is_split_and_joined_from_its_first_keyframe(tmp
     assert [p[1] for p in joined] == [p[1][7:] for p in recorded] and len(recorded) > 40
     # the audio's start as near as its 48 kHz time scale in MP4 allows (0.0454 s in the TS's 90 kHz)
     assert abs(joined[0][2] - recorded[0][2]) < Fraction(1, 48000) and frame_times(src)[0] - recorded[0][2] > 0.4
+
+
+def test_open_gops_are_never_cut_so_no_frame_is_lost(tmp_path):
+    # GIVEN MPEG-2 with open GOPs: each I-frame is followed by B-frames shown before it that are
+    # predicted from the previous GOP too
+    src = open_gop_mpeg2(tmp_path / "dvd.mpg")
+    with av.open(str(src)) as c:
+        packets = [(p.pts, p.is_keyframe) for p in c.demux(c.streams.video[0]) if p.size]
+    second_key = [i for i, (_, key) in enumerate(packets) if key][1]
+    assert packets[second_key + 1][0] < packets[second_key][0]  # a leading B-frame
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    # WHEN it is split into 0.2 s segments (cut at every I-frame, each later segment lost its two
+    # leading B-frames and the join failed: "segment starts at 1.020000 s where the original's frame
+    # 10 is at 0.940000 s")
+    segments = split(src, folder, 0.2)
+    # THEN it is not cut at an open GOP's I-frame, and the encoded piece joins with every frame
+    assert len(segments) == 1 and segments[0].frames == 60
+    stats = join(encode_segments(segments, tmp_path), src, tmp_path / "joined.mp4")
+    assert stats.frames == 60 and frame_times(tmp_path / "joined.mp4") == frame_times(src)
+
+
+def test_a_recording_of_open_gops_cut_mid_gop_starts_at_its_first_whole_frame(tmp_path):
+    # GIVEN a broadcast recording: open-GOP MPEG-2 in TS, cut 4 frames into its first GOP, so the
+    # B-frames after its first I-frame refer to a GOP the recording lacks and decode to no picture
+    src = cut_mid_gop(open_gop_mpeg2(tmp_path / "broadcast.ts"), tmp_path / "recording.ts", 4)
+    decoded = frame_times(src)
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    # WHEN it is split and the encoded pieces joined
+    segments = split(src, folder, 0.2)
+    stats = join(encode_segments(segments, tmp_path), src, tmp_path / "joined.mp4")
+    # THEN the segments and the result hold exactly the frames the decoder gives (the segments
+    # counted the undecodable B-frames and the join refused the result)
+    assert sum(s.frames for s in segments) == stats.frames == len(decoded)
+    assert frame_times(tmp_path / "joined.mp4") == decoded
 
 
 def test_split_with_target_longer_than_the_clip_gives_one_segment(tmp_path):

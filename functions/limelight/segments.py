@@ -164,12 +164,12 @@ def split(src: str | os.PathLike[str], out_dir: str | os.PathLike[str], target_s
     """Cut the video of `src` into `out_dir/00000.mp4`, `00001.mp4`, ... on keyframes (.mov or .mkv
     for a video MP4 cannot hold: see `SEGMENT_SUFFIXES`; every segment of a video has the same).
 
-    A new segment starts at the first keyframe at least `target_seconds` after the current
-    segment's start, so segments are at least that long (except the last) and at most one GOP
-    longer. Stream copy only; video only; original timestamps kept; packets before the first
-    keyframe (a recording cut mid-GOP) left out, as they cannot be decoded. Returns the segments in
-    order. Raises InputError (unusable input), OutputError (cannot write), ValueError
-    (`target_seconds` not positive).
+    A new segment starts at the first clean keyframe (see `_clean_keyframes`) at least
+    `target_seconds` after the current segment's start, so segments are at least that long (except
+    the last). Stream copy only; video only; original timestamps kept; the frames before the first
+    keyframe and those shown before it (a recording cut mid-GOP) left out, as they cannot be
+    decoded. Returns the segments in order. Raises InputError (unusable input), OutputError
+    (cannot write), ValueError (`target_seconds` not positive).
     """
     if not target_seconds > 0:
         raise ValueError(f"target_seconds must be > 0, got {target_seconds}")
@@ -184,10 +184,11 @@ def split(src: str | os.PathLike[str], out_dir: str | os.PathLike[str], target_s
         with av.open(str(src_p)) as container:
             video = first_video_stream(container)
             tb = video.time_base
+            clean = _clean_keyframes(container, video)
+            container.seek(0)
             start_pts = frames = total = skipped = 0
-            for packet in container.demux(video):
-                if not packet.size:
-                    continue  # an empty packet only marks the end of the stream
+            first_pts: int | None = None
+            for index, packet in enumerate(p for p in container.demux(video) if p.size):
                 if writer is None and not packet.is_keyframe:
                     # A recording cut mid-GOP (a broadcast TS): what comes before its first keyframe
                     # cannot be decoded, and the engine's output starts at that keyframe too.
@@ -195,9 +196,9 @@ def split(src: str | os.PathLike[str], out_dir: str | os.PathLike[str], target_s
                     continue
                 if packet.pts is None:
                     raise InputError(f"{src_p}: video packet without timestamp; cannot cut on keyframes")
-                new_segment = writer is None or (
-                    packet.is_keyframe and (packet.pts - start_pts) * tb >= target
-                )
+                if first_pts is not None and packet.pts < first_pts:
+                    continue  # shown before the first keyframe: refers to frames the recording lacks
+                new_segment = writer is None or (index in clean and (packet.pts - start_pts) * tb >= target)
                 if new_segment:
                     if writer is not None:
                         writer.close()
@@ -208,6 +209,7 @@ def split(src: str | os.PathLike[str], out_dir: str | os.PathLike[str], target_s
                     else:
                         writer = _SegmentWriter(video, folder / f"{len(segments):05d}{writer.path.suffix}")
                     start_pts, frames = packet.pts, 0
+                    first_pts = packet.pts if first_pts is None else first_pts
                 writer.mux(packet)
                 frames += 1
             if writer is None:
@@ -225,6 +227,30 @@ def split(src: str | os.PathLike[str], out_dir: str | os.PathLike[str], target_s
     return segments
 
 
+def _clean_keyframes(container: av.container.InputContainer, video: av.video.stream.VideoStream) -> set[int]:
+    """Indices (among the video's non-empty packets, in decode order) of the keyframes a segment may
+    start at: those no later packet of their GOP is shown before. An open GOP's keyframe (MPEG-2 of
+    DVDs, broadcast and XDCAM; x264's --open-gop) is followed by B-frames shown before it that refer
+    to the previous GOP too: a segment starting there would lose them (they cannot be decoded
+    without it), so the cut waits for a clean keyframe, and a video of open GOPs only is one segment."""
+    clean: set[int] = set()
+    key_index: int | None = None
+    key_pts: int | None = None
+    try:
+        for index, packet in enumerate(p for p in container.demux(video) if p.size):
+            if packet.is_keyframe:
+                if key_index is not None:
+                    clean.add(key_index)
+                key_index, key_pts = (index, packet.pts) if packet.pts is not None else (None, None)
+            elif key_index is not None and (packet.pts is None or packet.pts < key_pts):
+                key_index = None  # a leading picture: this keyframe is no clean cut
+    except av.FFmpegError as error:
+        raise InputError(f"{container.name}: corrupt or truncated ({error_reason(error)})") from error
+    if key_index is not None:
+        clean.add(key_index)
+    return clean
+
+
 def _segment(index: int, path: Path, start_frame: int, frames: int, start_pts: int, tb: Fraction) -> Segment:
     return Segment(index, path, start_frame, frames, start_pts, float(start_pts * tb))
 
@@ -235,8 +261,8 @@ def _dts_seconds(packet: av.Packet) -> Fraction:
 
 
 def _original_pts(path: Path) -> tuple[array, Fraction]:
-    """Presentation timestamps of the original's video frames from its first keyframe on (what
-    `split` cuts), sorted (demux only).
+    """Presentation timestamps of the original's video frames from its first keyframe on, those
+    shown before it left out (what `split` cuts), sorted (demux only).
 
     A container of its own: seeking back to 0 afterwards may land after the first audio packets.
     """
@@ -245,9 +271,9 @@ def _original_pts(path: Path) -> tuple[array, Fraction]:
         if stream is None:
             raise InputError(f"{path}: no video stream")
         try:
-            packets = (p for p in container.demux(stream) if p.size)
-            first = next((p for p in packets if p.is_keyframe), None)
-            stamps = sorted(p.pts for p in ([first] if first else []) + list(packets) if p.pts is not None)
+            packets = (p for p in container.demux(stream) if p.size and p.pts is not None)
+            first = next((p.pts for p in packets if p.is_keyframe), None)
+            stamps = [] if first is None else sorted([first, *(p.pts for p in packets if p.pts >= first)])
         except av.FFmpegError as error:
             raise InputError(f"{path}: corrupt or truncated ({error_reason(error)})") from error
         return array("q", stamps), stream.time_base
