@@ -176,13 +176,15 @@ def test_only_the_redacted_regions_change(tmp_path, monkeypatch):
     frames = report.frames
     assert frames == 25 and all(b[5] == 1 for b in boxes)
     assert {int(b[0]) for b in boxes} == set(range(frames)) and len(boxes) >= 2 * frames
-    scale = options.redact.scale
+    from limelight.redact import box_scales
+
     with av.open(str(src)) as a, av.open(str(dst)) as b:
         for i, (fa, fb) in enumerate(zip(a.decode(video=0), b.decode(video=0), strict=True)):
             ya, yb = fa.to_ndarray(), fb.to_ndarray()  # raw I420: Y rows, then U and V
             h = fa.height
             changed = np.zeros(ya.shape, bool)
             for _, x1, y1, x2, y2, _ in (r for r in boxes if r[0] == i):
+                scale = box_scales(np.array([[x1, y1, x2, y2]]), options.redact.scale)[0]  # wider for a small face
                 cx, cy, hw, hh = (x1 + x2) / 2, (y1 + y2) / 2, (x2 - x1) * scale / 2 + 2, (y2 - y1) * scale / 2 + 2
                 lo_x, hi_x, lo_y, hi_y = int(cx - hw), int(cx + hw) + 1, int(cy - hh), int(cy + hh) + 1
                 changed[max(lo_y, 0):hi_y, max(lo_x, 0):hi_x] = True

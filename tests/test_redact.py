@@ -6,7 +6,20 @@ import cv2
 import numpy as np
 import pytest
 
-from limelight.redact import KEPT_COLOUR, REDACTED_COLOUR, Mode, RedactError, RedactOptions, Shape, mark, redact, redact_planes
+from limelight.redact import (
+    KEPT_COLOUR,
+    REDACTED_COLOUR,
+    SMALL_FACE_PX,
+    SMALL_FACE_SCALE,
+    Mode,
+    RedactError,
+    RedactOptions,
+    Shape,
+    box_scales,
+    mark,
+    redact,
+    redact_planes,
+)
 
 ALL_OPTIONS = [RedactOptions(mode=m, shape=s) for m in Mode for s in Shape]
 
@@ -95,10 +108,57 @@ def test_small_and_large_faces_are_equally_anonymised(size):
         return cv2.resize(face_pixels, (16, 16), interpolation=cv2.INTER_AREA).astype(float).ravel()
 
     assert abs(np.corrcoef(at_16(frame), at_16(blurred))[0, 1]) < 0.3
-    # AND the pixelated region has 10 blocks across whatever the face size (run lengths along a row)
-    row = pixelated[50 + size // 2, 50 - int(0.15 * size) : 50 + size + int(0.15 * size)].astype(int)
+    # AND the pixelated region has 10 blocks across whatever the face size (run lengths along a row
+    # of the scaled box: 1.3 of a large face, 1.5 of a small one)
+    margin = int((box_scales(face, 1.3)[0] - 1) / 2 * size)
+    row = pixelated[50 + size // 2, 50 - margin : 50 + size + margin].astype(int)
     changes = np.flatnonzero(np.abs(np.diff(row, axis=0)).sum(axis=1))
     assert len(changes) + 1 == 10
+
+
+def test_small_faces_get_a_larger_margin_that_eases_back_as_they_grow():
+    sides = np.arange(8, 120, 0.5)
+    faces = np.stack([np.zeros_like(sides), np.zeros_like(sides), sides, sides * 1.2], axis=1)  # long side 1.2x
+    scales = box_scales(faces, 1.3)
+    long_side = sides * 1.2
+    # up to 32 px a face gets 1.5, from 48 px the user's scale, in between a blend ...
+    assert (scales[long_side <= SMALL_FACE_PX[0]] == SMALL_FACE_SCALE).all()
+    assert (scales[long_side >= SMALL_FACE_PX[1]] == 1.3).all()
+    assert ((scales >= 1.3) & (scales <= SMALL_FACE_SCALE)).all()
+    # ... so the redacted ellipse still grows with the face (no jump as a track's face grows)
+    assert (np.diff(long_side * scales) > 0).all()
+    # a larger scale asked for is kept for every face
+    assert (box_scales(faces, 1.8) == 1.8).all()
+
+
+def test_a_small_face_is_redacted_with_its_outline():
+    # GIVEN a 24 px face in a textured frame
+    frame = noise_frame()
+    original = frame.copy()
+    # WHEN it is redacted at the default scale
+    redact(frame, boxes((100, 100, 124, 124)), RedactOptions(shape=Shape.BOX))
+    # THEN the redaction reaches 1.5 x its size (x, y in [94, 130)), beyond the 1.3 x ([96.4, 127.6)) that
+    # left the hair and jaw line a face recogniser still matches; and nothing further
+    changed = (frame != original).any(axis=2)
+    assert changed[94:130, 94:130].mean() > 0.95 and changed[95, 112] and changed[129, 112]
+    outside = np.ones(changed.shape, bool)
+    outside[94:130, 94:130] = False
+    assert not changed[outside].any()
+
+
+def test_planes_take_a_small_faces_margin_from_its_size_in_luma():
+    # GIVEN a 40 px face (scale 1.4 in luma pixels) as I420 planes
+    rgb = noise_frame(120, 160, seed=5)
+    i420 = _i420(rgb)
+    before = i420.copy()
+    # WHEN it is redacted on the planes
+    redact_planes(*_split(i420), boxes((60, 40, 100, 80)), RedactOptions(shape=Shape.BOX))
+    # THEN the chroma region is half the luma one (x in [52, 108) / 2), not the larger margin a
+    # 20 px chroma box would get on its own (1.5: x in [25, 55))
+    _, u0, _ = _split(before)
+    _, u1, _ = _split(i420)
+    columns = np.flatnonzero((u1 != u0).any(axis=0))
+    assert (columns.min(), columns.max()) == (26, 53)
 
 
 def test_boxes_partly_or_wholly_outside_the_frame():
