@@ -179,7 +179,7 @@ def open_gop_mpeg2(path: Path, frames: int = 60) -> Path:
         for i in range(frames):
             rgb = np.zeros((144, 176, 3), np.uint8)
             rgb[..., 0] = (np.arange(176) * 2 + 5 * i) % 256
-            rgb[..., 1] = 4 * i
+            rgb[..., 1] = (4 * i) % 256
             frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
             frame.pts, frame.time_base = i, Fraction(1, 25)
             out.mux(video.encode(frame))

@@ -17,7 +17,16 @@ import pytest
 from limelight.errors import InputError, OutputError
 from limelight.segments import join, merge_reports, split
 from limelight.video import EncodeOptions, probe, transcode
-from tests.media import audio_packets, browser_webm, cut_mid_gop, dv_camcorder, frame_times, open_gop_mpeg2, size_switching_clip
+from tests.media import (
+    assert_same_pictures,
+    audio_packets,
+    browser_webm,
+    cut_mid_gop,
+    dv_camcorder,
+    frame_times,
+    open_gop_mpeg2,
+    size_switching_clip,
+)
 
 HAMILTON = "hamilton_white_house_short_clip.mp4"
 
@@ -71,7 +80,8 @@ def encode_segments(segments, folder: Path, size: tuple[int, int] | None = None)
     out = []
     for segment in segments:
         dst = folder / f"encoded-{segment.index:05d}.mp4"
-        transcode(segment.path, dst, options=EncodeOptions(preset="ultrafast", size=size))
+        start = segment.start_pts if segment.preroll else None  # the Map item's start_pts and preroll
+        transcode(segment.path, dst, options=EncodeOptions(preset="ultrafast", size=size, start_pts=start))
         out.append(dst)
     return out
 
@@ -224,7 +234,7 @@ def test_a_recording_cut_mid_gop_is_split_and_joined_from_its_first_keyframe(tmp
     assert abs(joined[0][2] - recorded[0][2]) < Fraction(1, 48000) and frame_times(src)[0] - recorded[0][2] > 0.4
 
 
-def test_open_gops_are_never_cut_so_no_frame_is_lost(tmp_path):
+def test_a_segment_on_an_open_gop_decodes_the_previous_gop_first_and_every_frame_joins(tmp_path):
     # GIVEN MPEG-2 with open GOPs: each I-frame is followed by B-frames shown before it that are
     # predicted from the previous GOP too
     src = open_gop_mpeg2(tmp_path / "dvd.mpg")
@@ -238,10 +248,16 @@ def test_open_gops_are_never_cut_so_no_frame_is_lost(tmp_path):
     # leading B-frames and the join failed: "segment starts at 1.020000 s where the original's frame
     # 10 is at 0.940000 s")
     segments = split(src, folder, 0.2)
-    # THEN it is not cut at an open GOP's I-frame, and the encoded piece joins with every frame
-    assert len(segments) == 1 and segments[0].frames == 60
+    # THEN each later segment starts with the previous GOP as its pre-roll and holds its own frames
+    # from its leading B-frames on ...
+    # (in decode order: I0 P3 B1 B2 ... | I12 B10 B11 P15 ...: the first GOP is 10 packets, the others 12)
+    assert [s.preroll for s in segments] == [0, 10, 12, 12, 12, 12]
+    assert [s.frames for s in segments] == [10, 12, 12, 12, 12, 2]
+    assert segments[1].start_time == pytest.approx(frame_times(src)[10])
+    # ... and encoded from start_pts, the pieces join into every frame at its time and picture
     stats = join(encode_segments(segments, tmp_path), src, tmp_path / "joined.mp4")
     assert stats.frames == 60 and frame_times(tmp_path / "joined.mp4") == frame_times(src)
+    assert_same_pictures(tmp_path / "joined.mp4", src, max_mean_diff=2.0)
 
 
 def test_a_recording_of_open_gops_cut_mid_gop_starts_at_its_first_whole_frame(tmp_path):

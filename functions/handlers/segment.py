@@ -141,7 +141,10 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         "job_id": job_id,
         "source": source.as_dict(),
         "segment_count": len(segments),
-        "segments": [{"index": s.index} for s in segments] if len(segments) <= cfg.inline_map_max_segments else [],
+        # Each Map item: the segment, and where its own frames start after a pre-roll (an open GOP's
+        # previous GOP, decoded only); the distributed Map reads the same fields from segments.json.
+        "segments": [{"index": s.index, "start_pts": s.start_pts, "preroll": s.preroll} for s in segments]
+        if len(segments) <= cfg.inline_map_max_segments else [],
         "segments_key": segment_list_key(job_id),
         # The segments' container: MP4, or QuickTime / Matroska for a video MP4 cannot hold (DV, VP8).
         "segment_suffix": segments[0].path.suffix,

@@ -69,6 +69,10 @@ class Segment:
     start_frame: whole-video index of its first frame (frames counted in presentation order);
     frames: number of frames it holds; start_pts / start_time: timestamp of its first frame in
     the video stream's time base / in seconds (the original's, never reset to 0).
+    preroll: packets at the start of the file that belong to the previous segment (its last GOP):
+    a segment that starts on an open GOP needs them to decode the frames shown before its
+    keyframe. They are decoded but not part of the segment: process only frames from `start_pts`
+    (`EncodeOptions.start_pts`).
     """
 
     index: int
@@ -77,6 +81,7 @@ class Segment:
     frames: int
     start_pts: int
     start_time: float
+    preroll: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-friendly description (without the local path)."""
@@ -86,6 +91,7 @@ class Segment:
             "frames": self.frames,
             "start_pts": self.start_pts,
             "start_time": round(self.start_time, 6),
+            "preroll": self.preroll,
         }
 
 
@@ -164,12 +170,14 @@ def split(src: str | os.PathLike[str], out_dir: str | os.PathLike[str], target_s
     """Cut the video of `src` into `out_dir/00000.mp4`, `00001.mp4`, ... on keyframes (.mov or .mkv
     for a video MP4 cannot hold: see `SEGMENT_SUFFIXES`; every segment of a video has the same).
 
-    A new segment starts at the first clean keyframe (see `_clean_keyframes`) at least
-    `target_seconds` after the current segment's start, so segments are at least that long (except
-    the last). Stream copy only; video only; original timestamps kept; the frames before the first
-    keyframe and those shown before it (a recording cut mid-GOP) left out, as they cannot be
-    decoded. Returns the segments in order. Raises InputError (unusable input), OutputError
-    (cannot write), ValueError (`target_seconds` not positive).
+    A new segment starts at the first keyframe at least `target_seconds` after the current
+    segment's start, so segments are at least that long (except the last) and at most one GOP
+    longer; one that starts on an open GOP (MPEG-2 of DVDs, XDCAM, broadcast) begins with the
+    previous GOP as its pre-roll (`Segment.preroll`). Stream copy only; video only; original
+    timestamps kept; the frames before the first keyframe and those shown before it (a recording
+    cut mid-GOP) left out, as they cannot be decoded. Returns the segments in order. Raises
+    InputError (unusable input), OutputError (cannot write), ValueError (`target_seconds` not
+    positive).
     """
     if not target_seconds > 0:
         raise ValueError(f"target_seconds must be > 0, got {target_seconds}")
@@ -184,10 +192,12 @@ def split(src: str | os.PathLike[str], out_dir: str | os.PathLike[str], target_s
         with av.open(str(src_p)) as container:
             video = first_video_stream(container)
             tb = video.time_base
-            clean = _clean_keyframes(container, video)
+            keyframes, clean = _keyframes(container, video)
             container.seek(0)
-            start_pts = frames = total = skipped = 0
-            first_pts: int | None = None
+            open_gops = bool(keyframes - clean)
+            gop: list[av.Packet] = []  # copies of the current GOP's packets: the next segment's pre-roll
+            frames = total = skipped = preroll = 0
+            start_pts = first_pts = None
             for index, packet in enumerate(p for p in container.demux(video) if p.size):
                 if writer is None and not packet.is_keyframe:
                     # A recording cut mid-GOP (a broadcast TS): what comes before its first keyframe
@@ -198,24 +208,32 @@ def split(src: str | os.PathLike[str], out_dir: str | os.PathLike[str], target_s
                     raise InputError(f"{src_p}: video packet without timestamp; cannot cut on keyframes")
                 if first_pts is not None and packet.pts < first_pts:
                     continue  # shown before the first keyframe: refers to frames the recording lacks
-                new_segment = writer is None or (index in clean and (packet.pts - start_pts) * tb >= target)
-                if new_segment:
+                if writer is None or (packet.is_keyframe and (packet.pts - start_pts) * tb >= target):
                     if writer is not None:
                         writer.close()
-                        segments.append(_segment(len(segments), writer.path, total, frames, start_pts, tb))
+                        segments.append(_segment(len(segments), writer.path, total, frames, start_pts, tb, preroll))
                         total += frames
-                    if writer is None:
-                        writer = _first_writer(video, folder)
-                    else:
                         writer = _SegmentWriter(video, folder / f"{len(segments):05d}{writer.path.suffix}")
+                    else:
+                        writer = _first_writer(video, folder)
+                        first_pts = packet.pts
+                    # An open GOP's keyframe: the B-frames after it are shown before it and predicted
+                    # from the previous GOP too, which goes first, to be decoded and not kept.
+                    preroll = len(gop) if index not in clean else 0
+                    for copy in gop[:preroll]:
+                        writer.mux(copy)
                     start_pts, frames = packet.pts, 0
-                    first_pts = packet.pts if first_pts is None else first_pts
+                if open_gops:
+                    if packet.is_keyframe:
+                        gop = []
+                    gop.append(_copy(packet))
+                start_pts = min(start_pts, packet.pts)
                 writer.mux(packet)
                 frames += 1
             if writer is None:
                 raise InputError(f"{src_p}: no keyframe in its {skipped} video packets" if skipped else f"{src_p}: no video packets")
             writer.close()
-            segments.append(_segment(len(segments), writer.path, total, frames, start_pts, tb))
+            segments.append(_segment(len(segments), writer.path, total, frames, start_pts, tb, preroll))
     except av.FFmpegError as error:
         if writer is not None:
             writer.abort()
@@ -227,18 +245,20 @@ def split(src: str | os.PathLike[str], out_dir: str | os.PathLike[str], target_s
     return segments
 
 
-def _clean_keyframes(container: av.container.InputContainer, video: av.video.stream.VideoStream) -> set[int]:
-    """Indices (among the video's non-empty packets, in decode order) of the keyframes a segment may
-    start at: those no later packet of their GOP is shown before. An open GOP's keyframe (MPEG-2 of
-    DVDs, broadcast and XDCAM; x264's --open-gop) is followed by B-frames shown before it that refer
-    to the previous GOP too: a segment starting there would lose them (they cannot be decoded
-    without it), so the cut waits for a clean keyframe, and a video of open GOPs only is one segment."""
+def _keyframes(container: av.container.InputContainer, video: av.video.stream.VideoStream) -> tuple[set[int], set[int]]:
+    """(all, clean) keyframes of the video, as indices among its non-empty packets in decode order.
+
+    A clean keyframe is one no later packet of its GOP is shown before. An open GOP's keyframe
+    (MPEG-2 of DVDs, broadcast and XDCAM; x264's --open-gop) is followed by B-frames shown before it
+    that are predicted from the previous GOP too: a segment starting there needs that GOP first."""
+    keyframes: set[int] = set()
     clean: set[int] = set()
     key_index: int | None = None
     key_pts: int | None = None
     try:
         for index, packet in enumerate(p for p in container.demux(video) if p.size):
             if packet.is_keyframe:
+                keyframes.add(index)
                 if key_index is not None:
                     clean.add(key_index)
                 key_index, key_pts = (index, packet.pts) if packet.pts is not None else (None, None)
@@ -248,11 +268,19 @@ def _clean_keyframes(container: av.container.InputContainer, video: av.video.str
         raise InputError(f"{container.name}: corrupt or truncated ({error_reason(error)})") from error
     if key_index is not None:
         clean.add(key_index)
-    return clean
+    return keyframes, clean
 
 
-def _segment(index: int, path: Path, start_frame: int, frames: int, start_pts: int, tb: Fraction) -> Segment:
-    return Segment(index, path, start_frame, frames, start_pts, float(start_pts * tb))
+def _copy(packet: av.Packet) -> av.Packet:
+    """A packet of its own with `packet`'s bytes and timing (muxing empties the one it writes)."""
+    copy = av.Packet(bytes(packet))
+    copy.pts, copy.dts, copy.time_base, copy.duration = packet.pts, packet.dts, packet.time_base, packet.duration
+    copy.is_keyframe = packet.is_keyframe
+    return copy
+
+
+def _segment(index: int, path: Path, start_frame: int, frames: int, start_pts: int, tb: Fraction, preroll: int) -> Segment:
+    return Segment(index, path, start_frame, frames, start_pts, float(start_pts * tb), preroll)
 
 
 def _dts_seconds(packet: av.Packet) -> Fraction:

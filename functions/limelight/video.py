@@ -138,6 +138,9 @@ class EncodeOptions:
     size: (width, height) of the decoded pictures to process and encode; None: the first
         picture's. A picture of another size (the size changed mid-stream) is scaled to it. A
         segment of a video (`segments.split`) takes the whole video's, so that its pieces join.
+    start_pts: frames shown before this timestamp (video stream time base) are decoded but neither
+        processed nor written: a segment's pre-roll (`segments.Segment.preroll`), the previous GOP
+        an open GOP's first frames are predicted from.
     """
 
     crf: int = 18
@@ -146,6 +149,7 @@ class EncodeOptions:
     pix_fmt: str | None = None
     exact_rgb: bool = False
     size: tuple[int, int] | None = None
+    start_pts: int | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.crf <= 51:
@@ -487,7 +491,7 @@ def transcode(
         writer: _Writer | None = None
         try:
             writer = _Writer(container, tmp, dst_p, options)
-            decoded = _frames(container, src_p, writer, exact_rgb=options.exact_rgb, size=options.size)
+            decoded = _frames(container, src_p, writer, exact_rgb=options.exact_rgb, size=options.size, start_pts=options.start_pts)
             frames = writer.encode_all(transform(decoded), progress)
             writer.close()
             os.replace(tmp, dst_p)
@@ -797,9 +801,11 @@ def _frames(
     *,
     exact_rgb: bool = False,
     size: tuple[int, int] | None = None,
+    start_pts: int | None = None,
 ) -> Iterator[Frame]:
     """`Frame`s with strictly increasing pts (repairs missing or repeated decoder timestamps), all
-    of one size and pixel format: `size` (width, height) or else the first picture's."""
+    of one size and pixel format: `size` (width, height) or else the first picture's; none shown
+    before `start_pts` (a pre-roll, decoded only as the reference of later frames)."""
     stream = first_video_stream(container)
     tb = stream.time_base
     rate = frame_rate(stream)
@@ -811,6 +817,8 @@ def _frames(
     to_first = VideoReformatter()
     first: tuple[int, int, str] | None = None
     for vframe in _decoded_frames(container, path, writer):
+        if start_pts is not None and vframe.pts is not None and vframe.pts < start_pts:
+            continue
         decoded = vframe  # its side data (display matrix) and flags configure the encoder
         shape = (vframe.width, vframe.height, vframe.format.name)
         if first is None:

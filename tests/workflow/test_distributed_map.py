@@ -28,3 +28,18 @@ def test_segment_list_over_the_inline_limit_runs_in_a_distributed_map(small_inli
     video, report = download(cloud, result, tmp_path)
     assert report["files"][0]["segments"] == 4
     assert_same_timing_and_audio(video, synthetic_clip)
+
+
+def test_the_distributed_map_gives_open_gop_segments_their_pre_roll(small_inline_limit, tmp_path):
+    from tests.media import frame_times, open_gop_mpeg2
+
+    # GIVEN open-GOP MPEG-2 (2.4 s: four 1 s segments read from segments.json by the distributed Map)
+    cloud = small_inline_limit
+    source = open_gop_mpeg2(tmp_path / "dvd.mpg")
+    result = run_job(cloud, event_for_upload(cloud, "s3_put_video.json", source.read_bytes(), key="uploads/dvd.mpg"))
+    # THEN each later segment's item carries its pre-roll and every frame is published at its time
+    assert result.status == "SUCCEEDED", cloud.failure_report(result.job_id)
+    calls = [c.payload for c in cloud.lambdas.calls(cloud.stack.physical_name("AnonymizeFunction")) if c.payload["job_id"] == result.job_id]
+    assert len(calls) > 1 and all(c["preroll"] > 0 and c["start_pts"] > 0 for c in calls if c["index"] > 0)
+    video, _ = download(cloud, result, tmp_path)
+    assert frame_times(video) == frame_times(source)

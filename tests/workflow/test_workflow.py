@@ -14,7 +14,7 @@ import pytest
 from handlers.common import failure_key, output_keys, processed_key
 from infra.local import read_event
 from infra.moto_lambda import Fault
-from tests.media import assert_same_pictures, audio_packets, browser_webm, frame_times, phone_3gp, size_switching_clip
+from tests.media import assert_same_pictures, audio_packets, browser_webm, frame_times, open_gop_mpeg2, phone_3gp, size_switching_clip
 from workflow_support import assert_same_timing_and_audio, download, event_for_upload, run_job
 
 HAMILTON = "hamilton_white_house_short_clip.mp4"
@@ -155,6 +155,24 @@ def test_web_and_phone_uploads_are_published_with_their_timing_and_sound(cloud, 
     assert report["files"][0]["frames"] == len(frame_times(source))
     segments = cloud.keys(cloud.work_bucket, f"jobs/{result.job_id}/segments/")
     assert segments and {PurePosixPath(k).suffix for k in segments} == {segments_as}
+
+
+def test_a_broadcast_recording_of_open_gops_is_cut_with_pre_rolls_and_keeps_every_frame(cloud, tmp_path):
+    # GIVEN a broadcast recording: open-GOP MPEG-2 in TS, 4 s (two 2 s segments), so the second
+    # segment opens on B-frames predicted from the first one's last GOP
+    source = open_gop_mpeg2(tmp_path / "news.ts", frames=100)
+    event = event_for_upload(cloud, "s3_put_video.json", source.read_bytes(), key="uploads/news.ts")
+    # WHEN the workflow runs (the join failed: the second segment lost its leading B-frames)
+    result = run_job(cloud, event)
+    # THEN the later segments were anonymized from their own first frame after a pre-roll ...
+    assert result.status == "SUCCEEDED", cloud.failure_report(result.job_id)
+    items = [c.payload for c in cloud.lambdas.calls(cloud.stack.physical_name("AnonymizeFunction")) if c.payload["job_id"] == result.job_id]
+    assert len(items) >= 2 and all(item["preroll"] > 0 for item in items if item["index"] > 0)
+    # ... and the published MP4 holds every frame at its time, each picture the input's
+    video, report = download(cloud, result, tmp_path)
+    assert frame_times(video) == frame_times(source)
+    assert_same_pictures(video, source, max_mean_diff=2.5)
+    assert report["files"][0]["frames"] == 100
 
 
 def test_upload_that_is_not_a_video_ends_in_a_failure_report_and_no_output(cloud):
