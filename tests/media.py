@@ -116,7 +116,7 @@ def camera_file(path, codec, size, rate, pix_fmt, frames, tracks, options=None):
             stream.layout = layout
             streams.append((stream, sample_rate, layout, chunks))
         for i in range(frames):
-            f = av.VideoFrame.from_ndarray(np.full((height, width, 3), 10 * i, np.uint8), format="rgb24").reformat(format=pix_fmt)
+            f = av.VideoFrame.from_ndarray(np.full((height, width, 3), (10 * i) % 256, np.uint8), format="rgb24").reformat(format=pix_fmt)
             f.pts, f.time_base = i, Fraction(1, rate)
             out.mux(video.encode(f))
         out.mux(video.encode(None))
@@ -185,3 +185,20 @@ def open_gop_mpeg2(path: Path, frames: int = 60) -> Path:
             out.mux(video.encode(frame))
         out.mux(video.encode(None))
     return path
+
+
+def _mp3(frames: int) -> list:
+    return [("fltp", (0.2 * np.sin(np.arange(k * 1152, (k + 1) * 1152) * 0.05)).astype(np.float32)[None, :]) for k in range(frames)]
+
+
+def webcam_flv(path: Path) -> Path:
+    """An old webcam's FLV: Sorenson Spark video (which neither MP4, QuickTime nor Matroska holds)
+    and MP3, without a keyframe index (so the file cannot be seeked), 2 s at 25 fps."""
+    return camera_file(path, "flv", (176, 144), 25, "yuv420p", 50, [("libmp3lame", 44100, "mono", _mp3(80))], options={"g": "12"})
+
+
+def divx_avi(path: Path) -> Path:
+    """A DivX-era AVI: MPEG-4 Part 2 with B-frames (each I-frame followed by B-frames shown before
+    it) and MP3, 25 fps in AVI's 1/25 s time base, 2 s."""
+    return camera_file(path, "mpeg4", (176, 144), 25, "yuv420p", 50, [("libmp3lame", 44100, "mono", _mp3(80))],
+                       options={"g": "12", "bf": "2"})

@@ -387,6 +387,21 @@ def test_the_report_names_the_streams_the_output_leaves_out(tmp_path):
 
 
 @needs_model
+def test_an_flv_without_a_keyframe_index_is_anonymized(tmp_path):
+    from tests.media import audio_packets, frame_times, webcam_flv
+
+    # GIVEN an old webcam's FLV that cannot be seeked (no keyframe index)
+    src = webcam_flv(tmp_path / "webcam.flv")
+    # WHEN it is anonymized (it failed with a traceback: probing counted its frames after seeking back)
+    code, _, err = run("anonymize", src)
+    # THEN it is an MP4 with its frames at their times and its MP3 packets
+    assert code == 0, err
+    dst = tmp_path / "webcam_anonymized.mp4"
+    assert frame_times(dst) == frame_times(src) and len(frame_times(src)) == 50
+    assert [p[1] for p in audio_packets(dst)] == [p[1] for p in audio_packets(src)]
+
+
+@needs_model
 def test_a_dv_camcorder_file_is_published_as_interlaced_mp4(tmp_path):
     from limelight.video import probe
     from tests.media import audio_packets, frame_times

@@ -22,10 +22,12 @@ from tests.media import (
     audio_packets,
     browser_webm,
     cut_mid_gop,
+    divx_avi,
     dv_camcorder,
     frame_times,
     open_gop_mpeg2,
     size_switching_clip,
+    webcam_flv,
 )
 
 HAMILTON = "hamilton_white_house_short_clip.mp4"
@@ -80,8 +82,8 @@ def encode_segments(segments, folder: Path, size: tuple[int, int] | None = None)
     out = []
     for segment in segments:
         dst = folder / f"encoded-{segment.index:05d}.mp4"
-        start = segment.start_pts if segment.preroll else None  # the Map item's start_pts and preroll
-        transcode(segment.path, dst, options=EncodeOptions(preset="ultrafast", size=size, start_pts=start))
+        # (from the Map item's skip_before: a segment with a pre-roll processes its own frames only)
+        transcode(segment.path, dst, options=EncodeOptions(preset="ultrafast", size=size, start_pts=segment.skip_before))
         out.append(dst)
     return out
 
@@ -274,6 +276,27 @@ def test_a_recording_of_open_gops_cut_mid_gop_starts_at_its_first_whole_frame(tm
     # counted the undecodable B-frames and the join refused the result)
     assert sum(s.frames for s in segments) == stats.frames == len(decoded)
     assert frame_times(tmp_path / "joined.mp4") == decoded
+
+
+@pytest.mark.parametrize("make, name, container", [
+    # Sorenson Spark fits no MP4 / MOV / MKV: the segments stay FLV (split failed); the FLV has no
+    # keyframe index and cannot be seeked (probe failed: "Operation not permitted")
+    (webcam_flv, "webcam.flv", ".flv"),
+    # MPEG-4 Part 2 with B-frames shown before their I-frame, in AVI's 1/25 s time base that MP4
+    # stores as 1/12800: a pre-roll's end was compared in the wrong time base and the join failed
+    # ("segment starts at 0.52 s where the original's frame 13 is at 0.56 s")
+    (divx_avi, "divx.avi", ".mp4"),
+])
+def test_legacy_web_and_divx_videos_split_and_join_with_every_frame_and_their_sound(tmp_path, make, name, container):
+    src = make(tmp_path / name)
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    segments = split(src, folder, 0.5)
+    assert len(segments) >= 3 and {s.path.suffix for s in segments} == {container}
+    stats = join(encode_segments(segments, tmp_path), src, tmp_path / "joined.mp4")
+    assert stats.frames == 50 and frame_times(tmp_path / "joined.mp4") == frame_times(src)
+    assert [p[1] for p in audio_packets(tmp_path / "joined.mp4")] == [p[1] for p in audio_packets(src)]
+    assert_same_pictures(tmp_path / "joined.mp4", src, max_mean_diff=3.0)
 
 
 def test_split_with_target_longer_than_the_clip_gives_one_segment(tmp_path):

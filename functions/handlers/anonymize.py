@@ -70,16 +70,16 @@ def recognizer(cfg: Config, job_id: str, work: Path) -> Recognizer:
     return _recognizers[job_id]
 
 
-def segment_options(options: AnonymizeOptions, picture: dict[str, int] | None, start_pts: int | None = None) -> AnonymizeOptions:
+def segment_options(options: AnonymizeOptions, picture: dict[str, int] | None, skip_before: int | None = None) -> AnonymizeOptions:
     """`options` with the whole video's picture size (the segment handler's `picture`), so that a
     segment cut after the video changed size is scaled to the size the others have; and, for a
-    segment with a pre-roll, the timestamp its own frames start at (the frames before it are the
-    previous segment's, decoded only as references)."""
+    segment with a pre-roll, the timestamp its own frames start at (`Segment.skip_before`: the
+    frames before it are the previous segment's, decoded only as references)."""
     encode = options.encode
     if picture:
         encode = replace(encode, size=(int(picture["width"]), int(picture["height"])))
-    if start_pts is not None:
-        encode = replace(encode, start_pts=int(start_pts))
+    if skip_before is not None:
+        encode = replace(encode, start_pts=int(skip_before))
     return options if encode is options.encode else replace(options, encode=encode)
 
 
@@ -98,8 +98,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         src, dst = work / f"segment{suffix}", work / "anonymized.mp4"
         s3.download_file(cfg.work_bucket, key, str(src))
         consent = recognizer(cfg, job_id, work) if event.get("gallery") else None
-        start_pts = event.get("start_pts") if event.get("preroll") else None
-        engine = Anonymizer(detector(), consent, segment_options(cfg.options, event.get("picture"), start_pts))
+        engine = Anonymizer(detector(), consent, segment_options(cfg.options, event.get("picture"), event.get("skip_before")))
         try:
             report = engine.video(src, dst)
         except LimeLightError as error:

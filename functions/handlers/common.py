@@ -21,7 +21,7 @@ from botocore.exceptions import ClientError
 
 from handlers.exceptions import ConfigurationError, SourceChangedError
 from limelight.segments import SEGMENT_SUFFIX, SEGMENT_SUFFIXES
-from limelight.video import KEEP_CONTAINER
+from limelight.video import CONTAINER_SUFFIXES, KEEP_CONTAINER
 
 # What a result is published as: the engine keeps these containers; any other input becomes .mp4,
 # or .mkv / .mov when MP4 cannot carry its audio (limelight.video.output_container).
@@ -103,9 +103,10 @@ class Source:
 # -- S3 keys --------------------------------------------------------------------------------------
 def segment_key(job_id: str, index: int, suffix: str = SEGMENT_SUFFIX) -> str:
     """A source segment's key; `suffix` is its container (`limelight.segments.SEGMENT_SUFFIXES`:
-    .mov or .mkv for a video MP4 cannot hold), the same for every segment of a job."""
-    if suffix not in SEGMENT_SUFFIXES:
-        raise ValueError(f"segment container must be one of {', '.join(SEGMENT_SUFFIXES)}, got {suffix!r}")
+    .mov or .mkv for a video MP4 cannot hold, else the video's own), the same for every segment
+    of a job."""
+    if suffix not in SEGMENT_SUFFIXES and suffix not in CONTAINER_SUFFIXES:
+        raise ValueError(f"segment container must be one of {', '.join(SEGMENT_SUFFIXES)} or a video's own, got {suffix!r}")
     return f"{JOB_PREFIX}{job_id}/segments/{index:05d}{suffix}"
 
 

@@ -142,8 +142,8 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         "source": source.as_dict(),
         "segment_count": len(segments),
         # Each Map item: the segment, and where its own frames start after a pre-roll (an open GOP's
-        # previous GOP, decoded only); the distributed Map reads the same fields from segments.json.
-        "segments": [{"index": s.index, "start_pts": s.start_pts, "preroll": s.preroll} for s in segments]
+        # previous GOP, decoded only; null without one); the distributed Map reads segments.json.
+        "segments": [{"index": s.index, "preroll": s.preroll, "skip_before": s.skip_before} for s in segments]
         if len(segments) <= cfg.inline_map_max_segments else [],
         "segments_key": segment_list_key(job_id),
         # The segments' container: MP4, or QuickTime / Matroska for a video MP4 cannot hold (DV, VP8).

@@ -21,6 +21,7 @@ fit together), one-line messages naming the file.
 from __future__ import annotations
 
 import heapq
+import math
 import os
 from array import array
 from collections.abc import Iterable, Iterator, Sequence
@@ -33,6 +34,7 @@ import av
 
 from limelight.errors import InputError, OutputError
 from limelight.video import (
+    CONTAINER_SUFFIXES,
     dropped_streams,
     error_reason,
     exact_start_options,
@@ -49,8 +51,9 @@ __all__ = ["JoinStats", "Segment", "join", "merge_reports", "split"]
 # rounds to 1 ms, NUT stores no dts). Only a late start (an edit list) is written in the movie
 # time scale, which `split` sets to the video's so that it is exact as well; an engine-encoded
 # segment may come back with its start rounded to 1 ms, which `join` undoes (see there).
-# A video MP4 cannot hold goes to QuickTime (DV of camcorders) or, last, Matroska (VP8 of WebM
-# recordings, whose time base is Matroska's 1 ms already): `SEGMENT_SUFFIXES` in that order.
+# A video MP4 cannot hold goes to QuickTime (DV of camcorders), then Matroska (VP8 of WebM
+# recordings, whose time base is Matroska's 1 ms already): `SEGMENT_SUFFIXES` in that order; last,
+# the video's own container (FLV's Sorenson Spark).
 SEGMENT_SUFFIX = ".mp4"
 SEGMENT_SUFFIXES = (".mp4", ".mov", ".mkv")
 
@@ -71,8 +74,9 @@ class Segment:
     the video stream's time base / in seconds (the original's, never reset to 0).
     preroll: packets at the start of the file that belong to the previous segment (its last GOP):
     a segment that starts on an open GOP needs them to decode the frames shown before its
-    keyframe. They are decoded but not part of the segment: process only frames from `start_pts`
-    (`EncodeOptions.start_pts`).
+    keyframe. They are decoded but not part of the segment: process only frames from
+    `skip_before` (its own first frame's timestamp in the segment file's time base, which the
+    muxer may have changed; None without a pre-roll), as `EncodeOptions.start_pts`.
     """
 
     index: int
@@ -82,6 +86,7 @@ class Segment:
     start_pts: int
     start_time: float
     preroll: int = 0
+    skip_before: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-friendly description (without the local path)."""
@@ -92,6 +97,7 @@ class Segment:
             "start_pts": self.start_pts,
             "start_time": round(self.start_time, 6),
             "preroll": self.preroll,
+            "skip_before": self.skip_before,
         }
 
 
@@ -120,7 +126,7 @@ class _SegmentWriter:
         self.path = path
         try:
             # Movie time scale = the video's: the segment's start offset (an edit list) stays exact.
-            options = {"movie_timescale": str(template.time_base.denominator)} if path.suffix != ".mkv" else {}
+            options = {"movie_timescale": str(template.time_base.denominator)} if path.suffix in (".mp4", ".mov") else {}
             self._out = av.open(str(path), mode="w", options=options)
             self._video = self._out.add_stream_from_template(template)
         except (av.FFmpegError, OSError, ValueError) as error:
@@ -133,6 +139,13 @@ class _SegmentWriter:
         except (av.FFmpegError, OSError, ValueError) as error:
             self.abort()
             raise OutputError(f"{path}: cannot write a segment ({error_reason(error)})") from error
+        self.time_base = self._video.time_base  # the muxer's (MP4 takes at least 1/10000 s for a 1/25 AVI)
+
+    def stamp(self, pts: int, time_base: Fraction) -> int:
+        """`pts` (in `time_base`) as this file stores it: rescaled to its time base, rounded to
+        nearest with ties away from zero, as the muxer does."""
+        x = Fraction(pts) * time_base / self.time_base
+        return math.floor(x + Fraction(1, 2)) if x >= 0 else -math.floor(-x + Fraction(1, 2))
 
     def mux(self, packet: av.Packet) -> None:
         packet.stream = self._video
@@ -156,9 +169,11 @@ class _SegmentWriter:
         self.path.unlink(missing_ok=True)
 
 
-def _first_writer(template: av.video.stream.VideoStream, folder: Path) -> _SegmentWriter:
-    """The first segment's writer, in the first container of `SEGMENT_SUFFIXES` that holds the video."""
-    for suffix in SEGMENT_SUFFIXES:
+def _first_writer(template: av.video.stream.VideoStream, folder: Path, own: str) -> _SegmentWriter:
+    """The first segment's writer, in the first container of `SEGMENT_SUFFIXES` that holds the
+    video, else in the video's `own` container (Sorenson Spark of old FLV fits none of the three)."""
+    own = own.lower()
+    for suffix in (*SEGMENT_SUFFIXES, *([own] if own in CONTAINER_SUFFIXES and own not in SEGMENT_SUFFIXES else [])):
         try:
             return _SegmentWriter(template, folder / f"{0:05d}{suffix}")
         except OutputError as error:
@@ -189,11 +204,11 @@ def split(src: str | os.PathLike[str], out_dir: str | os.PathLike[str], target_s
     segments: list[Segment] = []
     writer: _SegmentWriter | None = None
     try:
+        with av.open(str(src_p)) as scan:  # a pass of its own: FLV and others cannot seek back to 0
+            keyframes, clean = _keyframes(scan, first_video_stream(scan))
         with av.open(str(src_p)) as container:
             video = first_video_stream(container)
             tb = video.time_base
-            keyframes, clean = _keyframes(container, video)
-            container.seek(0)
             open_gops = bool(keyframes - clean)
             gop: list[av.Packet] = []  # copies of the current GOP's packets: the next segment's pre-roll
             frames = total = skipped = preroll = 0
@@ -211,11 +226,11 @@ def split(src: str | os.PathLike[str], out_dir: str | os.PathLike[str], target_s
                 if writer is None or (packet.is_keyframe and (packet.pts - start_pts) * tb >= target):
                     if writer is not None:
                         writer.close()
-                        segments.append(_segment(len(segments), writer.path, total, frames, start_pts, tb, preroll))
+                        segments.append(_segment(len(segments), writer, total, frames, start_pts, tb, preroll))
                         total += frames
                         writer = _SegmentWriter(video, folder / f"{len(segments):05d}{writer.path.suffix}")
                     else:
-                        writer = _first_writer(video, folder)
+                        writer = _first_writer(video, folder, src_p.suffix)
                         first_pts = packet.pts
                     # An open GOP's keyframe: the B-frames after it are shown before it and predicted
                     # from the previous GOP too, which goes first, to be decoded and not kept.
@@ -233,7 +248,7 @@ def split(src: str | os.PathLike[str], out_dir: str | os.PathLike[str], target_s
             if writer is None:
                 raise InputError(f"{src_p}: no keyframe in its {skipped} video packets" if skipped else f"{src_p}: no video packets")
             writer.close()
-            segments.append(_segment(len(segments), writer.path, total, frames, start_pts, tb, preroll))
+            segments.append(_segment(len(segments), writer, total, frames, start_pts, tb, preroll))
     except av.FFmpegError as error:
         if writer is not None:
             writer.abort()
@@ -279,8 +294,9 @@ def _copy(packet: av.Packet) -> av.Packet:
     return copy
 
 
-def _segment(index: int, path: Path, start_frame: int, frames: int, start_pts: int, tb: Fraction, preroll: int) -> Segment:
-    return Segment(index, path, start_frame, frames, start_pts, float(start_pts * tb), preroll)
+def _segment(index: int, writer: _SegmentWriter, start_frame: int, frames: int, start_pts: int, tb: Fraction, preroll: int) -> Segment:
+    skip_before = writer.stamp(start_pts, tb) if preroll else None
+    return Segment(index, writer.path, start_frame, frames, start_pts, float(start_pts * tb), preroll, skip_before)
 
 
 def _dts_seconds(packet: av.Packet) -> Fraction:

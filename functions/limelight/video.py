@@ -138,7 +138,7 @@ class EncodeOptions:
     size: (width, height) of the decoded pictures to process and encode; None: the first
         picture's. A picture of another size (the size changed mid-stream) is scaled to it. A
         segment of a video (`segments.split`) takes the whole video's, so that its pieces join.
-    start_pts: frames shown before this timestamp (video stream time base) are decoded but neither
+    start_pts: frames shown before this timestamp (the processed file's video time base) are decoded but neither
         processed nor written: a segment's pre-roll (`segments.Segment.preroll`), the previous GOP
         an open GOP's first frames are predicted from.
     """
@@ -410,7 +410,7 @@ def probe(path: str | os.PathLike[str]) -> VideoInfo:
         if first is None:
             raise InputError(f"{p}: no decodable video frame")
         rotation = int(first.rotation)
-        frame_count = stream.frames or _count_video_packets(container, p)
+        frame_count = stream.frames or _count_video_packets(p)
         tb = stream.time_base
         if stream.duration is not None and tb is not None:
             duration = float(stream.duration * tb)
@@ -757,11 +757,13 @@ def _sample_aspect_ratio(stream: av.video.stream.VideoStream) -> Fraction | None
     return Fraction(sar) if sar else None
 
 
-def _count_video_packets(container: av.container.InputContainer, path: Path) -> int:
-    container.seek(0)
+def _count_video_packets(path: Path) -> int:
+    """The video packets of `path`, counted in a pass of its own: seeking back would not do, an FLV
+    without a keyframe index refuses it ("Operation not permitted")."""
     try:
-        return sum(1 for packet in container.demux(first_video_stream(container)) if packet.size)
-    except av.FFmpegError as error:
+        with av.open(str(path)) as container:
+            return sum(1 for packet in container.demux(first_video_stream(container)) if packet.size)
+    except (av.FFmpegError, OSError) as error:
         raise InputError(f"{path}: corrupt or truncated ({error_reason(error)})") from error
 
 

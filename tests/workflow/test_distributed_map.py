@@ -40,6 +40,6 @@ def test_the_distributed_map_gives_open_gop_segments_their_pre_roll(small_inline
     # THEN each later segment's item carries its pre-roll and every frame is published at its time
     assert result.status == "SUCCEEDED", cloud.failure_report(result.job_id)
     calls = [c.payload for c in cloud.lambdas.calls(cloud.stack.physical_name("AnonymizeFunction")) if c.payload["job_id"] == result.job_id]
-    assert len(calls) > 1 and all(c["preroll"] > 0 and c["start_pts"] > 0 for c in calls if c["index"] > 0)
+    assert len(calls) > 1 and all(c["preroll"] > 0 and c["skip_before"] > 0 for c in calls if c["index"] > 0)
     video, _ = download(cloud, result, tmp_path)
     assert frame_times(video) == frame_times(source)

@@ -136,6 +136,6 @@ def test_a_segment_is_encoded_at_the_whole_videos_picture_size():
     assert sized.encode.crf == options.encode.crf and sized.redact == options.redact
     # without one (an older payload), the segment keeps its own first picture's size
     assert segment_options(options, None) is options
-    # a segment after a pre-roll processes its own frames only, from its start_pts on
+    # a segment after a pre-roll processes its own frames only, from its skip_before on
     assert segment_options(options, item["picture"], 58214).encode.start_pts == 58214
-    assert item["preroll"] == 0 and sized.encode.start_pts is None
+    assert item["preroll"] == 0 and item["skip_before"] is None and sized.encode.start_pts is None
