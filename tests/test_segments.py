@@ -21,6 +21,7 @@ from tests.media import (
     assert_same_pictures,
     audio_packets,
     browser_webm,
+    camera_file,
     cut_mid_gop,
     divx_avi,
     dv_camcorder,
@@ -315,6 +316,21 @@ def test_join_refuses_segments_that_miss_frames_and_leaves_no_output(tmp_path):
     with pytest.raises(OutputError, match="cannot join"):
         join([segments[0].path, segments[2].path], src, tmp_path / "joined.mp4")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["parts", "synthetic.mp4"]
+
+
+def test_split_names_video_timestamps_out_of_order_and_leaves_no_segment(tmp_path):
+    # GIVEN an MPEG program stream whose last frames repeat timestamps (the PS muxer's guess for
+    # MPEG-2's flushed B-frames: dts 203400 twice)
+    src = camera_file(tmp_path / "disc.vob", "mpeg2video", (176, 144), 25, "yuv420p", 50, [], options={"g": "12", "bf": "2"})
+    with av.open(str(src)) as c:
+        dts = [p.dts for p in c.demux(c.streams.video[0]) if p.size]
+    assert any(b <= a for a, b in zip(dts, dts[1:]))
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    # WHEN it is split, THEN the error names the input and the time (it failed writing a segment:
+    # "cannot write (Invalid argument)", an OutputError the workflow did not report as a bad video)
+    with pytest.raises(InputError, match=r"disc.vob: video timestamps out of order at 2\.260 s; cannot cut"):
+        split(src, folder, 0.5)
 
 
 def test_split_rejects_a_file_that_is_not_a_video(tmp_path):

@@ -212,7 +212,7 @@ def split(src: str | os.PathLike[str], out_dir: str | os.PathLike[str], target_s
             open_gops = bool(keyframes - clean)
             gop: list[av.Packet] = []  # copies of the current GOP's packets: the next segment's pre-roll
             frames = total = skipped = preroll = 0
-            start_pts = first_pts = None
+            start_pts = first_pts = last_dts = None
             for index, packet in enumerate(p for p in container.demux(video) if p.size):
                 if writer is None and not packet.is_keyframe:
                     # A recording cut mid-GOP (a broadcast TS): what comes before its first keyframe
@@ -223,6 +223,13 @@ def split(src: str | os.PathLike[str], out_dir: str | os.PathLike[str], target_s
                     raise InputError(f"{src_p}: video packet without timestamp; cannot cut on keyframes")
                 if first_pts is not None and packet.pts < first_pts:
                     continue  # shown before the first keyframe: refers to frames the recording lacks
+                if packet.dts is not None and last_dts is not None and packet.dts <= last_dts:
+                    # No container stores it; the CLI, which re-times such frames, can still take it.
+                    raise InputError(
+                        f"{src_p}: video timestamps out of order at {float(packet.dts * tb):.3f} s; cannot cut "
+                        "on keyframes (limelight anonymize can process it on one machine)"
+                    )
+                last_dts = packet.dts if packet.dts is not None else last_dts
                 if writer is None or (packet.is_keyframe and (packet.pts - start_pts) * tb >= target):
                     if writer is not None:
                         writer.close()
