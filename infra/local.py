@@ -30,7 +30,7 @@ import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import quote_plus
 
@@ -251,12 +251,15 @@ class LocalCloud:
         return json.loads(self.s3.get_object(Bucket=self.output_bucket, Key=key)["Body"].read())
 
     def download_result(self, result: JobResult, out: Path) -> tuple[Path, Path]:
-        """Save the published video to `out` and its report beside it."""
+        """Save the published video to `out` and its report beside it; returns both paths. The video
+        keeps the container it was published in: `out` with another suffix (a phone's 3GP with AMR
+        speech comes back as .mov) is saved under that suffix instead."""
         if result.status != "SUCCEEDED" or result.output is None:
             failure = self.failure_report(result.job_id)
             detail = f"{failure['error']}: {failure['message']}" if failure else "no failure report"
             raise LocalRunError(f"job {result.job_id} ended {result.status} ({detail})")
         published = result.output["output"]
+        out = out.with_suffix(PurePosixPath(published["video_key"]).suffix)
         report = out.with_name(f"{out.stem}.report.json")
         self.s3.download_file(published["bucket"], published["video_key"], str(out))
         self.s3.download_file(published["bucket"], published["report_key"], str(report))
@@ -272,8 +275,9 @@ def _moto_api(endpoint: str, action: str, body: dict[str, Any]) -> None:
         response.read()
 
 
-def run(video: Path, out: Path, known: Path | None = None, parameters: dict[str, str] | None = None) -> JobResult:
-    """The whole local workflow for one video; returns how the job ended (raises if it failed)."""
+def run(video: Path, out: Path, known: Path | None = None, parameters: dict[str, str] | None = None) -> tuple[JobResult, Path, Path]:
+    """The whole local workflow for one video: how the job ended (raises if it failed), and where
+    its video and report were saved (`LocalCloud.download_result`)."""
     with LocalCloud.running(parameters) as cloud:
         if known is not None:
             cloud.upload_known_faces(known)
@@ -282,8 +286,8 @@ def run(video: Path, out: Path, known: Path | None = None, parameters: dict[str,
         if not started["started"]:
             raise LocalRunError(f"the start function started no job for {video.name}: {started}")
         result = cloud.wait(started["started"][0])
-        cloud.download_result(result, out)
-        return result
+        saved, report = cloud.download_result(result, out)
+        return result, saved, report
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -302,13 +306,15 @@ def main(argv: list[str] | None = None) -> int:
     parameters = dict(p.split("=", 1) for p in args.param)
     started = time.perf_counter()
     try:
-        result = run(args.video, args.out, args.known, parameters)
+        result, saved, report_path = run(args.video, args.out, args.known, parameters)
     except LocalRunError as error:
         print(f"infra.local: error: {error}", file=sys.stderr)
         return 1
-    report = json.loads(args.out.with_name(f"{args.out.stem}.report.json").read_text())["files"][0]
+    report = json.loads(report_path.read_text())["files"][0]
+    if saved != args.out:
+        print(f"note: published as {saved.suffix} (the container that carries its sound bit-exact), saved as {saved}")
     print(
-        f"{args.out}  ({report['frames']} frames, {report['segments']} segments, {report['faces']} faces: "
+        f"{saved}  ({report['frames']} frames, {report['segments']} segments, {report['faces']} faces: "
         f"{report['kept']} kept, {report['blurred']} blurred) in {time.perf_counter() - started:.1f} s; job {result.job_id}"
     )
     return 0

@@ -150,6 +150,7 @@ def test_web_and_phone_uploads_are_published_with_their_timing_and_sound(cloud, 
     assert result.output["output"]["video_key"].endswith(f"/{result.job_id}/{published_as}")
     assert len(published(cloud, result.job_id)) == 2
     video, report = download(cloud, result, tmp_path)
+    assert video.suffix == PurePosixPath(published_as).suffix  # saved in the container it was published in
     assert frame_times(video) == frame_times(source)
     assert audio_packets(video) == audio_packets(source) and len(audio_packets(source)) >= 15
     assert report["files"][0]["frames"] == len(frame_times(source))

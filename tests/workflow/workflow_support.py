@@ -42,10 +42,9 @@ def run_job(cloud: LocalCloud, event: dict) -> JobResult:
 
 
 def download(cloud: LocalCloud, result: JobResult, folder: Path) -> tuple[Path, dict]:
-    """The published video and its report (parsed)."""
-    video = folder / f"{result.job_id}.mp4"
-    cloud.download_result(result, video)
-    return video, json.loads(video.with_name(f"{video.stem}.report.json").read_text())
+    """The published video (in the container it was published in) and its report (parsed)."""
+    video, report = cloud.download_result(result, folder / f"{result.job_id}.mp4")
+    return video, json.loads(report.read_text())
 
 
 def av_offset(path: Path) -> Fraction:
