@@ -313,8 +313,9 @@ def main(argv: list[str] | None = None) -> int:
     report = json.loads(report_path.read_text())["files"][0]
     if saved != args.out:
         print(f"note: published as {saved.suffix} (the container that carries its sound bit-exact), saved as {saved}")
+    what = "photo" if report["kind"] == "image" else f"{report['frames']} frames, {report['segments']} segments"
     print(
-        f"{saved}  ({report['frames']} frames, {report['segments']} segments, {report['faces']} faces: "
+        f"{saved}  ({what}, {report['faces']} faces: "
         f"{report['kept']} kept, {report['blurred']} blurred) in {time.perf_counter() - started:.1f} s; job {result.job_id}"
     )
     return 0

@@ -17,10 +17,11 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from handlers.common import SEGMENT_SUFFIX, client, env, gallery_key, processed_key, segment_key, segment_report_key
+from handlers.common import SEGMENT_SUFFIX, UPLOAD_PHOTO_SUFFIXES, client, env, gallery_key, processed_key, segment_key, segment_report_key
 from handlers.exceptions import ConfigurationError, SegmentFailedError
 from limelight.detector import Detector, model_metadata
 from limelight.errors import LimeLightError
+from limelight.formats import photo_output_suffix
 from limelight.pipeline import AnonymizeOptions, Anonymizer
 from limelight.recognizer import Gallery, Recognizer
 from limelight.redact import Mode, RedactOptions
@@ -95,15 +96,17 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         work = Path(tmp)
         suffix = event.get("segment_suffix", SEGMENT_SUFFIX)
         key = segment_key(job_id, index, suffix)  # a ValueError for a container split never writes
-        src, dst = work / f"segment{suffix}", work / "anonymized.mp4"
+        photo = suffix in UPLOAD_PHOTO_SUFFIXES  # a photo job: its one segment is the photo
+        src = work / f"segment{suffix}"
+        dst = work / f"anonymized{photo_output_suffix(suffix) if photo else '.mp4'}"
         s3.download_file(cfg.work_bucket, key, str(src))
         consent = recognizer(cfg, job_id, work) if event.get("gallery") else None
         engine = Anonymizer(detector(), consent, segment_options(cfg.options, event.get("picture"), event.get("skip_before")))
         try:
-            report = engine.video(src, dst)
+            report = engine.image(src, dst) if photo else engine.video(src, dst)
         except LimeLightError as error:
             raise SegmentFailedError(f"segment {index} of job {job_id}: {error}") from None
-        s3.upload_file(str(dst), cfg.work_bucket, processed_key(job_id, index))
+        s3.upload_file(str(dst), cfg.work_bucket, processed_key(job_id, index, dst.suffix))
     part = {"settings": cfg.options.settings(), "model": model_metadata(), "file": report.as_dict()}
     s3.put_object(
         Bucket=cfg.work_bucket,

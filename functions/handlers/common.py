@@ -21,11 +21,14 @@ from botocore.exceptions import ClientError
 
 from handlers.exceptions import ConfigurationError, SourceChangedError
 from limelight.segments import SEGMENT_SUFFIX, SEGMENT_SUFFIXES
-from limelight.video import CONTAINER_SUFFIXES, KEEP_CONTAINER
+from limelight.formats import CONTAINER_SUFFIXES, IMAGE_SUFFIXES, KEEP_CONTAINER, PHOTO_OUTPUT_SUFFIXES
 
-# What a result is published as: the engine keeps these containers; any other input becomes .mp4,
-# or .mkv / .mov when MP4 cannot carry its audio (limelight.video.output_container).
-OUTPUT_CONTAINERS = KEEP_CONTAINER
+# What a result is published as: the engine keeps these containers; any other video becomes .mp4,
+# or .mkv / .mov when MP4 cannot carry its audio (limelight.video.output_container); a photo keeps
+# its format, HEIC / JFIF become JPEG and a one-frame GIF PNG (limelight.formats.photo_output_suffix).
+OUTPUT_CONTAINERS = KEEP_CONTAINER | PHOTO_OUTPUT_SUFFIXES
+# Photos the workflow takes (a one-frame GIF too); a photo job's one "segment" is the photo itself.
+UPLOAD_PHOTO_SUFFIXES = IMAGE_SUFFIXES | {".gif"}
 FAILED_PREFIX = "failed/"
 JOB_PREFIX = "jobs/"
 
@@ -105,13 +108,16 @@ def segment_key(job_id: str, index: int, suffix: str = SEGMENT_SUFFIX) -> str:
     """A source segment's key; `suffix` is its container (`limelight.segments.SEGMENT_SUFFIXES`:
     .mov or .mkv for a video MP4 cannot hold, else the video's own), the same for every segment
     of a job."""
-    if suffix not in SEGMENT_SUFFIXES and suffix not in CONTAINER_SUFFIXES:
-        raise ValueError(f"segment container must be one of {', '.join(SEGMENT_SUFFIXES)} or a video's own, got {suffix!r}")
+    if suffix not in SEGMENT_SUFFIXES and suffix not in CONTAINER_SUFFIXES and suffix not in UPLOAD_PHOTO_SUFFIXES:
+        raise ValueError(f"segment container must be one of {', '.join(SEGMENT_SUFFIXES)} or a video's or photo's own, got {suffix!r}")
     return f"{JOB_PREFIX}{job_id}/segments/{index:05d}{suffix}"
 
 
-def processed_key(job_id: str, index: int) -> str:
-    return f"{JOB_PREFIX}{job_id}/anonymized/{index:05d}.mp4"
+def processed_key(job_id: str, index: int, suffix: str = ".mp4") -> str:
+    """An anonymized segment's key: H.264 in MP4, or a photo job's photo in its published format."""
+    if suffix not in OUTPUT_CONTAINERS:
+        raise ValueError(f"anonymized segment format must be one of {', '.join(sorted(OUTPUT_CONTAINERS))}, got {suffix!r}")
+    return f"{JOB_PREFIX}{job_id}/anonymized/{index:05d}{suffix}"
 
 
 def segment_report_key(job_id: str, index: int) -> str:

@@ -20,6 +20,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from handlers.common import (
+    UPLOAD_PHOTO_SUFFIXES,
     Source,
     client,
     download_source,
@@ -32,6 +33,8 @@ from handlers.common import (
 )
 from handlers.exceptions import ReassembleError
 from limelight.errors import LimeLightError
+from limelight.formats import photo_output_suffix
+from limelight.pipeline import is_photo
 from limelight.segments import join, merge_reports
 from limelight.video import output_container
 
@@ -79,6 +82,19 @@ def merged_report(cfg: Config, job_id: str, source: Source, listing: list[dict[s
     }
 
 
+def photo_report(cfg: Config, job_id: str, source: Source, key: str) -> dict[str, Any]:
+    """A photo job's audit report: the CLI's report of the photo, with S3 names."""
+    part = read_json(cfg.work_bucket, segment_report_key(job_id, 0))
+    photo = {**part["file"], "input": f"s3://{source.bucket}/{source.key}", "output": f"s3://{cfg.output_bucket}/{key}"}
+    return {
+        "limelight_report": 1,
+        "job": {"job_id": job_id, "source": source.as_dict(), "segments": 1},
+        "settings": part["settings"],
+        "model": part["model"],
+        "files": [photo],
+    }
+
+
 @logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler
 @metrics.log_metrics(capture_cold_start_metric=True)
@@ -93,20 +109,28 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         work = Path(tmp)
         original = work / local_name(source.key)
         download_source(source, original)
-        # The CLI's container: the upload's own, else MP4, or MKV / MOV when MP4 cannot carry
-        # its audio bit-exact (AMR of a phone's 3GP, µ-law of a camera's AVI).
-        video_key, report_key = output_keys(cfg.output_prefix, job_id, source.key, output_container(original))
-        parts = []
-        for segment in listing:
-            part = work / f"{segment['index']:05d}.mp4"
-            s3.download_file(cfg.work_bucket, processed_key(job_id, segment["index"]), str(part))
-            parts.append(part)
-        output = work / f"output{Path(video_key).suffix}"
-        try:
-            stats = join(parts, original, output)
-        except LimeLightError as error:
-            raise ReassembleError(f"job {job_id}: {error}") from None
-        report = merged_report(cfg, job_id, source, listing, video_key, stats.dropped_streams)
+        if original.suffix in UPLOAD_PHOTO_SUFFIXES and is_photo(original):
+            # A photo job: its one segment is the anonymized photo, in the format the CLI writes.
+            suffix = photo_output_suffix(original.suffix)
+            video_key, report_key = output_keys(cfg.output_prefix, job_id, source.key, suffix)
+            output = work / f"output{suffix}"
+            s3.download_file(cfg.work_bucket, processed_key(job_id, 0, suffix), str(output))
+            report, frames = photo_report(cfg, job_id, source, video_key), 1
+        else:
+            # The CLI's container: the upload's own, else MP4, or MKV / MOV when MP4 cannot carry
+            # its audio bit-exact (AMR of a phone's 3GP, µ-law of a camera's AVI).
+            video_key, report_key = output_keys(cfg.output_prefix, job_id, source.key, output_container(original))
+            parts = []
+            for segment in listing:
+                part = work / f"{segment['index']:05d}.mp4"
+                s3.download_file(cfg.work_bucket, processed_key(job_id, segment["index"]), str(part))
+                parts.append(part)
+            output = work / f"output{Path(video_key).suffix}"
+            try:
+                stats = join(parts, original, output)
+            except LimeLightError as error:
+                raise ReassembleError(f"job {job_id}: {error}") from None
+            report, frames = merged_report(cfg, job_id, source, listing, video_key, stats.dropped_streams), stats.frames
         s3.upload_file(str(output), cfg.output_bucket, video_key)
     s3.put_object(
         Bucket=cfg.output_bucket,
@@ -116,11 +140,11 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     )
     merged = report["files"][0]
     metrics.add_metric(name="JobsCompleted", unit=MetricUnit.Count, value=1)
-    logger.info("result published", extra={"frames": stats.frames, "faces": merged["faces"], "kept": merged["kept"], "video_key": video_key})
+    logger.info("result published", extra={"frames": frames, "faces": merged["faces"], "kept": merged["kept"], "video_key": video_key})
     return {
         "job_id": job_id,
         "output": {"bucket": cfg.output_bucket, "video_key": video_key, "report_key": report_key},
-        "frames": stats.frames,
+        "frames": frames,
         "faces": merged["faces"],
         "kept": merged["kept"],
     }

@@ -1,5 +1,6 @@
-"""Segment: download the upload, reject it unless it is a usable video, cut it on keyframes,
-build the consent gallery once for every segment, and write the segment list.
+"""Segment: download the upload, reject it unless it is a usable video or photo, cut a video on
+keyframes (a photo is its own one segment), build the consent gallery once for every segment,
+and write the segment list.
 
 Returns only keys and small JSON (Step Functions payloads are limited to 256 KiB): the inline Map
 iterates over `segments` ([{"index": i}, ...]); above INLINE_MAP_MAX_SEGMENTS that list is left
@@ -19,6 +20,7 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from handlers.common import (
+    UPLOAD_PHOTO_SUFFIXES,
     Source,
     client,
     download_source,
@@ -31,6 +33,7 @@ from handlers.common import (
 )
 from handlers.exceptions import InvalidKnownFacesError, InvalidVideoError
 from limelight.errors import InputError
+from limelight.pipeline import is_photo, read_image
 from limelight.recognizer import PHOTO_SUFFIXES, KnownFacesError, load_gallery
 from limelight.segments import split
 from limelight.video import probe
@@ -102,6 +105,36 @@ def build_gallery(cfg: Config, job_id: str, work: Path) -> bool:
     return True
 
 
+def photo_job(cfg: Config, job_id: str, source: Source, work: Path, photo: Path) -> dict[str, Any]:
+    """A photo upload: checked readable, stored as the job's one segment; the Map anonymizes it
+    like a segment and the reassembly publishes it in its format (HEIC as JPEG, as the CLI does)."""
+    name = f"s3://{source.bucket}/{source.key}"
+    if not is_photo(photo):
+        raise InvalidVideoError(f"{name}: an animated {photo.suffix[1:].upper()}: the workflow takes videos and "
+                                "photos; limelight anonymize takes animations")
+    try:
+        height, width = read_image(photo).shape[:2]
+    except InputError as error:
+        raise InvalidVideoError(str(error).replace(str(photo), name)) from None
+    s3 = client("s3")
+    s3.upload_file(str(photo), cfg.work_bucket, segment_key(job_id, 0, photo.suffix))
+    has_gallery = build_gallery(cfg, job_id, work)
+    listing = [{"index": 0, "start_frame": 0, "frames": 1, "start_pts": 0, "start_time": 0.0, "preroll": 0, "skip_before": None}]
+    s3.put_object(Bucket=cfg.work_bucket, Key=segment_list_key(job_id), Body=json.dumps(listing).encode(), ContentType="application/json")
+    logger.info("photo stored as the job's segment", extra={"width": width, "height": height})
+    return {
+        "job_id": job_id,
+        "source": source.as_dict(),
+        "segment_count": 1,
+        "segments": [{"index": 0, "preroll": 0, "skip_before": None}],
+        "segments_key": segment_list_key(job_id),
+        "gallery": has_gallery,
+        "picture": None,
+        "segment_suffix": photo.suffix,
+        "photo": {"width": width, "height": height},
+    }
+
+
 @logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler
 @metrics.log_metrics(capture_cold_start_metric=True)
@@ -114,6 +147,8 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         work = Path(tmp)
         video = work / local_name(source.key)
         download_source(source, video)
+        if video.suffix in UPLOAD_PHOTO_SUFFIXES and (video.suffix != ".gif" or is_photo(video)):  # an animated GIF is a video
+            return photo_job(cfg, job_id, source, work, video)
         try:
             info = probe(video)
             parts_dir = work / "segments"

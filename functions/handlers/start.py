@@ -30,12 +30,13 @@ class Config:
     state_machine_arn: str
     input_prefix: str
     known_faces_prefix: str
-    video_suffixes: frozenset[str]
+    video_suffixes: frozenset[str]  # videos and photos the workflow takes, matched in any case
     own_buckets: frozenset[str]
 
     @classmethod
     def from_env(cls) -> Config:
-        suffixes = frozenset(s.strip().lower() for s in env("VIDEO_SUFFIXES").split(",") if s.strip())
+        listed = f"{env('VIDEO_SUFFIXES')},{env('PHOTO_SUFFIXES')}"
+        suffixes = frozenset(s.strip().lower() for s in listed.split(",") if s.strip())
         return cls(
             state_machine_arn=env("STATE_MACHINE_ARN"),
             input_prefix=env("INPUT_PREFIX"),

@@ -33,9 +33,8 @@ from limelight.recognizer import Decision, IdentityVote, Recognizer, encode_face
 from limelight.redact import RedactOptions, mark, redact, redact_planes
 from limelight.report import FileReport
 from limelight.tracker import Tracker, TrackerOptions
+from limelight.formats import CONTAINER_SUFFIXES, IMAGE_SUFFIXES, KEEP_CONTAINER, photo_output_suffix
 from limelight.video import (
-    CONTAINER_SUFFIXES,
-    KEEP_CONTAINER,
     EncodeOptions,
     Frame,
     VideoInfo,
@@ -46,10 +45,6 @@ from limelight.video import (
     transcode,
 )
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".heic", ".heif",
-                            ".tif", ".tiff", ".avif", ".jfif", ".jpe"})  # photo desks' TIFF, the web's AVIF / JFIF
-# Photos in formats OpenCV cannot write (an iPhone's HEIC) are published as JPEG.
-_PUBLISHED_AS_JPEG = frozenset({".heic", ".heif", ".jfif", ".jpe"})  # OpenCV writes neither HEIC nor these names
 # An animated GIF is a video too: written as MP4, as the web shows GIFs.
 VIDEO_SUFFIXES = CONTAINER_SUFFIXES | {".gif"}
 MAX_DETECT_WORKERS = 4
@@ -187,7 +182,7 @@ def default_output(src: Path) -> Path:
     """`name_anonymized.ext` beside the input; a video's container is `video.output_container`'s."""
     suffix = src.suffix.lower()
     if is_photo(src):
-        suffix = ".jpg" if suffix in _PUBLISHED_AS_JPEG else ".png" if suffix == ".gif" else suffix
+        suffix = photo_output_suffix(suffix)
     elif suffix in VIDEO_SUFFIXES:
         suffix = output_container(src)
     elif animation_frames(src) > 1:

@@ -43,6 +43,7 @@ from av.stream import Disposition
 from av.video.reformatter import Interpolation, VideoReformatter
 
 from limelight.errors import InputError, OutputError
+from limelight.formats import CONTAINER_SUFFIXES, KEEP_CONTAINER
 
 __all__ = [
     "CONTAINER_SUFFIXES",
@@ -624,13 +625,6 @@ def exact_start_options(dst: Path, video: av.video.stream.VideoStream, audio: It
     return {}
 
 
-# Video containers read by suffix (by the CLI in a folder, by the serverless workflow from S3).
-# Broadcast cameras write MXF (XDCAM, P2), camcorders .mts / .m2ts (AVCHD), old phones .3gp.
-CONTAINER_SUFFIXES = frozenset({".mp4", ".mov", ".m4v", ".mkv", ".avi", ".webm", ".mpg", ".mpeg", ".ts", ".mts", ".m2ts",
-                                ".mxf", ".3gp", ".wmv", ".flv",
-                                ".dv", ".vob", ".mod", ".tod", ".ogv", ".f4v", ".divx"})  # DV and SD camcorders, DVDs
-# Containers that keep every timing rule (start offset, VFR) and are written as they came.
-KEEP_CONTAINER = frozenset({".mp4", ".mov", ".m4v", ".mkv"})
 
 
 def output_container(src: str | os.PathLike[str]) -> str:

@@ -110,8 +110,12 @@ def test_only_the_input_bucket_notifies_and_only_under_the_input_prefix(stack):
 def test_the_start_function_takes_every_video_container_the_engine_reads(stack):
     from limelight.video import CONTAINER_SUFFIXES
 
+    from limelight.formats import IMAGE_SUFFIXES
+
     accepted = stack.function_environment("StartFunction")["VIDEO_SUFFIXES"].split(",")
     assert len(accepted) == len(set(accepted)) and set(accepted) == CONTAINER_SUFFIXES
+    photos = stack.function_environment("StartFunction")["PHOTO_SUFFIXES"].split(",")
+    assert len(photos) == len(set(photos)) and set(photos) == IMAGE_SUFFIXES | {".gif"}
 
 
 def test_buckets_block_public_access_encrypt_and_expire_intermediates(stack):
@@ -136,6 +140,8 @@ def test_buckets_block_public_access_encrypt_and_expire_intermediates(stack):
     ("uploads/call.webm", True),  # a browser's recording
     ("uploads/VID0001.3gp", True),
     ("uploads/clip.Mp4", True),
+    ("uploads/IMG_0002.HEIC", True),  # a photo: a job of one segment
+    ("uploads/press/portrait.jpg", True),
     ("uploads/notes.txt", False),
     ("elsewhere/clip.mp4", False),
 ])

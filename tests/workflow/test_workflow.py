@@ -176,6 +176,67 @@ def test_a_broadcast_recording_of_open_gops_is_cut_with_pre_rolls_and_keeps_ever
     assert report["files"][0]["frames"] == 100
 
 
+def test_a_photo_upload_is_anonymized_as_a_job_of_one_segment_and_published_as_the_cli_writes_it(cloud, tmp_path):
+    import cv2
+    import numpy as np
+    from PIL import Image
+    from pillow_heif import register_heif_opener
+
+    from limelight.demo import portraits
+
+    # GIVEN an iPhone photo (HEIC) of Grace Hopper beside the astronaut, and Grace Hopper's consent
+    faces = portraits()
+    hopper, astronaut = (cv2.resize(faces[name], (400, 512 * 400 // 400)) for name in ("grace_hopper", "astronaut"))
+    picture = np.concatenate([hopper, astronaut], axis=1)
+    register_heif_opener()
+    source = tmp_path / "IMG_0002.HEIC"
+    Image.fromarray(picture).save(source, quality=95)
+    known = tmp_path / "known"
+    known.mkdir()
+    Image.fromarray(faces["grace_hopper"]).save(known / "grace_hopper.jpg")
+    cloud.upload_known_faces(known)
+    try:
+        # WHEN it is uploaded (photos were ignored: the workflow took videos only)
+        event = event_for_upload(cloud, "s3_put_video.json", source.read_bytes(), key="uploads/IMG_0002.HEIC")
+        result = run_job(cloud, event)
+    finally:
+        cloud.s3.delete_object(Bucket=cloud.input_bucket, Key=cloud.stack.parameter("KnownFacesPrefix") + "grace_hopper.jpg")
+    # THEN it is published once, as JPEG (as the CLI writes a HEIC), with a photo report: Grace
+    # Hopper shown, the astronaut blurred
+    assert result.status == "SUCCEEDED", cloud.failure_report(result.job_id)
+    assert result.output["output"]["video_key"].endswith(f"/{result.job_id}/IMG_0002_anonymized.jpg")
+    assert len(published(cloud, result.job_id)) == 2
+    photo, report = download(cloud, result, tmp_path)
+    assert photo.suffix == ".jpg"
+    entry = report["files"][0]
+    assert entry["kind"] == "image" and entry["input"] == f"s3://{cloud.input_bucket}/uploads/IMG_0002.HEIC"
+    assert sorted(t["decision"] for t in entry["tracks"]) == ["blurred", "kept as grace_hopper"]
+    out = cv2.imread(str(photo))[..., ::-1].astype(int)
+    assert out.shape == picture.shape
+
+    def change(decision: str) -> float:
+        _, x1, y1, x2, y2 = (int(v) for v in next(t for t in entry["tracks"] if t["decision"] == decision)["boxes"][0][:5])
+        return float(np.abs(out[y1:y2, x1:x2] - picture[y1:y2, x1:x2]).mean())
+
+    assert change("kept as grace_hopper") < 4 and change("blurred") > 15  # JPEG noise vs a blurred face
+
+
+def test_an_animated_webp_upload_ends_in_a_failure_report_naming_the_cli(cloud, tmp_path):
+    from PIL import Image
+
+    # GIVEN an animated WebP (FFmpeg cannot decode it; the CLI reads its frames with Pillow)
+    frames = [Image.new("RGB", (64, 48), (40 * i, 80, 120)) for i in range(3)]
+    source = tmp_path / "loop.webp"
+    frames[0].save(source, save_all=True, append_images=frames[1:], duration=100, loop=0)
+    event = event_for_upload(cloud, "s3_put_video.json", source.read_bytes(), key="uploads/loop.webp")
+    # WHEN the workflow runs, THEN it fails with a report that says what to use instead, and publishes nothing
+    result = run_job(cloud, event)
+    assert result.status == "FAILED"
+    report = cloud.failure_report(result.job_id)
+    assert report["error"] == "InvalidVideoError" and "an animated WEBP" in report["message"]
+    assert "limelight anonymize" in report["message"] and published(cloud, result.job_id) == []
+
+
 def test_upload_that_is_not_a_video_ends_in_a_failure_report_and_no_output(cloud):
     # GIVEN a text file uploaded with a video suffix
     event = event_for_upload(cloud, "s3_put_video.json", b"meeting notes, not a video\n", key="uploads/notes.mp4")
