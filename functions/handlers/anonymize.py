@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import tempfile
 from dataclasses import dataclass, replace
+from fractions import Fraction
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -72,13 +73,16 @@ def recognizer(cfg: Config, job_id: str, work: Path) -> Recognizer:
 
 
 def segment_options(options: AnonymizeOptions, picture: dict[str, int] | None, skip_before: int | None = None) -> AnonymizeOptions:
-    """`options` with the whole video's picture size (the segment handler's `picture`), so that a
-    segment cut after the video changed size is scaled to the size the others have; and, for a
+    """`options` with the whole video's picture size and frame rate (the segment handler's
+    `picture`), so that a segment cut after the video changed size is scaled to the size the others
+    have and a short last segment is encoded at the rate the others are; and, for a
     segment with a pre-roll, the timestamp its own frames start at (`Segment.skip_before`: the
     frames before it are the previous segment's, decoded only as references)."""
     encode = options.encode
     if picture:
         encode = replace(encode, size=(int(picture["width"]), int(picture["height"])))
+        if picture.get("rate"):
+            encode = replace(encode, rate=Fraction(picture["rate"]))
     if skip_before is not None:
         encode = replace(encode, start_pts=int(skip_before))
     return options if encode is options.encode else replace(options, encode=encode)

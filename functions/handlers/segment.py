@@ -184,9 +184,10 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         # The segments' container: MP4, or QuickTime / Matroska for a video MP4 cannot hold (DV, VP8).
         "segment_suffix": segments[0].path.suffix,
         "gallery": has_gallery,
-        # Size of the decoded pictures: every segment is encoded at it, so that the pieces of a
-        # video whose size changes mid-stream still join into one stream.
-        "picture": {"width": info.coded_width, "height": info.coded_height},
+        # Size of the decoded pictures and the frame rate: every segment is encoded with them, so
+        # that the pieces of a video whose size changes mid-stream, or whose last segment is too
+        # short to tell its rate, still join into one stream.
+        "picture": {"width": info.coded_width, "height": info.coded_height, "rate": str(info.fps) if info.fps else None},
         "video": {
             "frames": sum(segment.frames for segment in segments),
             "duration": round(info.duration, 6),

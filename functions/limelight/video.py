@@ -139,6 +139,9 @@ class EncodeOptions:
     size: (width, height) of the decoded pictures to process and encode; None: the first
         picture's. A picture of another size (the size changed mid-stream) is scaled to it. A
         segment of a video (`segments.split`) takes the whole video's, so that its pieces join.
+    rate: the frame rate the encoder is told (it sets the H.264 level and timing info); None: the
+        video's own. A segment takes the whole video's: a last segment of two frames reads its
+        rate from its time base (1000 fps for an FLV), and its stream would not join the others.
     start_pts: frames shown before this timestamp (the processed file's video time base) are decoded but neither
         processed nor written: a segment's pre-roll (`segments.Segment.preroll`), the previous GOP
         an open GOP's first frames are predicted from.
@@ -150,6 +153,7 @@ class EncodeOptions:
     pix_fmt: str | None = None
     exact_rgb: bool = False
     size: tuple[int, int] | None = None
+    rate: Fraction | None = None
     start_pts: int | None = None
 
     def __post_init__(self) -> None:
@@ -899,7 +903,7 @@ class _Writer:
             self._out.metadata[key] = value
         self._out.set_chapters(src.chapters())  # a long recording's marks (like its title tag)
         iv = self._in_video
-        rate = frame_rate(iv)
+        rate = self._options.rate or frame_rate(iv)
         try:
             self._video = self._out.add_stream("libx264", rate=rate or None)
         except (av.FFmpegError, ValueError) as error:

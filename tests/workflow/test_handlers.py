@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from fractions import Fraction
+
 import pytest
 
 from handlers import failure, segment, start
@@ -132,7 +134,7 @@ def test_a_segment_is_encoded_at_the_whole_videos_picture_size():
     # the Map item's picture (the segment handler's coded size of the whole video) sets the size
     item = read_event("anonymize.json")
     sized = segment_options(options, item["picture"])
-    assert sized.encode.size == (640, 360)
+    assert sized.encode.size == (640, 360) and sized.encode.rate == Fraction(30000, 1001)
     assert sized.encode.crf == options.encode.crf and sized.redact == options.redact
     # without one (an older payload), the segment keeps its own first picture's size
     assert segment_options(options, None) is options
