@@ -121,6 +121,7 @@ def photo_job(cfg: Config, job_id: str, source: Source, work: Path, photo: Path)
     has_gallery = build_gallery(cfg, job_id, work)
     listing = [{"index": 0, "start_frame": 0, "frames": 1, "start_pts": 0, "start_time": 0.0, "preroll": 0, "skip_before": None}]
     s3.put_object(Bucket=cfg.work_bucket, Key=segment_list_key(job_id), Body=json.dumps(listing).encode(), ContentType="application/json")
+    metrics.add_metric(name="Photos", unit=MetricUnit.Count, value=1)
     logger.info("photo stored as the job's segment", extra={"width": width, "height": height})
     return {
         "job_id": job_id,
