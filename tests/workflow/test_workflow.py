@@ -221,6 +221,22 @@ def test_a_photo_upload_is_anonymized_as_a_job_of_one_segment_and_published_as_t
     assert change("kept as grace_hopper") < 4 and change("blurred") > 15  # JPEG noise vs a blurred face
 
 
+def test_an_animated_gif_upload_goes_the_video_way_and_is_published_as_mp4(cloud, tmp_path):
+    from PIL import Image
+
+    # GIVEN an animated GIF (GIF is also a photo suffix: a one-frame GIF is published as PNG)
+    frames = [Image.new("RGB", (64, 48), (40 * i, 80, 120)) for i in range(6)]
+    source = tmp_path / "loop.gif"
+    frames[0].save(source, save_all=True, append_images=frames[1:], duration=100, loop=0)
+    event = event_for_upload(cloud, "s3_put_video.json", source.read_bytes(), key="uploads/loop.gif")
+    # WHEN the workflow runs, THEN it is cut and joined like a video and published as MP4, every frame kept
+    result = run_job(cloud, event)
+    assert result.status == "SUCCEEDED", cloud.failure_report(result.job_id)
+    video, report = download(cloud, result, tmp_path)
+    assert video.suffix == ".mp4" and report["files"][0]["kind"] == "video"
+    assert frame_times(video) == frame_times(source) and len(frame_times(source)) == 6
+
+
 def test_an_animated_webp_upload_ends_in_a_failure_report_naming_the_cli(cloud, tmp_path):
     from PIL import Image
 
