@@ -202,3 +202,12 @@ def divx_avi(path: Path) -> Path:
     it) and MP3, 25 fps in AVI's 1/25 s time base, 2 s."""
     return camera_file(path, "mpeg4", (176, 144), 25, "yuv420p", 50, [("libmp3lame", 44100, "mono", _mp3(80))],
                        options={"g": "12", "bf": "2"})
+
+
+def animation(path: Path, frames: int) -> Path:
+    """An animated GIF / WebP / PNG (by `path`'s suffix) of `frames` flat 64 x 48 frames, 100 ms each."""
+    from PIL import Image
+
+    pictures = [Image.new("RGB", (64, 48), (40 * i % 256, 80, 120)) for i in range(frames)]
+    pictures[0].save(path, save_all=True, append_images=pictures[1:], duration=100, loop=0)
+    return path

@@ -20,7 +20,7 @@ import boto3
 from botocore.exceptions import ClientError
 
 from handlers.exceptions import ConfigurationError, SourceChangedError
-from limelight.segments import SEGMENT_SUFFIX, SEGMENT_SUFFIXES
+from limelight.segments import SEGMENT_SUFFIX
 from limelight.formats import CONTAINER_SUFFIXES, IMAGE_SUFFIXES, KEEP_CONTAINER, PHOTO_OUTPUT_SUFFIXES
 
 # What a result is published as: the engine keeps these containers; any other video becomes .mp4,
@@ -108,8 +108,8 @@ def segment_key(job_id: str, index: int, suffix: str = SEGMENT_SUFFIX) -> str:
     """A source segment's key; `suffix` is its container (`limelight.segments.SEGMENT_SUFFIXES`:
     .mov or .mkv for a video MP4 cannot hold, else the video's own), the same for every segment
     of a job."""
-    if suffix not in SEGMENT_SUFFIXES and suffix not in CONTAINER_SUFFIXES and suffix not in UPLOAD_PHOTO_SUFFIXES:
-        raise ValueError(f"segment container must be one of {', '.join(SEGMENT_SUFFIXES)} or a video's or photo's own, got {suffix!r}")
+    if suffix not in CONTAINER_SUFFIXES and suffix not in UPLOAD_PHOTO_SUFFIXES:
+        raise ValueError(f"segment container must be a video container's or a photo format's suffix, got {suffix!r}")
     return f"{JOB_PREFIX}{job_id}/segments/{index:05d}{suffix}"
 
 

@@ -20,7 +20,6 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from handlers.common import (
-    UPLOAD_PHOTO_SUFFIXES,
     Source,
     client,
     download_source,
@@ -109,7 +108,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         work = Path(tmp)
         original = work / local_name(source.key)
         download_source(source, original)
-        if original.suffix in UPLOAD_PHOTO_SUFFIXES and is_photo(original):
+        if is_photo(original):
             # A photo job: its one segment is the anonymized photo, in the format the CLI writes.
             suffix = photo_output_suffix(original.suffix)
             video_key, report_key = output_keys(cfg.output_prefix, job_id, source.key, suffix)

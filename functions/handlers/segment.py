@@ -35,7 +35,7 @@ from handlers.exceptions import InvalidKnownFacesError, InvalidVideoError
 from limelight.errors import InputError
 from limelight.pipeline import is_photo, read_image
 from limelight.recognizer import PHOTO_SUFFIXES, KnownFacesError, load_gallery
-from limelight.segments import split
+from limelight.segments import Segment, split
 from limelight.video import probe
 
 logger = Logger()
@@ -119,15 +119,15 @@ def photo_job(cfg: Config, job_id: str, source: Source, work: Path, photo: Path)
     s3 = client("s3")
     s3.upload_file(str(photo), cfg.work_bucket, segment_key(job_id, 0, photo.suffix))
     has_gallery = build_gallery(cfg, job_id, work)
-    listing = [{"index": 0, "start_frame": 0, "frames": 1, "start_pts": 0, "start_time": 0.0, "preroll": 0, "skip_before": None}]
-    s3.put_object(Bucket=cfg.work_bucket, Key=segment_list_key(job_id), Body=json.dumps(listing).encode(), ContentType="application/json")
+    segment = Segment(0, photo, start_frame=0, frames=1, start_pts=0, start_time=0.0)
+    s3.put_object(Bucket=cfg.work_bucket, Key=segment_list_key(job_id), Body=json.dumps([segment.as_dict()]).encode(), ContentType="application/json")
     metrics.add_metric(name="Photos", unit=MetricUnit.Count, value=1)
     logger.info("photo stored as the job's segment", extra={"width": width, "height": height})
     return {
         "job_id": job_id,
         "source": source.as_dict(),
         "segment_count": 1,
-        "segments": [{"index": 0, "preroll": 0, "skip_before": None}],
+        "segments": [segment.item()],
         "segments_key": segment_list_key(job_id),
         "gallery": has_gallery,
         "picture": None,
@@ -177,12 +177,10 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         "job_id": job_id,
         "source": source.as_dict(),
         "segment_count": len(segments),
-        # Each Map item: the segment, and where its own frames start after a pre-roll (an open GOP's
-        # previous GOP, decoded only; null without one); the distributed Map reads segments.json.
-        "segments": [{"index": s.index, "preroll": s.preroll, "skip_before": s.skip_before} for s in segments]
-        if len(segments) <= cfg.inline_map_max_segments else [],
+        # The Map items (`Segment.item`; the distributed Map reads the same fields from segments.json).
+        "segments": [s.item() for s in segments] if len(segments) <= cfg.inline_map_max_segments else [],
         "segments_key": segment_list_key(job_id),
-        # The segments' container: MP4, or QuickTime / Matroska for a video MP4 cannot hold (DV, VP8).
+        # The segments' container: MP4, or QuickTime / Matroska / its own for a video MP4 cannot hold.
         "segment_suffix": segments[0].path.suffix,
         "gallery": has_gallery,
         # Size of the decoded pictures and the frame rate: every segment is encoded with them, so

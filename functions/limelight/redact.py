@@ -85,13 +85,17 @@ def redact(frame: np.ndarray, boxes: np.ndarray, options: RedactOptions = Redact
     """
     _check_frame(frame)
     arr = _as_boxes(boxes)
-    _hide(frame, arr, box_scales(arr, options.scale), options, fill=0)
+    _hide(frame, arr, _scales(arr, options.scale), options, fill=0)
 
 
 def box_scales(boxes: np.ndarray, scale: float) -> np.ndarray:
     """The scale each box (N, >=4, frame pixels) is redacted at: `scale`, raised for small faces to
     `SMALL_FACE_SCALE` up to `SMALL_FACE_PX[0]` and easing back to `scale` at `SMALL_FACE_PX[1]`."""
-    arr = _as_boxes(boxes)
+    return _scales(_as_boxes(boxes), scale)
+
+
+def _scales(arr: np.ndarray, scale: float) -> np.ndarray:
+    """`box_scales` of boxes already checked by `_as_boxes` (once a frame, not once a plane)."""
     long_side = np.abs(arr[:, 2:] - arr[:, :2]).max(axis=1) if len(arr) else np.zeros(0)
     small, large = SMALL_FACE_PX
     weight = np.clip((large - long_side) / (large - small), 0.0, 1.0)
@@ -120,7 +124,7 @@ def redact_planes(
     if u.shape != v.shape or u.shape != ((y.shape[0] + 1) // 2, (y.shape[1] + 1) // 2):
         raise RedactError(f"4:2:0 planes need U and V of half the size of Y {y.shape}, got {u.shape} and {v.shape}")
     arr = _as_boxes(boxes)
-    scales = box_scales(arr, options.scale)  # from the face's size in Y pixels, for all three planes
+    scales = _scales(arr, options.scale)  # from the face's size in Y pixels, for all three planes
     _hide(y, arr, scales, options, black)
     _hide(u, arr / 2, scales, options, 128)
     _hide(v, arr / 2, scales, options, 128)

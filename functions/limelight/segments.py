@@ -100,6 +100,11 @@ class Segment:
             "skip_before": self.skip_before,
         }
 
+    def item(self) -> dict[str, Any]:
+        """What a workflow Map item carries of it: the segment, and where its own frames start
+        after a pre-roll (None without one)."""
+        return {"index": self.index, "preroll": self.preroll, "skip_before": self.skip_before}
+
 
 @dataclass(frozen=True)
 class JoinStats:
@@ -182,8 +187,9 @@ def _first_writer(template: av.video.stream.VideoStream, folder: Path, own: str)
 
 
 def split(src: str | os.PathLike[str], out_dir: str | os.PathLike[str], target_seconds: float) -> list[Segment]:
-    """Cut the video of `src` into `out_dir/00000.mp4`, `00001.mp4`, ... on keyframes (.mov or .mkv
-    for a video MP4 cannot hold: see `SEGMENT_SUFFIXES`; every segment of a video has the same).
+    """Cut the video of `src` into `out_dir/00000.mp4`, `00001.mp4`, ... on keyframes (.mov, .mkv or
+    the video's own container for a video MP4 cannot hold: see `SEGMENT_SUFFIXES`; every segment of
+    a video has the same).
 
     A new segment starts at the first keyframe at least `target_seconds` after the current
     segment's start, so segments are at least that long (except the last) and at most one GOP

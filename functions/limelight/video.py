@@ -629,8 +629,6 @@ def exact_start_options(dst: Path, video: av.video.stream.VideoStream, audio: It
     return {}
 
 
-
-
 def output_container(src: str | os.PathLike[str]) -> str:
     """The suffix of the container a video's anonymized copy is written in: its own when in
     `KEEP_CONTAINER`, else .mp4; and when that cannot copy its audio bit-exact (AMR of 3GP phone

@@ -14,7 +14,7 @@ import pytest
 from handlers.common import failure_key, output_keys, processed_key
 from infra.local import read_event
 from infra.moto_lambda import Fault
-from tests.media import assert_same_pictures, audio_packets, browser_webm, frame_times, open_gop_mpeg2, phone_3gp, size_switching_clip
+from tests.media import animation, assert_same_pictures, audio_packets, browser_webm, frame_times, open_gop_mpeg2, phone_3gp, size_switching_clip
 from workflow_support import assert_same_timing_and_audio, download, event_for_upload, run_job
 
 HAMILTON = "hamilton_white_house_short_clip.mp4"
@@ -222,12 +222,8 @@ def test_a_photo_upload_is_anonymized_as_a_job_of_one_segment_and_published_as_t
 
 
 def test_an_animated_gif_upload_goes_the_video_way_and_is_published_as_mp4(cloud, tmp_path):
-    from PIL import Image
-
     # GIVEN an animated GIF (GIF is also a photo suffix: a one-frame GIF is published as PNG)
-    frames = [Image.new("RGB", (64, 48), (40 * i, 80, 120)) for i in range(6)]
-    source = tmp_path / "loop.gif"
-    frames[0].save(source, save_all=True, append_images=frames[1:], duration=100, loop=0)
+    source = animation(tmp_path / "loop.gif", 6)
     event = event_for_upload(cloud, "s3_put_video.json", source.read_bytes(), key="uploads/loop.gif")
     # WHEN the workflow runs, THEN it is cut and joined like a video and published as MP4, every frame kept
     result = run_job(cloud, event)
@@ -238,12 +234,8 @@ def test_an_animated_gif_upload_goes_the_video_way_and_is_published_as_mp4(cloud
 
 
 def test_an_animated_webp_upload_ends_in_a_failure_report_naming_the_cli(cloud, tmp_path):
-    from PIL import Image
-
     # GIVEN an animated WebP (FFmpeg cannot decode it; the CLI reads its frames with Pillow)
-    frames = [Image.new("RGB", (64, 48), (40 * i, 80, 120)) for i in range(3)]
-    source = tmp_path / "loop.webp"
-    frames[0].save(source, save_all=True, append_images=frames[1:], duration=100, loop=0)
+    source = animation(tmp_path / "loop.webp", 3)
     event = event_for_upload(cloud, "s3_put_video.json", source.read_bytes(), key="uploads/loop.webp")
     # WHEN the workflow runs, THEN it fails with a report that says what to use instead, and publishes nothing
     result = run_job(cloud, event)
