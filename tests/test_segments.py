@@ -158,6 +158,55 @@ def test_split_and_join_of_b_frame_clip_with_late_start_and_two_audio_streams(tm
     stats = join(encoded, src, tmp_path / "joined.mp4")
     assert stats.frames == 90
     assert_same_timing_and_audio(tmp_path / "joined.mp4", src)
+
+
+def test_split_hands_over_each_segment_complete_before_cutting_the_next_and_lets_it_go(tmp_path):
+    # GIVEN a clip of 4 segments, and a callback that sees what is on disk, checks the segment's
+    # file is whole and deletes it (the workflow uploads it, then frees the space)
+    src = write_clip(tmp_path / "synthetic.mp4", start=25)
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    handed = []
+
+    def take(segment):
+        handed.append(([p.name for p in folder.iterdir()], segment.index, len(frame_times(segment.path))))
+        segment.path.unlink()
+
+    # WHEN it is split
+    segments = split(src, folder, 0.5, on_segment=take)
+    # THEN each segment was handed over alone on disk, complete, in order, and the list is unchanged
+    assert handed == [([f"{i:05d}.mp4"], i, frames) for i, frames in enumerate([24, 24, 24, 18])]
+    assert [s.frames for s in segments] == [24, 24, 24, 18]
+    assert list(folder.iterdir()) == []
+
+
+def test_join_reads_the_segments_one_at_a_time_so_each_may_be_fetched_late_and_dropped(tmp_path):
+    # GIVEN the encoded segments of a clip, handed to join by a generator that copies each into
+    # place when asked and deletes the one before (the reassembly fetches them from S3 so)
+    src = write_clip(tmp_path / "synthetic.mp4", start=25)
+    (tmp_path / "parts").mkdir()
+    encoded = encode_segments(split(src, tmp_path / "parts", 0.5), tmp_path)
+    here = tmp_path / "fetched"
+    here.mkdir()
+    on_disk = []
+
+    def fetched():
+        previous = None
+        for i, path in enumerate(encoded):
+            part = here / f"{i:05d}.mp4"
+            part.write_bytes(path.read_bytes())
+            if previous is not None:
+                previous.unlink()
+            on_disk.append(sorted(p.name for p in here.iterdir()))
+            previous = part
+            yield part
+
+    # WHEN they are joined
+    stats = join(fetched(), src, tmp_path / "joined.mp4")
+    # THEN the result is whole, and there was never more than one segment on disk
+    assert stats.frames == 90
+    assert_same_timing_and_audio(tmp_path / "joined.mp4", src)
+    assert on_disk == [[f"{i:05d}.mp4"] for i in range(len(encoded))]
     assert len({n for n, *_ in audio_packets(tmp_path / "joined.mp4")}) == 2
 
 

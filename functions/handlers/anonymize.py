@@ -18,7 +18,17 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from handlers.common import SEGMENT_SUFFIX, UPLOAD_PHOTO_SUFFIXES, client, env, gallery_key, processed_key, segment_key, segment_report_key
+from handlers.common import (
+    SEGMENT_SUFFIX,
+    UPLOAD_PHOTO_SUFFIXES,
+    client,
+    env,
+    gallery_key,
+    processed_key,
+    segment_key,
+    segment_report_key,
+    within_storage,
+)
 from handlers.exceptions import ConfigurationError, SegmentFailedError
 from limelight.detector import Detector, model_metadata
 from limelight.errors import LimeLightError
@@ -96,7 +106,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     job_id, index = event["job_id"], int(event["index"])
     logger.append_keys(job_id=job_id, segment=index)
     s3 = client("s3")
-    with tempfile.TemporaryDirectory(prefix="limelight-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="limelight-") as tmp, within_storage(f"segment {index} of job {job_id}"):
         work = Path(tmp)
         suffix = event.get("segment_suffix", SEGMENT_SUFFIX)
         key = segment_key(job_id, index, suffix)  # a ValueError for a container split never writes

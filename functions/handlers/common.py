@@ -10,8 +10,13 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -19,7 +24,7 @@ from typing import Any
 import boto3
 from botocore.exceptions import ClientError
 
-from handlers.exceptions import ConfigurationError, SourceChangedError
+from handlers.exceptions import ConfigurationError, SourceChangedError, StorageExceededError
 from limelight.segments import SEGMENT_SUFFIX
 from limelight.formats import CONTAINER_SUFFIXES, IMAGE_SUFFIXES, KEEP_CONTAINER, PHOTO_OUTPUT_SUFFIXES
 
@@ -165,9 +170,10 @@ def local_name(key: str, default_suffix: str = ".mp4") -> str:
 
 
 def download_source(source: Source, path: Path) -> None:
-    """Download exactly the upload named in the event (its version, else its ETag)."""
+    """Download exactly the upload named in the event (its version, else its ETag); one larger
+    than the free storage beside `path` is refused before any of it is written."""
     try:
-        body = client("s3").get_object(**source.get_args())["Body"]
+        response = client("s3").get_object(**source.get_args())
     except ClientError as error:
         code = error.response.get("Error", {}).get("Code", "")
         if code in {"NoSuchKey", "NoSuchVersion", "PreconditionFailed", "404", "412"}:
@@ -175,6 +181,52 @@ def download_source(source: Source, path: Path) -> None:
                 f"s3://{source.bucket}/{source.key} changed or disappeared after the upload event ({code}); upload it again"
             ) from None
         raise
-    with path.open("wb") as stream:
+    body, size = response["Body"], response.get("ContentLength")
+    free = shutil.disk_usage(path.parent).free
+    if size is not None and size > free:
+        body.close()
+        raise StorageExceededError(
+            f"s3://{source.bucket}/{source.key} is {_size(size)}, more than the {_size(free)} of storage free in this "
+            f"step; {_STORAGE_ADVICE}"
+        )
+    with within_storage(f"s3://{source.bucket}/{source.key}"), path.open("wb") as stream:
         for chunk in iter(lambda: body.read(1 << 20), b""):
             stream.write(chunk)
+
+
+_STORAGE_ADVICE = "upload it in shorter parts, or anonymize it on one machine with `limelight anonymize`"
+
+
+def _size(size: int) -> str:
+    """'12.4 GB', '350 MB', '20 KB': a size as a person reads it."""
+    if size >= 1e9:
+        return f"{size / 1e9:.1f} GB"
+    for unit, scale in (("MB", 1e6), ("KB", 1e3)):
+        if size >= scale:
+            return f"{size / scale:.0f} {unit}"
+    return f"{size} bytes"
+
+
+@contextmanager
+def within_storage(what: str) -> Iterator[None]:
+    """Turns running out of the function's /tmp storage (ENOSPC, however the engine or boto3
+    wrapped it) into a StorageExceededError naming `what`; other errors pass unchanged."""
+    try:
+        yield
+    except StorageExceededError:
+        raise
+    except Exception as error:
+        if not _out_of_space(error):
+            raise
+        total = shutil.disk_usage(tempfile.gettempdir()).total
+        raise StorageExceededError(f"{what} does not fit the {_size(total)} of storage of this step; {_STORAGE_ADVICE}") from None
+
+
+def _out_of_space(error: BaseException | None) -> bool:
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if getattr(error, "errno", None) == errno.ENOSPC:
+            return True
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return False

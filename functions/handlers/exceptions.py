@@ -21,6 +21,11 @@ class SourceChangedError(WorkflowError):
     """The uploaded object changed or disappeared after the event: upload it again."""
 
 
+class StorageExceededError(WorkflowError):
+    """The upload, a segment of it or its result does not fit the function's /tmp storage
+    (EphemeralStorage in template.yaml)."""
+
+
 class InvalidKnownFacesError(WorkflowError):
     """The known-faces photos cannot form a consent gallery (unreadable photo, no face, group photo)."""
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -29,6 +30,7 @@ from handlers.common import (
     processed_key,
     segment_list_key,
     segment_report_key,
+    within_storage,
 )
 from handlers.exceptions import ReassembleError
 from limelight.errors import LimeLightError
@@ -94,6 +96,19 @@ def photo_report(cfg: Config, job_id: str, source: Source, key: str) -> dict[str
     }
 
 
+def fetch_parts(cfg: Config, job_id: str, listing: list[dict[str, Any]], work: Path) -> Iterator[Path]:
+    """The anonymized segments, each downloaded when `join` asks for it, the one before deleted
+    (read to its end by then): room for one segment beside the original and the output."""
+    previous: Path | None = None
+    for segment in listing:
+        part = work / f"{segment['index']:05d}.mp4"
+        client("s3").download_file(cfg.work_bucket, processed_key(job_id, segment["index"]), str(part))
+        if previous is not None:
+            previous.unlink()
+        previous = part
+        yield part
+
+
 @logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler
 @metrics.log_metrics(capture_cold_start_metric=True)
@@ -104,7 +119,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     logger.append_keys(job_id=job_id)
     listing = read_json(cfg.work_bucket, segment_list_key(job_id))
     s3 = client("s3")
-    with tempfile.TemporaryDirectory(prefix="limelight-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="limelight-") as tmp, within_storage(f"job {job_id} (s3://{source.bucket}/{source.key})"):
         work = Path(tmp)
         original = work / local_name(source.key)
         download_source(source, original)
@@ -119,14 +134,9 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
             # The CLI's container: the upload's own, else MP4, or MKV / MOV when MP4 cannot carry
             # its audio bit-exact (AMR of a phone's 3GP, µ-law of a camera's AVI).
             video_key, report_key = output_keys(cfg.output_prefix, job_id, source.key, output_container(original))
-            parts = []
-            for segment in listing:
-                part = work / f"{segment['index']:05d}.mp4"
-                s3.download_file(cfg.work_bucket, processed_key(job_id, segment["index"]), str(part))
-                parts.append(part)
             output = work / f"output{Path(video_key).suffix}"
             try:
-                stats = join(parts, original, output)
+                stats = join(fetch_parts(cfg, job_id, listing, work), original, output)
             except LimeLightError as error:
                 raise ReassembleError(f"job {job_id}: {error}") from None
             report, frames = merged_report(cfg, job_id, source, listing, video_key, stats.dropped_streams), stats.frames

@@ -30,6 +30,7 @@ from handlers.common import (
     local_name,
     segment_key,
     segment_list_key,
+    within_storage,
 )
 from handlers.exceptions import InvalidKnownFacesError, InvalidVideoError
 from limelight.errors import InputError
@@ -144,7 +145,14 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     job_id = event["job_id"]
     source = Source.from_dict(event["source"])
     logger.append_keys(job_id=job_id)
-    with tempfile.TemporaryDirectory(prefix="limelight-") as tmp:
+    s3 = client("s3")
+
+    def upload(segment: Segment) -> None:
+        # Each segment leaves as soon as it is cut: room for one beside the video, not a second copy of it.
+        s3.upload_file(str(segment.path), cfg.work_bucket, segment_key(job_id, segment.index, segment.path.suffix))
+        segment.path.unlink()
+
+    with tempfile.TemporaryDirectory(prefix="limelight-") as tmp, within_storage(f"s3://{source.bucket}/{source.key}"):
         work = Path(tmp)
         video = work / local_name(source.key)
         download_source(source, video)
@@ -154,14 +162,11 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
             info = probe(video)
             parts_dir = work / "segments"
             parts_dir.mkdir()
-            segments = split(video, parts_dir, cfg.segment_seconds)
+            segments = split(video, parts_dir, cfg.segment_seconds, on_segment=upload)
         except InputError as error:
             # The engine's message names the local temporary file; name the upload instead.
             message = str(error).replace(str(video), f"s3://{source.bucket}/{source.key}")
             raise InvalidVideoError(message) from None
-        s3 = client("s3")
-        for segment in segments:
-            s3.upload_file(str(segment.path), cfg.work_bucket, segment_key(job_id, segment.index, segment.path.suffix))
         has_gallery = build_gallery(cfg, job_id, work)
     listing = [segment.as_dict() for segment in segments]
     s3.put_object(

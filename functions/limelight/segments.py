@@ -21,10 +21,11 @@ fit together), one-line messages naming the file.
 from __future__ import annotations
 
 import heapq
+import itertools
 import math
 import os
 from array import array
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -186,7 +187,12 @@ def _first_writer(template: av.video.stream.VideoStream, folder: Path, own: str)
     raise failure
 
 
-def split(src: str | os.PathLike[str], out_dir: str | os.PathLike[str], target_seconds: float) -> list[Segment]:
+def split(
+    src: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    target_seconds: float,
+    on_segment: Callable[[Segment], None] | None = None,
+) -> list[Segment]:
     """Cut the video of `src` into `out_dir/00000.mp4`, `00001.mp4`, ... on keyframes (.mov, .mkv or
     the video's own container for a video MP4 cannot hold: see `SEGMENT_SUFFIXES`; every segment of
     a video has the same).
@@ -196,9 +202,13 @@ def split(src: str | os.PathLike[str], out_dir: str | os.PathLike[str], target_s
     longer; one that starts on an open GOP (MPEG-2 of DVDs, XDCAM, broadcast) begins with the
     previous GOP as its pre-roll (`Segment.preroll`). Stream copy only; video only; original
     timestamps kept; the frames before the first keyframe and those shown before it (a recording
-    cut mid-GOP) left out, as they cannot be decoded. Returns the segments in order. Raises
-    InputError (unusable input), OutputError (cannot write), ValueError (`target_seconds` not
-    positive).
+    cut mid-GOP) left out, as they cannot be decoded. Returns the segments in order.
+
+    `on_segment` is called with each segment as soon as its file is complete, before the next is
+    written; it may move or delete the file (the workflow uploads it and frees the space, so that
+    cutting a large video needs room for one segment beside it, not a second copy of the video).
+    Raises InputError (unusable input), OutputError (cannot write), ValueError (`target_seconds`
+    not positive).
     """
     if not target_seconds > 0:
         raise ValueError(f"target_seconds must be > 0, got {target_seconds}")
@@ -238,10 +248,13 @@ def split(src: str | os.PathLike[str], out_dir: str | os.PathLike[str], target_s
                 last_dts = packet.dts if packet.dts is not None else last_dts
                 if writer is None or (packet.is_keyframe and (packet.pts - start_pts) * tb >= target):
                     if writer is not None:
-                        writer.close()
-                        segments.append(_segment(len(segments), writer, total, frames, start_pts, tb, preroll))
+                        suffix = writer.path.suffix
+                        done = _finish(writer, segments, total, frames, start_pts, tb, preroll)
+                        writer = None  # closed: nothing of it to abort should the next step fail
+                        if on_segment is not None:
+                            on_segment(done)
                         total += frames
-                        writer = _SegmentWriter(video, folder / f"{len(segments):05d}{writer.path.suffix}")
+                        writer = _SegmentWriter(video, folder / f"{len(segments):05d}{suffix}")
                     else:
                         writer = _first_writer(video, folder, src_p.suffix)
                         first_pts = packet.pts
@@ -260,8 +273,10 @@ def split(src: str | os.PathLike[str], out_dir: str | os.PathLike[str], target_s
                 frames += 1
             if writer is None:
                 raise InputError(f"{src_p}: no keyframe in its {skipped} video packets" if skipped else f"{src_p}: no video packets")
-            writer.close()
-            segments.append(_segment(len(segments), writer, total, frames, start_pts, tb, preroll))
+            done = _finish(writer, segments, total, frames, start_pts, tb, preroll)
+            writer = None
+            if on_segment is not None:
+                on_segment(done)
     except av.FFmpegError as error:
         if writer is not None:
             writer.abort()
@@ -307,9 +322,13 @@ def _copy(packet: av.Packet) -> av.Packet:
     return copy
 
 
-def _segment(index: int, writer: _SegmentWriter, start_frame: int, frames: int, start_pts: int, tb: Fraction, preroll: int) -> Segment:
+def _finish(writer: _SegmentWriter, segments: list[Segment], start_frame: int, frames: int, start_pts: int, tb: Fraction,
+            preroll: int) -> Segment:
+    """Close `writer`'s file and append its segment to `segments`."""
+    writer.close()
     skip_before = writer.stamp(start_pts, tb) if preroll else None
-    return Segment(index, writer.path, start_frame, frames, start_pts, float(start_pts * tb), preroll, skip_before)
+    segments.append(Segment(len(segments), writer.path, start_frame, frames, start_pts, float(start_pts * tb), preroll, skip_before))
+    return segments[-1]
 
 
 def _dts_seconds(packet: av.Packet) -> Fraction:
@@ -346,7 +365,7 @@ class _SegmentPackets:
     does a segment whose frames do not have exactly the original's timestamps.
     """
 
-    def __init__(self, paths: Sequence[Path], reference: av.video.stream.VideoStream, original: array, original_tb: Fraction) -> None:
+    def __init__(self, paths: Iterable[Path], reference: av.video.stream.VideoStream, original: array, original_tb: Fraction) -> None:
         self.paths, self.reference = paths, reference
         self.original, self.original_tb = original, original_tb
         self.frames = 0
@@ -438,19 +457,25 @@ def join(segment_paths: Iterable[str | os.PathLike[str]], original: str | os.Pat
     `original`. `dst` is written under a temporary name and renamed when complete. Raises
     InputError (unreadable segment or original), OutputError (cannot write, or segments that do
     not fit the original), ValueError (no segments).
+
+    `segment_paths` is read lazily, one segment after the other, each read to its end before the
+    next is asked for (the first one's file stays open to the end): a generator may fetch each
+    segment just in time and delete the one before, so that joining needs room for one segment
+    beside the original and the output, not for all of them.
     """
-    paths = [Path(p) for p in segment_paths]
-    if not paths:
+    pending = (Path(p) for p in segment_paths)
+    first_path = next(pending, None)
+    if first_path is None:
         raise ValueError("join needs at least one segment")
     original_p, dst_p = Path(original), Path(dst)
     _check_output(dst_p)
     probe(original_p)  # rejects missing, empty, truncated, non-video originals with an InputError
     stamps, stamps_tb = _original_pts(original_p)
-    with av.open(str(original_p)) as source, av.open(str(paths[0])) as first:
+    with av.open(str(original_p)) as source, av.open(str(first_path)) as first:
         dropped = dropped_streams(source)
         template = first_video_stream(first)
         if template is None:
-            raise InputError(f"{paths[0]}: segment has no video stream")
+            raise InputError(f"{first_path}: segment has no video stream")
         tmp = temporary_path(dst_p)
         try:
             options = exact_start_options(dst_p, first_video_stream(source), source.streams.audio)
@@ -459,7 +484,7 @@ def join(segment_paths: Iterable[str | os.PathLike[str]], original: str | os.Pat
             raise OutputError(f"{dst_p}: cannot create output ({error_reason(error)})") from error
         try:
             video, audio = _output_streams(out, source, template)
-            segments = _SegmentPackets(paths, template, stamps, stamps_tb)
+            segments = _SegmentPackets(itertools.chain([first_path], pending), template, stamps, stamps_tb)
             audio_packets = 0
             for packet in heapq.merge(segments, _audio_packets(source, original_p), key=_dts_seconds):
                 if packet.stream.type == "video":

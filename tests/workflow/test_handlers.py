@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import errno
 import json
-
 from fractions import Fraction
 
+import av
+import numpy as np
 import pytest
 
 from handlers import failure, segment, start
-from handlers.common import Source, output_keys, published_keys, segment_key, use_clients
-from handlers.exceptions import ConfigurationError
+from handlers.common import Source, output_keys, published_keys, segment_key, use_clients, within_storage
+from handlers.exceptions import ConfigurationError, SegmentFailedError, StorageExceededError
+from limelight.errors import OutputError
 from infra.local import read_event
 from infra.moto_lambda import LocalContext
 from infra.template import LocalStack, load
@@ -141,3 +144,35 @@ def test_a_segment_is_encoded_at_the_whole_videos_picture_size():
     # a segment after a pre-roll processes its own frames only, from its skip_before on
     assert segment_options(options, item["picture"], 58214).encode.start_pts == 58214
     assert item["preroll"] == 0 and item["skip_before"] is None and sized.encode.start_pts is None
+
+
+def test_running_out_of_storage_becomes_a_named_error_however_deep_the_engine_wrapped_it():
+    # GIVEN the engine failing to write because the disk is full (PyAV's own error, on /dev/full),
+    # wrapped as the engine and the anonymize step wrap it (the step's error hides its cause)
+    def anonymize_segment():
+        try:
+            with av.open("/dev/full", "w", format="matroska") as out:
+                stream = out.add_stream("mpeg4", rate=25)
+                stream.width, stream.height, stream.pix_fmt = 64, 64, "yuv420p"
+                for i in range(50):
+                    frame = av.VideoFrame.from_ndarray(np.random.default_rng(i).integers(0, 255, (64, 64, 3), np.uint8), format="rgb24")
+                    frame.pts = i
+                    out.mux(stream.encode(frame))
+        except av.FFmpegError as error:
+            try:
+                raise OutputError(f"segment.mp4: cannot write ({error})") from error
+            except OutputError as engine_error:
+                raise SegmentFailedError(f"segment 3 of job j1: {engine_error}") from None
+
+    # WHEN it happens inside the step's storage guard
+    # THEN the step fails with a StorageExceededError that says what did not fit and what to do
+    with pytest.raises(StorageExceededError, match=r"^segment 3 of job j1 does not fit the .+ of storage of this step; upload it"):
+        with within_storage("segment 3 of job j1"):
+            anonymize_segment()
+    # ...while other failures pass through unchanged
+    with pytest.raises(PermissionError):
+        with within_storage("segment 3 of job j1"):
+            raise PermissionError(errno.EACCES, "denied")
+    with pytest.raises(SegmentFailedError, match="no video stream"):
+        with within_storage("segment 3 of job j1"):
+            raise SegmentFailedError("segment 3 of job j1: no video stream")

@@ -14,6 +14,7 @@ import pytest
 from handlers.common import failure_key, output_keys, processed_key
 from infra.local import read_event
 from infra.moto_lambda import Fault
+from limelight.segments import join, split
 from tests.media import animation, assert_same_pictures, audio_packets, browser_webm, frame_times, open_gop_mpeg2, phone_3gp, size_switching_clip
 from workflow_support import assert_same_timing_and_audio, download, event_for_upload, run_job
 
@@ -287,3 +288,65 @@ def test_non_video_known_faces_and_output_keys_start_nothing(cloud):
     # THEN all three are ignored
     assert result == {"started": [], "duplicates": [], "ignored": 3}
     assert len(cloud.executions()) == before
+
+
+def test_segments_leave_the_segment_step_as_they_are_cut_and_reach_the_reassembly_one_at_a_time(cloud, synthetic_clip,
+                                                                                                monkeypatch, tmp_path):
+    # GIVEN the segment and reassembly steps watched as they cut and join: which segment files
+    # are on their disk each time a segment is handed over (Lambda /tmp holds at most 10 GB: an
+    # upload and a second copy of it in segments, or the original, every segment and the
+    # output, would not fit for a large camera file)
+    from handlers import reassemble, segment
+
+    cut_seen, join_seen = [], []
+
+    def watched_split(src, folder, seconds, on_segment=None):
+        def handed(piece):
+            cut_seen.append(sorted(p.name for p in folder.iterdir()))
+            on_segment(piece)
+            cut_seen.append(sorted(p.name for p in folder.iterdir()))
+        return split(src, folder, seconds, on_segment=handed)
+
+    def watched_join(parts, original, output):
+        def each():
+            for part in parts:
+                join_seen.append(sorted(p.name for p in part.parent.glob("0*.mp4")))
+                yield part
+        return join(each(), original, output)
+
+    monkeypatch.setattr(segment, "split", watched_split)
+    monkeypatch.setattr(reassemble, "join", watched_join)
+    # WHEN the clip is uploaded
+    result = run_job(cloud, event_for_upload(cloud, "s3_put_video.json", synthetic_clip.read_bytes(), key="uploads/lean.mp4"))
+    # THEN each segment was alone on the segment step's disk and gone once handed over...
+    assert result.status == "SUCCEEDED"
+    assert cut_seen == [x for i in range(2) for x in ([f"{i:05d}.mp4"], [])]
+    # ...the reassembly held one anonymized segment at a time...
+    assert join_seen == [[f"{i:05d}.mp4"] for i in range(2)]
+    # ...and the result is whole
+    output, _ = download(cloud, result, tmp_path)
+    assert_same_timing_and_audio(output, synthetic_clip)
+
+
+def test_an_upload_larger_than_the_storage_of_a_step_ends_in_a_failure_report_naming_it(cloud, synthetic_clip, monkeypatch):
+    # GIVEN a step whose storage has less room than the upload (a 12 GB camera file against
+    # Lambda's 10 GB /tmp, scaled down)
+    real = shutil.disk_usage
+    size = len(synthetic_clip.read_bytes())
+    room = size // 2
+
+    def small_disk(path):
+        usage = real(path)
+        return usage._replace(total=room, free=room)
+
+    monkeypatch.setattr(shutil, "disk_usage", small_disk)
+    # WHEN it is uploaded
+    result = run_job(cloud, event_for_upload(cloud, "s3_put_video.json", synthetic_clip.read_bytes(), key="uploads/huge.mp4"))
+    # THEN the job failed with a named error that gives the sizes and what to do, and published nothing
+    assert result.status == "FAILED"
+    report = cloud.failure_report(result.job_id)
+    assert report["error"] == "StorageExceededError"
+    assert (f"s3://limelight-local-inputbucket/uploads/huge.mp4 is {size / 1e3:.0f} KB, more than the {room / 1e3:.0f} KB "
+            "of storage free in this step") in report["message"]
+    assert "limelight anonymize" in report["message"]
+    assert published(cloud, result.job_id) == []
