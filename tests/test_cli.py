@@ -2,6 +2,7 @@
 
 import json
 from fractions import Fraction
+from pathlib import Path
 
 import av
 import numpy as np
@@ -102,6 +103,56 @@ def test_unwritable_output_fails_and_leaves_nothing(tmp_path, clip):
     code, _, err = run("anonymize", clip(HAMILTON), "-o", target)
     assert_one_line_error(code, err, "x.mp4")
     assert not (tmp_path / "no").exists()
+
+
+def portrait_photo(path):
+    """The demo's public-domain astronaut portrait as a photo file."""
+    import cv2
+
+    import limelight.demo as demo
+
+    cv2.imwrite(str(path), demo.portraits()["astronaut"][..., ::-1])
+    return path
+
+
+@needs_model
+@pytest.mark.parametrize("where, words", [
+    (lambda tmp: tmp / "no" / "r.json", ["report folder does not exist"]),
+    (lambda tmp: tmp, ["is a folder; give the report a file name"]),
+    (lambda tmp: Path("/proc/limelight-report.json"), ["cannot write a report there"]),
+], ids=["missing-folder", "a-folder", "read-only-place"])
+def test_a_report_that_cannot_be_written_fails_before_any_work(tmp_path, where, words):
+    # GIVEN a photo and a --report path nothing can be written to (missing folder, a folder, /proc)
+    src = portrait_photo(tmp_path / "astronaut.png")
+    before = snapshot(tmp_path)
+    # WHEN it is anonymized
+    code, _, err = run("anonymize", src, "--report", where(tmp_path))
+    # THEN one line names the report path's problem, and nothing was written (it said so only
+    # after the work, in a traceback, for the last two)
+    assert_one_line_error(code, err, *words)
+    assert snapshot(tmp_path) == before
+
+
+@needs_model
+def test_a_report_the_disk_cannot_take_at_the_end_is_one_line_saying_the_output_is_complete(tmp_path, monkeypatch):
+    import cv2
+
+    import limelight.report as report_module
+
+    # GIVEN a photo, an older report at the --report path, and a disk that fills up while the
+    # report is written (its writes go to /dev/full: the system's own "No space left on device")
+    src = portrait_photo(tmp_path / "astronaut.png")
+    (tmp_path / "r.json").write_text("older report\n")
+    monkeypatch.setattr(report_module, "open", lambda path, mode: open("/dev/full", mode), raising=False)
+    # WHEN it is anonymized
+    code, _, err = run("anonymize", src, "--report", tmp_path / "r.json")
+    # THEN one line says the report could not be written and that the output is complete...
+    assert_one_line_error(code, err, "r.json: cannot write the report (No space left on device)",
+                          "the anonymized file is complete")
+    assert cv2.imread(str(tmp_path / "astronaut_anonymized.png")).shape == cv2.imread(str(src)).shape
+    # ...the older report is untouched and no partial one is left
+    assert (tmp_path / "r.json").read_text() == "older report\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["astronaut.png", "astronaut_anonymized.png", "r.json"]
 
 
 @needs_model

@@ -146,7 +146,7 @@ def _anonymize(input_path, known_faces, output, mode, shape, scale, threshold, d
     from limelight.detector import Detector, model_metadata
     from limelight.pipeline import IMAGE_SUFFIXES, AnonymizeOptions, Anonymizer, is_photo
     from limelight.recognizer import Recognizer, load_gallery
-    from limelight.report import write_report
+    from limelight.report import check_report_path, write_report
     from limelight.video import EncodeOptions, probe
 
     files = _inputs(input_path, recursive, output)
@@ -154,8 +154,8 @@ def _anonymize(input_path, known_faces, output, mode, shape, scale, threshold, d
         skipped = _skipped_folders(input_path, output)
         if skipped:
             click.echo(f"limelight: note: sub-folders not searched: {', '.join(skipped)} (add --recursive)", err=True)
-    if report_path is not None and not report_path.parent.exists():
-        raise OutputError(f"{report_path}: report folder does not exist")
+    if report_path is not None:
+        check_report_path(report_path)
     try:
         encode = EncodeOptions(crf=crf, preset=preset)
     except ValueError as e:
@@ -192,7 +192,13 @@ def _anonymize(input_path, known_faces, output, mode, shape, scale, threshold, d
     if report_path is not None:
         settings = {**options.settings(), "threshold": threshold, "detect_size": detect_size,
                     "known_faces": None if recognizer is None else {"photos": recognizer.gallery.count, "persons": len(recognizer.gallery.persons)}}
-        write_report(report_path, settings, model_metadata(), reports, failed)
+        try:
+            write_report(report_path, settings, model_metadata(), reports, failed)
+        except OutputError as e:
+            if not reports:
+                raise
+            written = "the anonymized file is" if len(reports) == 1 else f"the {len(reports)} anonymized files are"
+            raise OutputError(f"{e}; {written} complete") from None
     _summary(reports, failed, elapsed, report_path)
     if failed:
         sys.exit(1)

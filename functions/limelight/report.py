@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from limelight.errors import OutputError
 from limelight.recognizer import Decision
 
 
@@ -136,12 +137,14 @@ _COMPACT = (",", ":")
 def write_report(path: str | os.PathLike[str], settings: dict[str, Any], model: dict[str, Any], files: list[FileReport],
                  failed: list[dict[str, str]] = ()) -> Path:
     """Write the JSON report atomically (temporary name in the same folder, then rename). `failed`
-    lists the inputs of a folder that were not processed, as {"input": path, "error": message}."""
+    lists the inputs of a folder that were not processed, as {"input": path, "error": message}.
+    OutputError when it cannot be written (full disk, read-only or missing folder); no partial
+    report is left."""
     path = Path(path)
     head = json.dumps({"limelight_report": 1, "settings": settings, "model": model}, separators=_COMPACT)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    tmp = _report_scratch(path)
     try:
-        with os.fdopen(fd, "w") as f:
+        with open(tmp, "w") as f:
             f.write(head[:-1] + ',"files":[')
             for i, file in enumerate(files):
                 if i:
@@ -149,7 +152,32 @@ def write_report(path: str | os.PathLike[str], settings: dict[str, Any], model: 
                 file.write_json(f)
             f.write('],"failed":' + json.dumps([dict(x) for x in failed], separators=_COMPACT) + "}")
         os.replace(tmp, path)
+    except OSError as error:
+        tmp.unlink(missing_ok=True)
+        raise OutputError(f"{path}: cannot write the report ({error.strerror or error})") from error
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def check_report_path(path: str | os.PathLike[str]) -> None:
+    """Fail now, not after hours of video, when a report cannot be written at `path`: a folder
+    that is missing or not writable, or `path` naming a folder. (A disk that fills up meanwhile
+    still fails at the end, with `write_report`'s OutputError.)"""
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"{path}: is a folder; give the report a file name (e.g. {path / 'report.json'})")
+    if not path.parent.is_dir():
+        raise OutputError(f"{path}: report folder does not exist")
+    _report_scratch(path).unlink()
+
+
+def _report_scratch(path: Path) -> Path:
+    """A new empty file beside `path` for the report to be written into, then renamed."""
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    except OSError as error:
+        raise OutputError(f"{path}: cannot write a report there ({error.strerror or error})") from error
+    os.close(fd)
+    return Path(tmp)
