@@ -21,6 +21,11 @@ class SourceChangedError(WorkflowError):
     """The uploaded object changed or disappeared after the event: upload it again."""
 
 
+class SegmentTooLongError(WorkflowError):
+    """The video's keyframes are so far apart that a segment (cut on keyframes) is more than one
+    anonymize invocation can process within the Lambda time limit (MaxSegmentSeconds)."""
+
+
 class StorageExceededError(WorkflowError):
     """The upload, a segment of it or its result does not fit the function's /tmp storage
     (EphemeralStorage in template.yaml)."""

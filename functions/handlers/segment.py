@@ -32,12 +32,12 @@ from handlers.common import (
     segment_list_key,
     within_storage,
 )
-from handlers.exceptions import InvalidKnownFacesError, InvalidVideoError
+from handlers.exceptions import InvalidKnownFacesError, InvalidVideoError, SegmentTooLongError
 from limelight.errors import InputError
 from limelight.pipeline import is_photo, read_image
 from limelight.recognizer import PHOTO_SUFFIXES, KnownFacesError, load_gallery
 from limelight.segments import Segment, split
-from limelight.video import probe
+from limelight.video import VideoInfo, probe
 
 logger = Logger()
 tracer = Tracer()
@@ -48,6 +48,7 @@ metrics = Metrics()
 class Config:
     work_bucket: str
     segment_seconds: float
+    max_segment_seconds: float
     known_faces_bucket: str
     known_faces_prefix: str
     inline_map_max_segments: int
@@ -57,6 +58,7 @@ class Config:
         return cls(
             work_bucket=env("WORK_BUCKET"),
             segment_seconds=env_number("SEGMENT_SECONDS", float),
+            max_segment_seconds=env_number("MAX_SEGMENT_SECONDS", float),
             known_faces_bucket=env("KNOWN_FACES_BUCKET"),
             known_faces_prefix=env("KNOWN_FACES_PREFIX"),
             inline_map_max_segments=env_number("INLINE_MAP_MAX_SEGMENTS", int),
@@ -106,6 +108,47 @@ def build_gallery(cfg: Config, job_id: str, work: Path) -> bool:
     return True
 
 
+# The picture size MaxSegmentSeconds is given for; larger pictures get proportionally less time.
+_REFERENCE_PIXELS = 1920 * 1080
+
+
+def segment_limit(max_seconds: float, width: int, height: int) -> float:
+    """The longest segment (s) of a `width` x `height` video one anonymize invocation is given:
+    `max_seconds` up to 1080p, less in proportion to the pixels above (4K: a quarter)."""
+    return max_seconds * min(1.0, _REFERENCE_PIXELS / max(width * height, 1))
+
+
+def check_length(segment: Segment, info: VideoInfo, limit: float, name: str) -> None:
+    """SegmentTooLongError for a segment longer than `limit` seconds: keyframes that far apart
+    (a browser's or a screen recorder's video may have a single one) leave a piece no invocation
+    can anonymize within the Lambda time limit; the job stops at the first such cut, before it
+    has spent minutes on the rest."""
+    seconds = segment.frames / float(info.fps) if info.fps else 0.0
+    if seconds > limit:
+        raise SegmentTooLongError(
+            f"{name}: keyframes {seconds:.0f} s apart (from {segment.start_time:.1f} s); the workflow cuts videos on "
+            f"keyframes and gives one Lambda at most {limit:.0f} s of {info.width}x{info.height} video "
+            "(MaxSegmentSeconds): re-encode it with a keyframe every few seconds (ffmpeg -i IN -c:v libx264 -crf 18 "
+            "-g 60 -c:a copy OUT.mp4) or anonymize it on one machine with `limelight anonymize`"
+        )
+
+
+class SegmentStore:
+    """`split`'s on_segment: checks each segment's length (`check_length`), uploads it and deletes
+    it, as soon as it is cut: room for one segment beside the video, not a second copy of it."""
+
+    def __init__(self, cfg: Config, job_id: str, source: Source, info: VideoInfo) -> None:
+        self.cfg, self.job_id, self.info = cfg, job_id, info
+        self.name = f"s3://{source.bucket}/{source.key}"
+        self.limit = segment_limit(cfg.max_segment_seconds, info.width, info.height)
+
+    def __call__(self, segment: Segment) -> None:
+        check_length(segment, self.info, self.limit, self.name)
+        key = segment_key(self.job_id, segment.index, segment.path.suffix)
+        client("s3").upload_file(str(segment.path), self.cfg.work_bucket, key)
+        segment.path.unlink()
+
+
 def photo_job(cfg: Config, job_id: str, source: Source, work: Path, photo: Path) -> dict[str, Any]:
     """A photo upload: checked readable, stored as the job's one segment; the Map anonymizes it
     like a segment and the reassembly publishes it in its format (HEIC as JPEG, as the CLI does)."""
@@ -146,12 +189,6 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     source = Source.from_dict(event["source"])
     logger.append_keys(job_id=job_id)
     s3 = client("s3")
-
-    def upload(segment: Segment) -> None:
-        # Each segment leaves as soon as it is cut: room for one beside the video, not a second copy of it.
-        s3.upload_file(str(segment.path), cfg.work_bucket, segment_key(job_id, segment.index, segment.path.suffix))
-        segment.path.unlink()
-
     with tempfile.TemporaryDirectory(prefix="limelight-") as tmp, within_storage(f"s3://{source.bucket}/{source.key}"):
         work = Path(tmp)
         video = work / local_name(source.key)
@@ -162,7 +199,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
             info = probe(video)
             parts_dir = work / "segments"
             parts_dir.mkdir()
-            segments = split(video, parts_dir, cfg.segment_seconds, on_segment=upload)
+            segments = split(video, parts_dir, cfg.segment_seconds, on_segment=SegmentStore(cfg, job_id, source, info))
         except InputError as error:
             # The engine's message names the local temporary file; name the upload instead.
             message = str(error).replace(str(video), f"s3://{source.bucket}/{source.key}")

@@ -19,14 +19,16 @@ for _name, _value in load()["Globals"]["Function"]["Environment"]["Variables"].i
 
 from workflow_support import write_synthetic_clip  # noqa: E402
 
-# Short segments so that the Map runs several iterations on short clips.
+# Short segments so that the Map runs several iterations on short clips; the least
+# MaxSegmentSeconds, so that a clip of a single keyframe needs only be 12 s long.
 SEGMENT_SECONDS = "2"
+MAX_SEGMENT_SECONDS = "10"
 
 
 @pytest.fixture(scope="module")
 def cloud():
     """moto server with the stack of template.yaml deployed and the handlers served in-process."""
-    with LocalCloud.running({"SegmentSeconds": SEGMENT_SECONDS}) as running:
+    with LocalCloud.running({"SegmentSeconds": SEGMENT_SECONDS, "MaxSegmentSeconds": MAX_SEGMENT_SECONDS}) as running:
         yield running
 
 

@@ -111,7 +111,8 @@ def test_segment_keys_name_their_container_and_take_only_the_splits():
 
 
 def test_missing_configuration_fails_fast_naming_the_variable(monkeypatch):
-    for key in ("WORK_BUCKET", "SEGMENT_SECONDS", "KNOWN_FACES_BUCKET", "KNOWN_FACES_PREFIX", "INLINE_MAP_MAX_SEGMENTS"):
+    for key in ("WORK_BUCKET", "SEGMENT_SECONDS", "MAX_SEGMENT_SECONDS", "KNOWN_FACES_BUCKET", "KNOWN_FACES_PREFIX",
+                "INLINE_MAP_MAX_SEGMENTS"):
         monkeypatch.setenv(key, "1")
     monkeypatch.delenv("SEGMENT_SECONDS")
     with pytest.raises(ConfigurationError, match="SEGMENT_SECONDS"):
@@ -176,3 +177,10 @@ def test_running_out_of_storage_becomes_a_named_error_however_deep_the_engine_wr
     with pytest.raises(SegmentFailedError, match="no video stream"):
         with within_storage("segment 3 of job j1"):
             raise SegmentFailedError("segment 3 of job j1: no video stream")
+
+
+def test_the_longest_segment_a_lambda_is_given_shrinks_with_the_picture_above_1080p():
+    assert segment.segment_limit(120, 1920, 1080) == 120
+    assert segment.segment_limit(120, 640, 360) == 120
+    assert segment.segment_limit(120, 3840, 2160) == 30
+    assert segment.segment_limit(120, 1080, 1920) == 120  # a phone's portrait video: same pixels

@@ -9,6 +9,7 @@ from pathlib import PurePosixPath
 from urllib.parse import unquote_plus
 
 import av
+import numpy as np
 import pytest
 
 from handlers.common import failure_key, output_keys, processed_key
@@ -349,4 +350,31 @@ def test_an_upload_larger_than_the_storage_of_a_step_ends_in_a_failure_report_na
     assert (f"s3://limelight-local-inputbucket/uploads/huge.mp4 is {size / 1e3:.0f} KB, more than the {room / 1e3:.0f} KB "
             "of storage free in this step") in report["message"]
     assert "limelight anonymize" in report["message"]
+    assert published(cloud, result.job_id) == []
+
+
+def test_a_video_whose_keyframes_are_too_far_apart_for_one_lambda_fails_at_once_saying_how_to_fix_it(cloud, tmp_path):
+    # GIVEN a 12 s recording with a single keyframe (a browser's or a screen recorder's video can
+    # be so), above the stack's MaxSegmentSeconds (10 here): no cut can make pieces one Lambda can
+    # anonymize within its time limit
+    src = tmp_path / "call.mp4"
+    with av.open(str(src), "w") as out:
+        stream = out.add_stream("libx264", rate=5)
+        stream.width, stream.height, stream.pix_fmt = 96, 64, "yuv420p"
+        stream.options = {"g": "1000", "keyint_min": "1000", "sc_threshold": "0"}
+        for i in range(60):
+            frame = av.VideoFrame.from_ndarray(np.full((64, 96, 3), 4 * i, np.uint8), format="rgb24")
+            frame.pts = i
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    # WHEN it is uploaded
+    result = run_job(cloud, event_for_upload(cloud, "s3_put_video.json", src.read_bytes(), key="uploads/call.mp4"))
+    # THEN the segment step ends the job with a named error that says why and what to do, before
+    # any segment went to the work bucket or any Lambda spent its 15 minutes on one
+    assert result.status == "FAILED"
+    report = cloud.failure_report(result.job_id)
+    assert report["error"] == "SegmentTooLongError"
+    assert report["message"].startswith("s3://limelight-local-inputbucket/uploads/call.mp4: keyframes 12 s apart (from 0.0 s)")
+    assert "at most 10 s of 96x64 video (MaxSegmentSeconds): re-encode it with a keyframe every few seconds" in report["message"]
+    assert cloud.keys(cloud.work_bucket, f"jobs/{result.job_id}/segments/") == []
     assert published(cloud, result.job_id) == []
