@@ -55,6 +55,38 @@ class LocalRunError(Exception):
     """The local workflow run failed; the message says where (execution status, failure report)."""
 
 
+def status_change_event(execution: dict[str, Any], stack: LocalStack) -> dict[str, Any]:
+    """The EventBridge event Step Functions sends when an execution ends (DescribeExecution's
+    answer in the event's shape)."""
+    def millis(value: Any) -> int | None:
+        return int(value.timestamp() * 1000) if value is not None else None
+
+    return {
+        "version": "0",
+        "id": f"local-{execution['name']}-{execution['status'].lower()}",
+        "detail-type": "Step Functions Execution Status Change",
+        "source": "aws.states",
+        "account": stack.account,
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "region": stack.region,
+        "resources": [execution["executionArn"]],
+        "detail": {
+            "executionArn": execution["executionArn"],
+            "stateMachineArn": execution["stateMachineArn"],
+            "name": execution["name"],
+            "status": execution["status"],
+            "startDate": millis(execution.get("startDate")),
+            "stopDate": millis(execution.get("stopDate")),
+            "input": execution.get("input"),
+            "inputDetails": {"included": True},
+            "output": execution.get("output"),
+            "outputDetails": {"included": True} if execution.get("output") is not None else None,
+            "error": execution.get("error"),
+            "cause": execution.get("cause"),
+        },
+    }
+
+
 def read_event(name: str) -> dict[str, Any]:
     """A sample event from infra/events/ (the files `sam local invoke -e` uses too)."""
     return json.loads((EVENTS / name).read_text())
@@ -231,8 +263,17 @@ class LocalCloud:
             if time.perf_counter() - started > timeout:
                 raise LocalRunError(f"job {job_id} still running after {timeout:.0f} s")
             time.sleep(0.2)
+        self._deliver(status_change_event(execution, self.stack))
         output = json.loads(execution["output"]) if execution.get("output") else None
         return JobResult(job_id, execution["status"], arn, output, time.perf_counter() - started)
+
+    def _deliver(self, event: dict[str, Any]) -> None:
+        """Hand an EventBridge event to the functions whose rules match it, as EventBridge would
+        (moto routes no service events)."""
+        for logical in self.stack.rule_targets(event):
+            module, function = self.stack.function_handler(logical).rsplit(".", 1)
+            handler = getattr(importlib.import_module(module), function)
+            handler(event, LocalContext(function_name=self.stack.physical_name(logical), invoked_function_arn=self.stack.function_arn(logical)))
 
     def execution_arn(self, job_id: str) -> str:
         return self.state_machine_arn.replace(":stateMachine:", ":execution:") + f":{job_id}"

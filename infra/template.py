@@ -137,6 +137,18 @@ class LocalStack:
                 return True
         return False
 
+    def rule_targets(self, event: dict[str, Any]) -> list[str]:
+        """The functions an EventBridge event is delivered to: those with an EventBridgeRule event
+        whose pattern matches it (each field one of the listed values, nested fields alike, as
+        EventBridge matches plain patterns). moto does not route service events; the local run asks this."""
+        return [
+            logical
+            for logical, resource in self.resources.items()
+            if resource["Type"] == "AWS::Serverless::Function"
+            for rule in resource["Properties"].get("Events", {}).values()
+            if rule["Type"] == "EventBridgeRule" and _matches(self.resolve(rule["Properties"]["Pattern"]), event)
+        ]
+
     # -- what the local run needs ---------------------------------------------------------------
     def function_environment(self, logical: str) -> dict[str, str]:
         """Globals' variables overlaid with the function's own, resolved."""
@@ -163,3 +175,14 @@ class LocalStack:
         if missing:
             raise TemplateError(f"ASL placeholders without a substitution: {', '.join(missing)}")
         return PLACEHOLDER.sub(lambda m: values[m.group(1)], text)
+
+
+def _matches(pattern: dict[str, Any], event: Any) -> bool:
+    for key, wanted in pattern.items():
+        value = event.get(key) if isinstance(event, dict) else None
+        if isinstance(wanted, dict):
+            if not _matches(wanted, value):
+                return False
+        elif value not in wanted:
+            return False
+    return True

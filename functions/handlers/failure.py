@@ -1,6 +1,11 @@
 """Failure: the Catch target. Writes `failed/<job_id>.json` to the output bucket and makes sure
 nothing else of the job is published (a result left by a reassembly that failed half-way is
 deleted). Intermediates are left to the work bucket's lifecycle rule.
+
+It is also the target of an EventBridge rule on the state machine's executions that end
+TIMED_OUT (past WorkflowTimeoutSeconds) or ABORTED (StopExecution): no Catch sees those, so
+without the rule such a job would end with no report at all. Its event names the execution (the
+job id) and carries the execution's input (the job's source).
 """
 
 from __future__ import annotations
@@ -53,11 +58,37 @@ def describe(error: dict[str, Any]) -> tuple[str, str]:
     return name, str(cause)
 
 
+STATUS_CHANGE = "Step Functions Execution Status Change"  # EventBridge detail-type
+# What an execution stopped from outside reports, where its event names no error of its own.
+_STOPPED = {
+    "TIMED_OUT": ("States.Timeout", "the job ran longer than the workflow's time limit (WorkflowTimeoutSeconds) and was stopped"),
+    "ABORTED": ("States.Aborted", "the job was stopped (StopExecution) before it finished"),
+}
+
+
+def from_status_change(event: dict[str, Any]) -> dict[str, Any]:
+    """The Catch's payload ({"job_id", "source", "error": {"Error", "Cause"}}) for an EventBridge
+    event of an execution that ended TIMED_OUT or ABORTED. The execution is named by its job id; its
+    input holds the source (left out by EventBridge above 256 KiB: the report then has no source, and
+    a half-published result is not looked for)."""
+    detail = event["detail"]
+    try:
+        source = json.loads(detail.get("input") or "{}").get("source") or {}
+    except (TypeError, ValueError, AttributeError):
+        source = {}
+    error, cause = _STOPPED.get(detail.get("status"), ("States.Runtime", f"the execution ended {detail.get('status')}"))
+    if detail.get("cause"):
+        cause = f"{cause}: {detail['cause']}"
+    return {"job_id": detail["name"], "source": source, "error": {"Error": detail.get("error") or error, "Cause": cause}}
+
+
 @logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler
 @metrics.log_metrics(capture_cold_start_metric=True)
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     cfg = config()
+    if event.get("detail-type") == STATUS_CHANGE:
+        event = from_status_change(event)
     job_id = event["job_id"]
     logger.append_keys(job_id=job_id)
     error_type, message = describe(event.get("error") or {})

@@ -184,3 +184,22 @@ def test_the_longest_segment_a_lambda_is_given_shrinks_with_the_picture_above_10
     assert segment.segment_limit(120, 640, 360) == 120
     assert segment.segment_limit(120, 3840, 2160) == 30
     assert segment.segment_limit(120, 1080, 1920) == 120  # a phone's portrait video: same pixels
+
+
+def test_a_timed_out_executions_event_becomes_the_failure_report_of_its_job():
+    # GIVEN EventBridge's event for an execution that ran past WorkflowTimeoutSeconds (sample event)
+    event = read_event("execution_timed_out.json")
+    # WHEN the failure function reads it
+    payload = failure.from_status_change(event)
+    # THEN it is the job's failure, named as Step Functions names a timeout, with the upload as source
+    assert payload["job_id"] == "612640628a34a73a904e"
+    assert payload["source"]["key"] == "uploads/hamilton at the White House (short clip).mp4"
+    assert failure.describe(payload["error"]) == (
+        "States.Timeout", "the job ran longer than the workflow's time limit (WorkflowTimeoutSeconds) and was stopped")
+    # ...a stopped one keeps the error and cause its StopExecution gave
+    event["detail"].update(status="ABORTED", error="Operator", cause="redeploying")
+    assert failure.describe(failure.from_status_change(event)["error"]) == (
+        "Operator", "the job was stopped (StopExecution) before it finished: redeploying")
+    # ...and one whose input EventBridge left out (above 256 KiB) still gets a report, without a source
+    event["detail"].update(input=None, inputDetails={"included": False})
+    assert failure.from_status_change(event)["source"] == {}

@@ -161,6 +161,28 @@ def test_camera_and_web_uploads_start_a_job(stack, key, starts, monkeypatch):
 def test_sample_events_are_valid_json_with_the_job_payload_shape():
     events = REPO / "infra" / "events"
     names = {p.name for p in events.glob("*.json")}
-    assert names >= {"s3_put_video.json", "s3_put_duplicate.json", "s3_put_not_video.json", "segment.json", "anonymize.json", "reassemble.json", "failure.json"}
+    assert names >= {"s3_put_video.json", "s3_put_duplicate.json", "s3_put_not_video.json", "segment.json", "anonymize.json", "reassemble.json",
+                     "failure.json", "execution_timed_out.json"}
     for name in ("segment.json", "anonymize.json", "reassemble.json", "failure.json"):
         assert "job_id" in json.loads((events / name).read_text()), name
+
+
+def test_only_executions_that_no_catch_sees_end_are_sent_to_the_failure_function(stack):
+    # GIVEN the end-of-execution event of this stack's state machine in each final status, and of another's
+    event = json.loads((REPO / "infra" / "events" / "execution_timed_out.json").read_text())
+
+    def ended(status: str, machine: str | None = None) -> dict:
+        changed = json.loads(json.dumps(event))
+        changed["detail"]["status"] = status
+        if machine:
+            changed["detail"]["stateMachineArn"] = machine
+        return changed
+
+    # THEN the rule hands TIMED_OUT and ABORTED to the failure function, and nothing else: a FAILED
+    # execution already wrote its report through the Catch, a SUCCEEDED one published its result
+    assert stack.rule_targets(ended("TIMED_OUT")) == ["FailureFunction"]
+    assert stack.rule_targets(ended("ABORTED")) == ["FailureFunction"]
+    assert stack.rule_targets(ended("FAILED")) == []
+    assert stack.rule_targets(ended("SUCCEEDED")) == []
+    other = "arn:aws:states:us-east-1:123456789012:stateMachine:someone-elses"
+    assert stack.rule_targets(ended("TIMED_OUT", other)) == []
