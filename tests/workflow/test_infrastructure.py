@@ -186,3 +186,15 @@ def test_only_executions_that_no_catch_sees_end_are_sent_to_the_failure_function
     assert stack.rule_targets(ended("SUCCEEDED")) == []
     other = "arn:aws:states:us-east-1:123456789012:stateMachine:someone-elses"
     assert stack.rule_targets(ended("TIMED_OUT", other)) == []
+
+
+def test_the_anonymize_step_has_room_for_the_longest_segment_it_is_given_and_its_output(stack):
+    # GIVEN the longest segment of 4K the segment step lets through (MaxSegmentSeconds scaled to 4K
+    # pixels) at a 4K camera's 100 Mbit/s, held once as the segment and once anonymized
+    from handlers.segment import segment_limit
+
+    seconds = segment_limit(float(stack.parameter("MaxSegmentSeconds")), 3840, 2160)
+    needed_mb = 2 * seconds * 100 / 8
+    # THEN the anonymize function's /tmp holds both (Lambda's default is 512 MB)
+    storage = stack.resources["AnonymizeFunction"]["Properties"].get("EphemeralStorage", {"Size": 512})["Size"]
+    assert storage >= needed_mb, (storage, needed_mb)
