@@ -126,7 +126,7 @@ def check_length(segment: Segment, info: VideoInfo, limit: float, name: str) -> 
     seconds = segment.frames / float(info.fps) if info.fps else 0.0
     if seconds > limit:
         raise SegmentTooLongError(
-            f"{name}: keyframes {seconds:.0f} s apart (from {segment.start_time:.1f} s); the workflow cuts videos on "
+            f"{name}: the {seconds:.0f} s from {segment.start_time:.1f} s have no keyframe to cut at; the workflow cuts videos on "
             f"keyframes and gives one Lambda at most {limit:.0f} s of {info.width}x{info.height} video "
             "(MaxSegmentSeconds): re-encode it with a keyframe every few seconds (ffmpeg -i IN -c:v libx264 -crf 18 "
             "-g 60 -c:a copy OUT.mp4) or anonymize it on one machine with `limelight anonymize`"
