@@ -23,6 +23,7 @@ help:
 	@echo "make lint   - cfn-lint the SAM template"
 	@echo "make cloud-demo VIDEO=clip.mp4 [KNOWN=dir] OUT=out.mp4 - the AWS workflow, locally on moto"
 	@echo "make sam-local-invoke-<start|segment|anonymize|reassemble|failure> - sam local invoke (needs Docker and aws-sam-cli)"
+	@echo "    (failure takes EVENT=execution_timed_out.json too: a timed-out job's EventBridge event)"
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -80,7 +81,7 @@ sam-local-invoke-anonymize: sam-build
 sam-local-invoke-reassemble: sam-build
 	$(SAM) local invoke ReassembleFunction -e infra/events/reassemble.json $(if $(ENV),--env-vars $(ENV))
 sam-local-invoke-failure: sam-build
-	$(SAM) local invoke FailureFunction -e infra/events/failure.json $(if $(ENV),--env-vars $(ENV))
+	$(SAM) local invoke FailureFunction -e infra/events/$(or $(EVENT),failure.json) $(if $(ENV),--env-vars $(ENV))
 
 clean:
 	rm -rf $(VENV) demo bench/out .pytest_cache
