@@ -163,6 +163,11 @@ def published_keys(prefix: str, job_id: str, source_key: str) -> list[str]:
     return sorted(keys)
 
 
+def execution_arn(state_machine_arn: str, job_id: str) -> str:
+    """The ARN of a job's execution: the start function names each execution by its job id."""
+    return f"{state_machine_arn.replace(':stateMachine:', ':execution:', 1)}:{job_id}"
+
+
 def local_name(key: str, default_suffix: str = ".mp4") -> str:
     """A safe local file name for an S3 key (the key's own name may hold anything)."""
     suffix = PurePosixPath(key).suffix.lower()

@@ -26,6 +26,11 @@ class SegmentTooLongError(WorkflowError):
     anonymize invocation can process within the Lambda time limit (MaxSegmentSeconds)."""
 
 
+class JobStoppedError(WorkflowError):
+    """The job's execution was stopped (timed out or StopExecution) while the reassembly ran: its
+    result is not published (or is withdrawn, when the stop came while it was being published)."""
+
+
 class StorageExceededError(WorkflowError):
     """The upload, a segment of it or its result does not fit the function's /tmp storage
     (EphemeralStorage in template.yaml)."""

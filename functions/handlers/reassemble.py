@@ -25,6 +25,7 @@ from handlers.common import (
     client,
     download_source,
     env,
+    execution_arn,
     local_name,
     output_keys,
     processed_key,
@@ -32,7 +33,7 @@ from handlers.common import (
     segment_report_key,
     within_storage,
 )
-from handlers.exceptions import ReassembleError
+from handlers.exceptions import JobStoppedError, ReassembleError
 from limelight.errors import LimeLightError
 from limelight.formats import photo_output_suffix
 from limelight.pipeline import is_photo
@@ -49,10 +50,11 @@ class Config:
     work_bucket: str
     output_bucket: str
     output_prefix: str
+    state_machine_arn: str
 
     @classmethod
     def from_env(cls) -> Config:
-        return cls(env("WORK_BUCKET"), env("OUTPUT_BUCKET"), env("OUTPUT_PREFIX"))
+        return cls(env("WORK_BUCKET"), env("OUTPUT_BUCKET"), env("OUTPUT_PREFIX"), env("STATE_MACHINE_ARN"))
 
 
 @cache
@@ -94,6 +96,15 @@ def photo_report(cfg: Config, job_id: str, source: Source, key: str) -> dict[str
         "model": part["model"],
         "files": [photo],
     }
+
+
+def ensure_running(cfg: Config, job_id: str, step: str) -> None:
+    """JobStoppedError unless the job's execution still runs: a Lambda invocation is not stopped
+    with its execution (a timeout, StopExecution), and the failure report the execution's end
+    brings must stay the job's only outcome."""
+    status = client("stepfunctions").describe_execution(executionArn=execution_arn(cfg.state_machine_arn, job_id))["status"]
+    if status != "RUNNING":
+        raise JobStoppedError(f"job {job_id}: its execution ended {status} {step}; nothing is published")
 
 
 def fetch_parts(cfg: Config, job_id: str, listing: list[dict[str, Any]], work: Path) -> Iterator[Path]:
@@ -140,6 +151,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
             except LimeLightError as error:
                 raise ReassembleError(f"job {job_id}: {error}") from None
             report, frames = merged_report(cfg, job_id, source, listing, video_key, stats.dropped_streams), stats.frames
+        ensure_running(cfg, job_id, "before its result was published")
         s3.upload_file(str(output), cfg.output_bucket, video_key)
     s3.put_object(
         Bucket=cfg.output_bucket,
@@ -147,6 +159,12 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         Body=json.dumps(report, separators=(",", ":")).encode(),
         ContentType="application/json",
     )
+    try:
+        ensure_running(cfg, job_id, "while its result was published")
+    except JobStoppedError:
+        for key in (video_key, report_key):  # withdrawn: the stop's failure report may already be there
+            s3.delete_object(Bucket=cfg.output_bucket, Key=key)
+        raise
     merged = report["files"][0]
     metrics.add_metric(name="JobsCompleted", unit=MetricUnit.Count, value=1)
     logger.info("result published", extra={"frames": frames, "faces": merged["faces"], "kept": merged["kept"], "video_key": video_key})

@@ -18,7 +18,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.data_classes import S3Event
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from handlers.common import Source, client, env
+from handlers.common import Source, client, env, execution_arn
 
 logger = Logger()
 tracer = Tracer()
@@ -61,10 +61,6 @@ def wanted(source: Source, cfg: Config) -> bool:
         and not key.endswith("/")
         and any(key.lower().endswith(suffix) for suffix in cfg.video_suffixes)
     )
-
-
-def execution_arn(state_machine_arn: str, job_id: str) -> str:
-    return f"{state_machine_arn.replace(':stateMachine:', ':execution:', 1)}:{job_id}"
 
 
 def start_job(source: Source, cfg: Config) -> bool:
