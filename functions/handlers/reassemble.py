@@ -102,7 +102,11 @@ def ensure_running(cfg: Config, job_id: str, step: str) -> None:
     """JobStoppedError unless the job's execution still runs: a Lambda invocation is not stopped
     with its execution (a timeout, StopExecution), and the failure report the execution's end
     brings must stay the job's only outcome."""
-    status = client("stepfunctions").describe_execution(executionArn=execution_arn(cfg.state_machine_arn, job_id))["status"]
+    sfn = client("stepfunctions")
+    try:
+        status = sfn.describe_execution(executionArn=execution_arn(cfg.state_machine_arn, job_id))["status"]
+    except sfn.exceptions.ExecutionDoesNotExist:
+        status = "nowhere (no execution of it exists)"  # an invocation outside the workflow (sam local invoke)
     if status != "RUNNING":
         raise JobStoppedError(f"job {job_id}: its execution ended {status} {step}; nothing is published")
 

@@ -203,3 +203,23 @@ def test_a_timed_out_executions_event_becomes_the_failure_report_of_its_job():
     # ...and one whose input EventBridge left out (above 256 KiB) still gets a report, without a source
     event["detail"].update(input=None, inputDetails={"included": False})
     assert failure.from_status_change(event)["source"] == {}
+
+
+def test_a_reassembly_outside_a_running_execution_publishes_nothing():
+    # GIVEN the reassembly invoked for a job no execution runs (sam local invoke with the sample event)
+    import boto3
+    from moto import mock_aws
+
+    from handlers import reassemble
+    from handlers.exceptions import JobStoppedError
+
+    cfg = reassemble.Config("work", "output", "anonymized/", "arn:aws:states:us-east-1:123456789012:stateMachine:limelight-local-anonymize")
+    with mock_aws():
+        use_clients(stepfunctions=boto3.client("stepfunctions", region_name="us-east-1"))
+        try:
+            # WHEN it asks whether the job still runs
+            # THEN it is told to publish nothing, in a named error
+            with pytest.raises(JobStoppedError, match="job 612640628a34a73a904e: its execution ended nowhere .* nothing is published"):
+                reassemble.ensure_running(cfg, "612640628a34a73a904e", "before its result was published")
+        finally:
+            use_clients()
