@@ -101,10 +101,10 @@ def size_switching_clip(path: Path, sizes=((128, 72), (96, 54)), frames: int = 1
     return path
 
 
-def camera_file(path, codec, size, rate, pix_fmt, frames, tracks, options=None):
+def camera_file(path, codec, size, rate, pix_fmt, frames, tracks, options=None, audio_bit_rate=None):
     """A camera's file: `frames` flat frames (10 levels apart) of `codec` video at `rate` fps,
     each audio track (codec, sample rate, layout, [(sample format, samples), ...]) muxed chunk by
-    chunk beside them, then both flushed."""
+    chunk beside them, then both flushed. `audio_bit_rate` for encoders that need one (WMA)."""
     width, height = size
     with av.open(str(path), "w") as out:
         video = out.add_stream(codec, rate=rate)
@@ -114,6 +114,8 @@ def camera_file(path, codec, size, rate, pix_fmt, frames, tracks, options=None):
         for audio_codec, sample_rate, layout, chunks in tracks:
             stream = out.add_stream(audio_codec, rate=sample_rate)
             stream.layout = layout
+            if audio_bit_rate:
+                stream.bit_rate = audio_bit_rate
             streams.append((stream, sample_rate, layout, chunks))
         for i in range(frames):
             f = av.VideoFrame.from_ndarray(np.full((height, width, 3), (10 * i) % 256, np.uint8), format="rgb24").reformat(format=pix_fmt)
@@ -136,6 +138,18 @@ def phone_3gp(path):
     speech = [("s16", (np.sin(np.arange(k * 160, (k + 1) * 160) * 0.3) * 6000).astype(np.int16)[None, :]) for k in range(50)]
     return camera_file(path, "libx264", (176, 144), 15, "yuv420p", 15, [("libopencore_amrnb", 8000, "mono", speech)],
                        options={"preset": "ultrafast", "bframes": "0"})
+
+
+def windows_media(path):
+    """A Windows Media file: WMV2 video and WMA v2 sound in ASF, 25 fps."""
+    tone = [("fltp", (0.2 * np.sin(np.arange(k * 2048, (k + 1) * 2048) * 0.05)).astype(np.float32)[None, :]) for k in range(22)]
+    return camera_file(path, "wmv2", (176, 144), 25, "yuv420p", 25, [("wmav2", 44100, "mono", tone)], audio_bit_rate=64000)
+
+
+def adpcm_camera(path):
+    """An older camera's AVI: Motion JPEG video and IMA ADPCM sound at 22 kHz, 25 fps."""
+    sound = [("s16p", (np.sin(np.arange(k * 2041, (k + 1) * 2041) * 0.05) * 6000).astype(np.int16)[None, :]) for k in range(11)]
+    return camera_file(path, "mjpeg", (176, 144), 25, "yuvj420p", 25, [("adpcm_ima_wav", 22050, "mono", sound)])
 
 
 def dv_camcorder(path):

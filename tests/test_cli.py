@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from limelight.cli import main
 from limelight.detector import default_model_path
-from tests.media import camera_file, dv_camcorder, phone_3gp
+from tests.media import adpcm_camera, camera_file, dv_camcorder, phone_3gp, windows_media
 
 needs_model = pytest.mark.skipif(not default_model_path().exists(), reason="the shipped int8 model is not built yet")
 HAMILTON = "hamilton_white_house_short_clip.mp4"
@@ -419,6 +419,43 @@ def test_a_phone_3gp_with_amr_speech_is_published_as_mov(tmp_path):
     assert dst.is_file() and not (tmp_path / "VID0001_anonymized.mp4").exists()
     assert frame_times(dst) == frame_times(src)
     assert audio_packets(dst) == audio_packets(src) and len(audio_packets(src)) >= 40
+
+
+@needs_model
+def test_a_windows_media_file_is_written_as_windows_media_keeping_its_wma_sound(tmp_path):
+    from tests.media import audio_packets, frame_times
+
+    # GIVEN a Windows Media file: its WMA sound is audio none of MP4, Matroska and QuickTime takes
+    src = windows_media(tmp_path / "lecture.wmv")
+    audio = "wmav2"
+    # WHEN it is anonymized to the default output (it failed: "'mp4' format does not support ...")
+    code, _, err = run("anonymize", src)
+    # THEN it is written in its own container, the audio packets bit-exact, every frame there
+    assert code == 0, err
+    dst = tmp_path / f"{src.stem}_anonymized{src.suffix.lower()}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([src.name, dst.name])
+    with av.open(str(dst)) as c:
+        assert [(st.type, st.codec_context.name) for st in c.streams] == [("video", "h264"), ("audio", audio)]
+    assert audio_packets(dst) == audio_packets(src)
+    # ...in display order (H.264 without B-frames: these containers store no display times; with
+    # them the frames came back out of order), each within a frame of its time in the input
+    before, after = frame_times(src), frame_times(dst)
+    assert len(after) == len(before) == 25
+    assert after == sorted(after)
+    assert all(abs(a - b) <= Fraction(1, 25) for a, b in zip(after, before))
+
+
+@needs_model
+def test_an_avi_whose_ima_adpcm_sound_no_container_keeps_in_time_is_refused_in_one_line(tmp_path):
+    # GIVEN an older camera's AVI with IMA ADPCM sound (MP4, Matroska, QuickTime do not take it, and
+    # AVI would time its copied blocks by byte rate: the sound would drift 0.3%)
+    src = adpcm_camera(tmp_path / "MVI_0001.AVI")
+    before = snapshot(tmp_path)
+    # WHEN it is anonymized
+    code, _, err = run("anonymize", src)
+    # THEN one line names the sound's codec, and nothing is written
+    assert_one_line_error(code, err, "adpcm_ima_wav")
+    assert snapshot(tmp_path) == before
 
 
 @needs_model

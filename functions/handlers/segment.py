@@ -37,7 +37,7 @@ from limelight.errors import InputError
 from limelight.pipeline import is_photo, read_image
 from limelight.recognizer import PHOTO_SUFFIXES, KnownFacesError, load_gallery
 from limelight.segments import Segment, split
-from limelight.video import VideoInfo, probe
+from limelight.video import LAST_RESORT_CONTAINERS, NO_PTS_CONTAINERS, VideoInfo, audio_codecs, fits_container, output_container, probe
 
 logger = Logger()
 tracer = Tracer()
@@ -133,6 +133,19 @@ def check_length(segment: Segment, info: VideoInfo, limit: float, name: str) -> 
         )
 
 
+def check_publishable(video: Path, name: str) -> None:
+    """InvalidVideoError, before any work, for a video whose sound the workflow cannot publish: the
+    reassembly joins the segments into MP4, Matroska or QuickTime (`output_container`), and a sound
+    none of them carries bit-exact (WMA, IMA ADPCM) would fail it at the very end."""
+    suffix = output_container(video)
+    if suffix in NO_PTS_CONTAINERS or not fits_container(video, suffix):
+        codecs = ", ".join(audio_codecs(video))
+        advice = ("`limelight anonymize` on one machine writes it back as Windows Media" if suffix in LAST_RESORT_CONTAINERS
+                  else "convert its sound first (ffmpeg -i IN -c:v copy -c:a aac OUT.mkv)")
+        raise InvalidVideoError(f"{name}: its sound ({codecs}) fits none of MP4, Matroska and QuickTime, the containers "
+                                f"the workflow publishes in; {advice}")
+
+
 class SegmentStore:
     """`split`'s on_segment: checks each segment's length (`check_length`), uploads it and deletes
     it, as soon as it is cut: room for one segment beside the video, not a second copy of it."""
@@ -197,6 +210,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
             return photo_job(cfg, job_id, source, work, video)
         try:
             info = probe(video)
+            check_publishable(video, f"s3://{source.bucket}/{source.key}")
             parts_dir = work / "segments"
             parts_dir.mkdir()
             segments = split(video, parts_dir, cfg.segment_seconds, on_segment=SegmentStore(cfg, job_id, source, info))

@@ -48,10 +48,13 @@ from limelight.formats import CONTAINER_SUFFIXES, KEEP_CONTAINER
 __all__ = [
     "CONTAINER_SUFFIXES",
     "KEEP_CONTAINER",
+    "LAST_RESORT_CONTAINERS",
+    "NO_PTS_CONTAINERS",
     "EncodeOptions",
     "Frame",
     "TranscodeStats",
     "VideoInfo",
+    "audio_codecs",
     "coded_boxes",
     "dropped_streams",
     "fits_container",
@@ -145,6 +148,9 @@ class EncodeOptions:
     start_pts: frames shown before this timestamp (the processed file's video time base) are decoded but neither
         processed nor written: a segment's pre-roll (`segments.Segment.preroll`), the previous GOP
         an open GOP's first frames are predicted from.
+    b_frames: whether the encoder may use B-frames; it never does for a container that stores no
+        presentation times (`NO_PTS_CONTAINERS`). A segment whose pieces will be joined into such a
+        container takes False, so that they join.
     """
 
     crf: int = 18
@@ -155,6 +161,7 @@ class EncodeOptions:
     size: tuple[int, int] | None = None
     rate: Fraction | None = None
     start_pts: int | None = None
+    b_frames: bool = True
 
     def __post_init__(self) -> None:
         if not 0 <= self.crf <= 51:
@@ -629,15 +636,26 @@ def exact_start_options(dst: Path, video: av.video.stream.VideoStream, audio: It
     return {}
 
 
+# Containers that store no presentation time per frame (only the coding order): H.264 goes into them
+# without B-frames. Windows Media (ASF) and AVI, kept for the audio only they hold (`output_container`).
+NO_PTS_CONTAINERS = frozenset({".avi", ".divx", ".wmv", ".asf"})
+# Inputs whose own container is the output's when none of MP4, Matroska and QuickTime holds their audio.
+LAST_RESORT_CONTAINERS = frozenset({".wmv", ".asf"})
+
+
 def output_container(src: str | os.PathLike[str]) -> str:
     """The suffix of the container a video's anonymized copy is written in: its own when in
     `KEEP_CONTAINER`, else .mp4; and when that cannot copy its audio bit-exact (AMR of 3GP phone
     clips, µ-law of cameras' AVI, Nellymoser of old FLV), the first of .mkv and .mov that can
-    (containers that keep every timing rule; AVI cannot say where a video with B-frames starts).
-    Unreadable input gets the default; reading it fails later with its own error."""
+    (containers that keep every timing rule; AVI cannot say where a video with B-frames starts);
+    last, for a Windows Media file, its own container (`LAST_RESORT_CONTAINERS`): none of the three
+    takes WMA, and ASF stores every packet's time. (An AVI's IMA ADPCM is not written back into AVI:
+    the muxer would time its copied blocks by byte rate and the sound would drift.) Unreadable
+    input gets the default; reading it fails later with its own error."""
     suffix = Path(src).suffix.lower()
     default = suffix if suffix in KEEP_CONTAINER else ".mp4"
-    candidates = [default] + [s for s in (".mkv", ".mov") if s != default]
+    own = [suffix] if suffix in LAST_RESORT_CONTAINERS else []
+    candidates = list(dict.fromkeys([default, ".mkv", ".mov", *own]))
     return next((s for s in candidates if fits_container(src, s)), default)
 
 
@@ -662,6 +680,15 @@ def fits_container(src: str | os.PathLike[str], suffix: str) -> bool:
                     pass  # a header that failed leaves nothing worth closing cleanly
     except (av.FFmpegError, OSError, ValueError):
         return False
+
+
+def audio_codecs(src: str | os.PathLike[str]) -> list[str]:
+    """The codec names of `src`'s audio streams, in order (empty when it has none or is unreadable)."""
+    try:
+        with av.open(str(src)) as container:
+            return [stream.codec_context.name for stream in container.streams.audio]
+    except (av.FFmpegError, OSError, ValueError):
+        return []
 
 
 def first_video_stream(container: av.container.Container) -> av.video.stream.VideoStream | None:
@@ -951,6 +978,10 @@ class _Writer:
             cc.flags |= CodecFlags.interlaced_dct | CodecFlags.interlaced_me
             cc.field_order = 2 if fields == "tff" else 3
             x264_params.append(f"{fields}=1")
+        if not self._options.b_frames or self.dst.suffix.lower() in NO_PTS_CONTAINERS:
+            # Frames coded out of display order need their display times stored, which AVI and ASF
+            # cannot: players would show them with the times of the coding order.
+            x264_params.append("bframes=0")
         if x264_params:
             options["x264-params"] = ":".join(x264_params)
         cc.options = options

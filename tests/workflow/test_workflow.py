@@ -16,7 +16,7 @@ from handlers.common import failure_key, output_keys, processed_key
 from infra.local import read_event
 from infra.moto_lambda import Fault
 from limelight.segments import join, split
-from tests.media import animation, assert_same_pictures, audio_packets, browser_webm, frame_times, open_gop_mpeg2, phone_3gp, size_switching_clip
+from tests.media import adpcm_camera, animation, assert_same_pictures, audio_packets, browser_webm, frame_times, open_gop_mpeg2, phone_3gp, size_switching_clip, windows_media
 from workflow_support import assert_same_timing_and_audio, download, event_for_upload, run_job
 
 HAMILTON = "hamilton_white_house_short_clip.mp4"
@@ -376,5 +376,26 @@ def test_a_video_whose_keyframes_are_too_far_apart_for_one_lambda_fails_at_once_
     assert report["error"] == "SegmentTooLongError"
     assert report["message"].startswith("s3://limelight-local-inputbucket/uploads/call.mp4: the 12 s from 0.0 s have no keyframe to cut at")
     assert "at most 10 s of 96x64 video (MaxSegmentSeconds): re-encode it with a keyframe every few seconds" in report["message"]
+    assert cloud.keys(cloud.work_bucket, f"jobs/{result.job_id}/segments/") == []
+    assert published(cloud, result.job_id) == []
+
+
+@pytest.mark.parametrize("make, key, words", [
+    (windows_media, "uploads/lecture.wmv", "its sound (wmav2) fits none of MP4, Matroska and QuickTime, the containers the "
+                                           "workflow publishes in; `limelight anonymize` on one machine writes it back as Windows Media"),
+    (adpcm_camera, "uploads/MVI_0001.AVI", "its sound (adpcm_ima_wav) fits none of MP4, Matroska and QuickTime, the containers "
+                                           "the workflow publishes in; convert its sound first"),
+], ids=["windows-media", "adpcm-avi"])
+def test_a_video_whose_sound_the_workflow_cannot_publish_is_refused_before_any_work(cloud, tmp_path, make, key, words):
+    # GIVEN a Windows Media file (WMA) or an older camera's AVI (IMA ADPCM): sound the reassembly could
+    # not copy into any container it publishes in (it failed at the very end, on a ValueError)
+    src = make(tmp_path / key.split("/")[-1])
+    # WHEN it is uploaded
+    result = run_job(cloud, event_for_upload(cloud, "s3_put_video.json", src.read_bytes(), key=key))
+    # THEN the segment step refuses it, saying why and what to do, before cutting it
+    assert result.status == "FAILED"
+    report = cloud.failure_report(result.job_id)
+    assert report["error"] == "InvalidVideoError"
+    assert report["message"].startswith(f"s3://limelight-local-inputbucket/{key}: {words}")
     assert cloud.keys(cloud.work_bucket, f"jobs/{result.job_id}/segments/") == []
     assert published(cloud, result.job_id) == []
