@@ -453,9 +453,30 @@ def test_an_avi_whose_ima_adpcm_sound_no_container_keeps_in_time_is_refused_in_o
     before = snapshot(tmp_path)
     # WHEN it is anonymized
     code, _, err = run("anonymize", src)
-    # THEN one line names the sound's codec, and nothing is written
-    assert_one_line_error(code, err, "adpcm_ima_wav")
+    # THEN one line names the input, its sound's codec and what to do (it named an .mp4 the user never
+    # chose), and nothing is written
+    assert_one_line_error(code, err, "MVI_0001.AVI: its sound (adpcm_ima_wav) fits none of MP4, Matroska and QuickTime",
+                          "convert the sound first")
+    assert "_anonymized" not in err
     assert snapshot(tmp_path) == before
+
+
+@needs_model
+def test_a_folder_goes_on_past_a_video_whose_sound_no_container_takes(tmp_path):
+    # GIVEN a camera card's folder: an AVI with IMA ADPCM sound first, then an ordinary clip
+    card = tmp_path / "card"
+    card.mkdir()
+    adpcm_camera(card / "MVI_0001.AVI")
+    camera_file(card / "MVI_0002.MP4", "libx264", (176, 144), 25, "yuv420p", 10, [], options={"preset": "ultrafast"})
+    # WHEN the folder is anonymized
+    code, _, err = run("anonymize", card)
+    # THEN the AVI gets its one error line and no output, the clip after it is still anonymized,
+    # and the run exits non-zero (the AVI stopped the whole folder)
+    assert code == 1
+    assert [line for line in err.splitlines() if line.startswith("limelight: error:")] == [
+        f"limelight: error: {card / 'MVI_0001.AVI'}: its sound (adpcm_ima_wav) fits none of MP4, Matroska and QuickTime "
+        "bit-exact; convert the sound first (ffmpeg -i IN -c:v copy -c:a aac OUT.mkv)"]
+    assert sorted(p.name for p in (tmp_path / "card_anonymized").iterdir()) == ["MVI_0002_anonymized.mp4"]
 
 
 @needs_model

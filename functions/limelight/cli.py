@@ -147,7 +147,7 @@ def _anonymize(input_path, known_faces, output, mode, shape, scale, threshold, d
     from limelight.pipeline import IMAGE_SUFFIXES, AnonymizeOptions, Anonymizer, is_photo
     from limelight.recognizer import Recognizer, load_gallery
     from limelight.report import check_report_path, write_report
-    from limelight.video import EncodeOptions, probe
+    from limelight.video import EncodeOptions, audio_codecs, fits_container, probe
 
     files = _inputs(input_path, recursive, output)
     if input_path.is_dir() and not recursive:
@@ -164,6 +164,7 @@ def _anonymize(input_path, known_faces, output, mode, shape, scale, threshold, d
     recognizer = Recognizer(load_gallery(known_faces)) if known_faces is not None else None
     engine = Anonymizer(Detector(detect_size=detect_size, threshold=threshold), recognizer, options)
     reports, failed, started = [], [], time.perf_counter()
+    chosen_for_it = input_path.is_dir() or output is None or output.is_dir()  # output containers LimeLight picks
     planned: set[Path] = set()
     for src in files:
         dst = _output_for(src, input_path, output)
@@ -179,6 +180,11 @@ def _anonymize(input_path, known_faces, output, mode, shape, scale, threshold, d
                 reports.append(engine.image(src, dst))
                 continue
             info = probe(src)
+            if chosen_for_it and not fits_container(src, dst.suffix):
+                # The output's container was LimeLight's choice, yet none takes this sound: the input's
+                # problem, so a folder's other files still go on.
+                raise InputError(f"{src}: its sound ({', '.join(audio_codecs(src))}) fits none of MP4, Matroska and "
+                                 "QuickTime bit-exact; convert the sound first (ffmpeg -i IN -c:v copy -c:a aac OUT.mkv)")
             with tqdm(total=info.frame_count or None, unit="frame", desc=src.name, disable=None, leave=False) as bar:
                 reports.append(engine.video(src, dst, progress=lambda n: bar.update(n - bar.n), info=info))
         except InputError as e:
