@@ -721,3 +721,27 @@ def test_detect_reads_heic_photos_too(tmp_path, shared_file):
     assert code == 0, err
     row = json.loads(out)
     assert (row["width"], row["height"]) == Image.open(src).size and len(row["faces"]) >= 5
+
+
+@needs_model
+def test_a_folder_run_again_into_itself_does_not_anonymize_its_own_results(tmp_path):
+    # GIVEN a folder of photos anonymized into itself once (-o the same folder), and an iPhone's pair
+    # IMG_1.HEIC / IMG_1.JPG whose second result is named IMG_1_jpg_anonymized.jpg
+    folder = tmp_path / "shoot"
+    folder.mkdir()
+    portrait_photo(folder / "astronaut.png")
+    portrait_photo(folder / "IMG_1.jpg")
+    (folder / "IMG_1.jfif").write_bytes((folder / "IMG_1.jpg").read_bytes())
+    code, _, err = run("anonymize", folder, "-o", folder)
+    assert code == 0, err
+    first = sorted(p.name for p in folder.iterdir())
+    assert first == ["IMG_1.jfif", "IMG_1.jpg", "IMG_1_anonymized.jpg", "IMG_1_jpg_anonymized.jpg", "astronaut.png",
+                     "astronaut_anonymized.png"]
+    # WHEN it is run again the same way
+    code, out, err = run("anonymize", folder, "-o", folder)
+    # THEN the three originals are anonymized again, their results are not (it wrote
+    # astronaut_anonymized_anonymized.png), and a note says so
+    assert code == 0, err
+    assert sorted(p.name for p in folder.iterdir()) == first
+    assert "done: 3 file(s)" in out
+    assert "limelight: note: 3 anonymized copies beside their originals skipped" in err

@@ -87,8 +87,32 @@ def _inputs(src: Path, recursive: bool = False, output: Path | None = None) -> l
         if not files:
             more = "" if recursive or not list(_media(src, True, skip)) else " (its sub-folders do: add --recursive)"
             raise InputError(f"{src}: folder holds no video or image files{more}")
-        return files
+        copies = _anonymized_copies(files)
+        if copies:
+            click.echo(f"limelight: note: {len(copies)} anonymized cop{'y' if len(copies) == 1 else 'ies'} beside "
+                       f"{'its original' if len(copies) == 1 else 'their originals'} skipped ({copies[0].name}"
+                       f"{', ...' if len(copies) > 1 else ''})", err=True)
+        return [f for f in files if f not in copies]
     return [src]
+
+
+def _anonymized_copies(files: list[Path]) -> list[Path]:
+    """The files that are LimeLight's output of another file beside them: NAME_anonymized.EXT (or
+    NAME_ext_anonymized.EXT, the second of two inputs differing by suffix) next to NAME.*. A run
+    into the input's own folder, or a folder holding single-file results, would otherwise
+    anonymize them again (NAME_anonymized_anonymized.EXT)."""
+    names = {(f.parent, f.stem.lower(), f.suffix.lower()) for f in files}
+    stems = {(parent, stem) for parent, stem, _ in names}
+    copies = []
+    for f in files:
+        stem = f.stem.lower()
+        if not stem.endswith("_anonymized"):
+            continue
+        base = stem[: -len("_anonymized")]
+        name, _, ext = base.rpartition("_")
+        if (f.parent, base) in stems or (name and (f.parent, name, f".{ext}") in names):
+            copies.append(f)
+    return copies
 
 
 def _skipped_folders(src: Path, output: Path | None) -> list[str]:
