@@ -120,15 +120,18 @@ def portrait_photo(path):
     (lambda tmp: tmp / "no" / "r.json", ["report folder does not exist"]),
     (lambda tmp: tmp, ["is a folder; give the report a file name"]),
     (lambda tmp: Path("/proc/limelight-report.json"), ["cannot write a report there"]),
-], ids=["missing-folder", "a-folder", "read-only-place"])
+    (lambda tmp: tmp / "astronaut.png", ["astronaut.png: a report is JSON, not a png file", "astronaut.json"]),
+    (lambda tmp: tmp / "astronaut_anonymized.png", ["a report is JSON"]),
+], ids=["missing-folder", "a-folder", "read-only-place", "the-input", "the-output"])
 def test_a_report_that_cannot_be_written_fails_before_any_work(tmp_path, where, words):
     # GIVEN a photo and a --report path nothing can be written to (missing folder, a folder, /proc)
+    # or nothing should be: the photo itself or its output (JSON written over the input)
     src = portrait_photo(tmp_path / "astronaut.png")
     before = snapshot(tmp_path)
     # WHEN it is anonymized
     code, _, err = run("anonymize", src, "--report", where(tmp_path))
     # THEN one line names the report path's problem, and nothing was written (it said so only
-    # after the work, in a traceback, for the last two)
+    # after the work, in a traceback, for a folder or /proc; the input was replaced by the report)
     assert_one_line_error(code, err, *words)
     assert snapshot(tmp_path) == before
 

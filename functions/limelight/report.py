@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from limelight.errors import OutputError
+from limelight.formats import CONTAINER_SUFFIXES, IMAGE_SUFFIXES
 from limelight.recognizer import Decision
 
 
@@ -163,11 +164,15 @@ def write_report(path: str | os.PathLike[str], settings: dict[str, Any], model: 
 
 def check_report_path(path: str | os.PathLike[str]) -> None:
     """Fail now, not after hours of video, when a report cannot be written at `path`: a folder
-    that is missing or not writable, or `path` naming a folder. (A disk that fills up meanwhile
-    still fails at the end, with `write_report`'s OutputError.)"""
+    that is missing or not writable, `path` naming a folder, or a video / photo name (the input's
+    or the output's, mistyped for a .json). (A disk that fills up meanwhile still fails at the
+    end, with `write_report`'s OutputError.)"""
     path = Path(path)
     if path.is_dir():
         raise OutputError(f"{path}: is a folder; give the report a file name (e.g. {path / 'report.json'})")
+    if path.suffix.lower() in CONTAINER_SUFFIXES | IMAGE_SUFFIXES | {".gif"}:
+        # `--report clip.mp4` for `--report clip.json` would have replaced the input (or the output) with JSON.
+        raise OutputError(f"{path}: a report is JSON, not a {path.suffix[1:]} file; give it a name such as {path.with_suffix('.json')}")
     if not path.parent.is_dir():
         raise OutputError(f"{path}: report folder does not exist")
     _report_scratch(path).unlink()
