@@ -248,10 +248,15 @@ class LocalCloud:
 
     def start(self, event: dict[str, Any]) -> dict[str, Any]:
         """Deliver an S3 event to the start function, as the S3 notification would."""
-        name = self.stack.physical_name("StartFunction")
-        module, function = self.stack.function_handler("StartFunction").rsplit(".", 1)
+        return self._invoke("StartFunction", event)
+
+    def _invoke(self, logical: str, event: dict[str, Any]) -> Any:
+        """Call a function's handler in-process with `event`, as a service's notification does
+        (not through moto's Lambda: no fault injection, no invocation record)."""
+        module, function = self.stack.function_handler(logical).rsplit(".", 1)
         handler = getattr(importlib.import_module(module), function)
-        return handler(event, LocalContext(function_name=name, invoked_function_arn=self.stack.function_arn("StartFunction")))
+        context = LocalContext(function_name=self.stack.physical_name(logical), invoked_function_arn=self.stack.function_arn(logical))
+        return handler(event, context)
 
     def wait(self, job_id: str, timeout: float = 1800.0) -> JobResult:
         arn = self.execution_arn(job_id)
@@ -271,9 +276,7 @@ class LocalCloud:
         """Hand an EventBridge event to the functions whose rules match it, as EventBridge would
         (moto routes no service events)."""
         for logical in self.stack.rule_targets(event):
-            module, function = self.stack.function_handler(logical).rsplit(".", 1)
-            handler = getattr(importlib.import_module(module), function)
-            handler(event, LocalContext(function_name=self.stack.physical_name(logical), invoked_function_arn=self.stack.function_arn(logical)))
+            self._invoke(logical, event)
 
     def execution_arn(self, job_id: str) -> str:
         return self.state_machine_arn.replace(":stateMachine:", ":execution:") + f":{job_id}"
