@@ -183,6 +183,22 @@ def cut_mid_gop(whole: Path, path: Path, skip: int) -> Path:
     return path
 
 
+def damaged_copy(whole: Path, path: Path, packets: list[int]) -> list[Fraction]:
+    """A copy of the MP4 `whole` with the given video packets (numbers in file order) damaged in
+    place, as a bad sector or a broken transfer leaves them: the first 8 bytes of each, its first
+    NAL unit's length among them, overwritten with 0xFF, so FFmpeg refuses the packet. Returns the
+    presentation times (s) of the damaged packets' frames."""
+    with av.open(str(whole)) as c:
+        stream = c.streams.video[0]
+        found = [(p.pos, p.pts * stream.time_base) for p in c.demux(stream) if p.size]
+    data = bytearray(whole.read_bytes())
+    for k in packets:
+        pos = found[k][0]
+        data[pos : pos + 8] = b"\xff" * 8
+    path.write_bytes(bytes(data))
+    return sorted(found[k][1] for k in packets)
+
+
 def open_gop_mpeg2(path: Path, frames: int = 60) -> Path:
     """MPEG-2 as DVDs, broadcast and XDCAM carry it: open GOPs of 12 frames with 2 B-frames, the
     B-frames after each I-frame shown before it and predicted from the previous GOP too."""

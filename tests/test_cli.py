@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from limelight.cli import main
 from limelight.detector import default_model_path
-from tests.media import adpcm_camera, camera_file, dv_camcorder, phone_3gp, windows_media
+from tests.media import adpcm_camera, camera_file, damaged_copy, dv_camcorder, frame_times, phone_3gp, windows_media
 
 needs_model = pytest.mark.skipif(not default_model_path().exists(), reason="the shipped int8 model is not built yet")
 HAMILTON = "hamilton_white_house_short_clip.mp4"
@@ -74,6 +74,29 @@ def test_truncated_video_fails_cleanly(tmp_path, clip):
     code, _, err = run("anonymize", src)
     assert_one_line_error(code, err, "cut.mp4")
     assert snapshot(tmp_path) == before
+
+
+@needs_model
+def test_a_video_with_damaged_packets_is_anonymized_with_a_warning(tmp_path, clip):
+    # GIVEN the hamilton clip with two video packets damaged in place (ffmpeg plays such a file;
+    # LimeLight refused it as "corrupt or truncated")
+    src = tmp_path / "damaged.mp4"
+    lost = damaged_copy(clip(HAMILTON), src, [100, 200])
+    before = snapshot(tmp_path)
+    report = tmp_path / "audit.json"
+    # WHEN anonymizing it
+    code, out, err = run("anonymize", src, "-o", tmp_path / "out.mp4", "--report", report)
+    # THEN it succeeds with every frame, and one warning line says what was lost and where
+    assert code == 0, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("limelight: warning:") and "damaged.mp4" in lines[0], err
+    assert "2 frames could not be decoded" in lines[0] and f"{float(lost[0]):.2f} s" in lines[0]
+    assert frame_times(tmp_path / "out.mp4") == frame_times(clip(HAMILTON))
+    doc = json.loads(report.read_text())["files"][0]
+    assert doc["frames"] == 275 and doc["damaged_video"]["packets"] == 2
+    assert doc["damaged_video"]["repeated_frames_at"] == pytest.approx([float(t) for t in lost], abs=1e-6)
+    assert doc["blurred"] > 0  # the audience is still anonymized
+    assert {k: v for k, v in snapshot(tmp_path).items() if k in before} == before  # input untouched
 
 
 @needs_model

@@ -23,6 +23,7 @@ from tests.media import (
     browser_webm,
     camera_file,
     cut_mid_gop,
+    damaged_copy,
     divx_avi,
     dv_camcorder,
     frame_times,
@@ -401,8 +402,31 @@ def test_merge_reports_numbers_frames_and_tracks_for_the_whole_video():
     assert merged["pixel_aspect"] == "1:1"
     # the original's streams the joined output leaves out are named, as the CLI's report does
     assert merged["dropped_streams"] == []
+    assert merged["damaged_video"] is None  # no segment met a damaged packet
     subtitled = merge_reports([(0, part(10, []))], input_name="a", output_name="b", dropped_streams=("subtitle #2 (srt, eng)",))
     assert subtitled["dropped_streams"] == ["subtitle #2 (srt, eng)"]
+
+
+def test_a_video_with_damaged_packets_goes_through_split_and_join_whole(tmp_path, clip):
+    # GIVEN the hamilton clip with two video packets damaged in place, in two of its segments
+    src = tmp_path / "damaged.mp4"
+    lost = damaged_copy(clip(HAMILTON), src, [100, 200])
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    segments = split(src, folder, 2.0)
+    # WHEN each segment is anonymized (here: re-encoded) on its own, as in the workflow, and joined
+    encoded = encode_segments(segments, tmp_path)
+    stats = join(encoded, src, tmp_path / "joined.mp4")
+    # THEN the result has every frame of the original with its timestamp, and its audio
+    assert stats.frames == 275
+    assert_same_timing_and_audio(tmp_path / "joined.mp4", clip(HAMILTON))
+    # the segment reports' account of the damage adds up in the merged report
+    parts = [(seg.start_frame, {"frames": seg.frames, "seconds": 1.0, "tracks": [],
+                                "damaged_video": transcode(seg.path, tmp_path / f"again-{seg.index}.mp4").damage.as_dict()})
+             for seg in segments]
+    merged = merge_reports(parts, input_name="a", output_name="b")
+    assert merged["damaged_video"]["packets"] == 2
+    assert merged["damaged_video"]["repeated_frames_at"] == pytest.approx([float(t) for t in lost])
 
 
 def test_join_keeps_the_originals_chapters(tmp_path):

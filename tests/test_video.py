@@ -20,7 +20,7 @@ import pytest
 
 from limelight.errors import InputError, LimeLightError, OutputError
 from limelight.video import EncodeOptions, Frame, iter_frames, probe, transcode
-from tests.media import audio_packets, cut_mid_gop, frame_times, size_switching_clip
+from tests.media import audio_packets, cut_mid_gop, damaged_copy, decoded_pictures, frame_times, size_switching_clip
 
 HAMILTON = "hamilton_white_house_short_clip.mp4"
 PORTRAIT = "portrait_single_person_egoblur_gen1.mp4"
@@ -907,6 +907,44 @@ def test_bad_input_raises_input_error_and_leaves_no_output(make_input, tmp_path,
     assert _sha(src) == digest
     with pytest.raises(InputError):
         probe(src)
+
+
+def test_damaged_packets_mid_stream_are_stood_in_for_and_everything_else_kept(tmp_path, clip):
+    # GIVEN the hamilton clip with two video packets damaged in place (a bad sector, a broken
+    # transfer): FFmpeg refuses them, ffmpeg itself decodes the rest; LimeLight refused the file
+    whole = clip(HAMILTON)
+    src = tmp_path / "damaged.mp4"
+    lost = damaged_copy(whole, src, [100, 200])
+    digest = _sha(src)
+    # WHEN transcoding it
+    stats = transcode(src, tmp_path / "out.mp4")
+    # THEN every frame is there with the original's timestamp, the audio is bit-exact ...
+    assert frame_times(tmp_path / "out.mp4") == frame_times(whole)
+    assert audio_packets(tmp_path / "out.mp4") == audio_packets(whole)
+    # ... each lost frame repeats the picture before it (in the original the two differ) ...
+    times = frame_times(whole)
+    ours, theirs = decoded_pictures(tmp_path / "out.mp4"), decoded_pictures(whole)
+    for t in lost:
+        k = times.index(t)
+        assert np.abs(ours[k].astype(np.int16) - ours[k - 1]).mean() < 0.5
+        assert np.abs(theirs[k].astype(np.int16) - theirs[k - 1]).mean() > 2.0
+    # ... and the damage is accounted for; the input is untouched
+    assert stats.damage.packets == 2
+    assert stats.damage.repeated == pytest.approx([float(t) for t in lost])
+    assert "2 frames could not be decoded" in stats.damage.describe()
+    assert _sha(src) == digest
+
+
+def test_a_badly_damaged_video_is_refused(tmp_path, clip):
+    # GIVEN the hamilton clip (275 frames) with 7 of its video packets damaged: more than 1 in 50
+    src = tmp_path / "wrecked.mp4"
+    damaged_copy(clip(HAMILTON), src, [30, 70, 100, 140, 180, 200, 240])
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    # WHEN transcoding THEN InputError naming the file and the damage, nothing written
+    with pytest.raises(InputError, match=r"7 of 275 video packets cannot be decoded") as caught:
+        transcode(src, out_dir / "result.mp4")
+    _assert_failure_leaves_no_output(caught.value, src, out_dir)
 
 
 def test_missing_input_raises_input_error(tmp_path):

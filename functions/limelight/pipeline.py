@@ -449,6 +449,7 @@ class Anonymizer:
         stats = transcode(src, dst, options=self.options.encode, progress=progress, transform=transform)
         report.frames, report.seconds = stats.frames, time.perf_counter() - start
         report.dropped_streams = list(stats.dropped_streams)
+        report.damage = stats.damage
         report.detector_input = self._detector_input(self._detectors())
         for tid, rec in report.tracks.items():
             rec.decision = states[tid].decision(self.options.recognition.min_matches, self.options.recognition.window) if tid in states else None

@@ -12,11 +12,14 @@ import tempfile
 from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from limelight.errors import OutputError
 from limelight.formats import CONTAINER_SUFFIXES, IMAGE_SUFFIXES
 from limelight.recognizer import Decision
+
+if TYPE_CHECKING:
+    from limelight.video import DecodeDamage
 
 
 @dataclass
@@ -80,6 +83,7 @@ class FileReport:
     rotation: int = 0  # display rotation of a video (counter-clockwise degrees): boxes are in its stored frames' pixels
     pixel_aspect: str = "1:1"  # width of a stored pixel as shown (a video's sample aspect ratio; HDV's is 4:3)
     dropped_streams: list[str] = field(default_factory=list)  # input streams the output leaves out (subtitles, ...)
+    damage: DecodeDamage | None = None  # a damaged video's undecodable packets and the frames they took
 
     def add_box(self, track_id: int, frame: int, box, blurred: bool, shown_as: str | None = None) -> None:
         """One frame of a track; a box left unblurred names the consented person it was shown as."""
@@ -112,6 +116,7 @@ class FileReport:
             "rotation": self.rotation,
             "pixel_aspect": self.pixel_aspect,
             "dropped_streams": list(self.dropped_streams),
+            "damaged_video": self.damage.as_dict() if self.damage is not None and self.damage.packets else None,
         }
 
     def ordered_tracks(self) -> list[TrackRecord]:

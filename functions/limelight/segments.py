@@ -561,6 +561,7 @@ def merge_reports(parts: Sequence[tuple[int, dict[str, Any]]], *, input_name: st
             moved["boxes"] = [[row[0] + start_frame, *row[1:]] for row in track["boxes"]]
             tracks.append(moved)
     kept = sum(1 for t in tracks if t["decision"] != "blurred")
+    damaged = [part["damaged_video"] for _, part in parts if part.get("damaged_video")]
     return {
         "input": input_name,
         "output": output_name,
@@ -575,5 +576,9 @@ def merge_reports(parts: Sequence[tuple[int, dict[str, Any]]], *, input_name: st
         "rotation": int(parts[0][1].get("rotation", 0)) if parts else 0,
         "pixel_aspect": parts[0][1].get("pixel_aspect", "1:1") if parts else "1:1",
         "dropped_streams": list(dropped_streams),
+        "damaged_video": {
+            "packets": sum(d["packets"] for d in damaged),
+            "repeated_frames_at": [t for d in damaged for t in d["repeated_frames_at"]],
+        } if damaged else None,
         "tracks": tracks,
     }

@@ -22,6 +22,7 @@ Failures are reported as `InputError` / `OutputError` (one-line messages naming 
 
 from __future__ import annotations
 
+import heapq
 import math
 import os
 import secrets
@@ -30,7 +31,7 @@ import tempfile
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
@@ -47,9 +48,11 @@ from limelight.formats import CONTAINER_SUFFIXES, KEEP_CONTAINER
 
 __all__ = [
     "CONTAINER_SUFFIXES",
+    "DAMAGE_LIMIT",
     "KEEP_CONTAINER",
     "LAST_RESORT_CONTAINERS",
     "NO_PTS_CONTAINERS",
+    "DecodeDamage",
     "EncodeOptions",
     "Frame",
     "TranscodeStats",
@@ -392,14 +395,15 @@ def coded_boxes(boxes: np.ndarray, turns: int, height: int, width: int) -> np.nd
 
 @dataclass(frozen=True)
 class TranscodeStats:
-    """Outcome of a `transcode`: file written, frames encoded, audio packets copied, wall time, and
-    the input streams left out of the output."""
+    """Outcome of a `transcode`: file written, frames encoded, audio packets copied, wall time, the
+    input streams left out of the output, and what a damaged input lost in decoding."""
 
     output: Path
     frames: int
     audio_packets: int
     seconds: float
     dropped_streams: tuple[str, ...] = ()  # input streams not in the output (`_Writer.dropped`)
+    damage: DecodeDamage = field(default_factory=lambda: DecodeDamage())  # what a damaged input lost in decoding
 
     @property
     def fps(self) -> float:
@@ -501,9 +505,11 @@ def transcode(
     with _open_input(src_p) as container:
         tmp = temporary_path(dst_p)
         writer: _Writer | None = None
+        damage = DecodeDamage()
         try:
             writer = _Writer(container, tmp, dst_p, options)
-            decoded = _frames(container, src_p, writer, exact_rgb=options.exact_rgb, size=options.size, start_pts=options.start_pts)
+            decoded = _frames(container, src_p, writer, exact_rgb=options.exact_rgb, size=options.size,
+                              start_pts=options.start_pts, damage=damage)
             frames = writer.encode_all(transform(decoded), progress)
             writer.close()
             os.replace(tmp, dst_p)
@@ -518,6 +524,7 @@ def transcode(
         audio_packets=writer.audio_packets,
         seconds=time.perf_counter() - started,
         dropped_streams=writer.dropped,
+        damage=damage,
     )
 
 
@@ -790,33 +797,140 @@ def _count_video_packets(path: Path) -> int:
         raise InputError(f"{path}: corrupt or truncated ({error_reason(error)})") from error
 
 
+# A damaged input is refused when more than one video packet in this many (and more than one in
+# all) cannot be decoded.
+DAMAGE_LIMIT = 50
+
+
+@dataclass
+class DecodeDamage:
+    """What a damaged input's video lost in decoding (`_decoded_frames`).
+
+    packets: video packets the decoder refused (a bad sector, a live recording's lost packets);
+    repeated: times (s) of the frames they took with them, each given the picture before it.
+    """
+
+    packets: int = 0
+    repeated: list[float] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, object]:
+        return {"packets": self.packets, "repeated_frames_at": [round(t, 6) for t in self.repeated]}
+
+    def describe(self) -> str:
+        """One line for the user: what was damaged and what the output shows there."""
+        what = f"{self.packets} damaged video packet{'s' if self.packets != 1 else ''}"
+        if not self.repeated:
+            return f"{what}, decoded as far as they go (the pictures there may show decoding errors)"
+        times = ", ".join(f"{t:.2f} s" for t in self.repeated[:5]) + (", ..." if len(self.repeated) > 5 else "")
+        frames = f"{len(self.repeated)} frame{'s' if len(self.repeated) != 1 else ''}"
+        return f"{what}: {frames} could not be decoded (at {times}) and repeat the picture before them"
+
+
+class _Losses:
+    """Finds the frames a damaged input loses in decoding and stands in for them.
+
+    A packet the decoder refuses mid-stream does not end the job: ffmpeg decodes such a file (a bad
+    sector, a live recording's lost packets) and so do we. With frame threads the decoder reports
+    a packet's error on a later packet, so the lost frame is found by its timestamp: once a frame
+    is decoded, every video packet demuxed with an earlier pts that never came out is lost, and
+    while refused packets are unaccounted for, each such frame is given the picture of the frame
+    before it (frame count and timestamps stay the input's). Without a refused packet nothing
+    changes: a decoder that drops frames silently (leading frames of a cut mid-GOP) is left to it.
+    A frame lost before the first decoded one is dropped (the video starts at its first decodable
+    frame); frames lost at the end are a truncated file: InputError, as before.
+    """
+
+    def __init__(self, path: Path, damage: DecodeDamage | None) -> None:
+        self.path = path
+        self.damage = damage if damage is not None else DecodeDamage()
+        self._waiting: list[int] = []  # heap: pts of demuxed video packets not decoded yet
+        self._unmatched = 0  # refused packets not yet matched with a lost frame
+        self._error: BaseException | None = None
+        self._last: av.VideoFrame | None = None
+        self._last_pts: int | None = None
+        self._packets = 0
+
+    def demuxed(self, packet: av.Packet) -> None:
+        if packet.size:
+            self._packets += 1
+            if packet.pts is not None and not packet.is_discard:
+                heapq.heappush(self._waiting, packet.pts)
+
+    def refused(self, error: av.FFmpegError) -> None:
+        self._error = self._error or error
+        self._unmatched += 1
+        self.damage.packets += 1
+
+    def decoded(self, frame: av.VideoFrame) -> Iterator[av.VideoFrame]:
+        """`frame`, after a stand-in for each lost frame before it."""
+        if frame.pts is not None:
+            while self._waiting and self._waiting[0] < frame.pts:
+                lost = heapq.heappop(self._waiting)
+                if not self._unmatched:
+                    continue  # not ours to fill: a decoder's own silent drop
+                self._unmatched -= 1
+                if self._last is not None and self._last_pts is not None and lost > self._last_pts:
+                    self._last.pts = self._last_pts = lost  # converted by the consumer already: the stand-in
+                    self.damage.repeated.append(float(lost * frame.time_base) if frame.time_base else 0.0)
+                    yield self._last
+                # else lost before the first decoded frame: the video starts at its first decodable one
+            if self._waiting and self._waiting[0] == frame.pts:
+                heapq.heappop(self._waiting)
+        self._last, self._last_pts = frame, frame.pts
+        yield frame
+
+    def finish(self) -> None:
+        if self._unmatched and (self._waiting or self._last is None):
+            # The last frames are lost (a truncated file), or no frame decodes at all.
+            raise InputError(f"{self.path}: corrupt or truncated ({error_reason(self._error)})") from self._error
+        if self.damage.packets > max(1, self._packets // DAMAGE_LIMIT):
+            raise InputError(
+                f"{self.path}: corrupt ({self.damage.packets} of {self._packets} video packets cannot be "
+                f"decoded, more than 1 in {DAMAGE_LIMIT})"
+            ) from self._error
+
+
 def _decoded_frames(
-    container: av.container.InputContainer, path: Path, writer: _Writer | None = None
+    container: av.container.InputContainer,
+    path: Path,
+    writer: _Writer | None = None,
+    damage: DecodeDamage | None = None,
 ) -> Iterator[av.VideoFrame]:
     """Decoded frames of the first video stream; audio packets go to `writer` when given.
 
     The input is demuxed once, so audio reaches the writer in file order while video decodes.
-    Only demuxing/decoding errors become InputError; errors of the writer propagate as they are.
+    Demuxing errors become InputError; a video packet the decoder refuses is recorded in `damage`
+    and its frame stood in for (`_Losses`), unless the file is truncated or badly damaged
+    (InputError). Errors of the writer propagate as they are. A frame yielded is converted by the
+    consumer before the next one is asked for (a stand-in reuses the frame object before it).
     """
     video = first_video_stream(container)
     video.thread_type = "AUTO"
     video.codec_context.thread_count = writer.threads if writer is not None else 0
     audios = list(container.streams.audio) if writer is not None else []
     packets = container.demux(video, *audios)
+    losses = _Losses(path, damage)
     while True:
         try:
             packet = next(packets)
-            frames = packet.decode() if packet.stream.type == "video" else None
         except StopIteration:
-            return
+            break
         except av.FFmpegError as error:
             raise InputError(f"{path}: corrupt or truncated ({error_reason(error)})") from error
-        if frames is None:
+        if packet.stream.type != "video":
             # A zero-size packet only marks the end of a stream for the decoder.
             if packet.size:
                 writer.copy_audio(packet)
             continue
-        yield from frames
+        losses.demuxed(packet)
+        try:
+            frames = packet.decode()
+        except av.FFmpegError as error:
+            losses.refused(error)
+            continue
+        for frame in frames:
+            yield from losses.decoded(frame)
+    losses.finish()
 
 
 def _frames(
@@ -827,6 +941,7 @@ def _frames(
     exact_rgb: bool = False,
     size: tuple[int, int] | None = None,
     start_pts: int | None = None,
+    damage: DecodeDamage | None = None,
 ) -> Iterator[Frame]:
     """`Frame`s with strictly increasing pts (repairs missing or repeated decoder timestamps), all
     of one size and pixel format: `size` (width, height) or else the first picture's; none shown
@@ -841,7 +956,7 @@ def _frames(
     to_planar = VideoReformatter()  # one for the stream: its scaler is set up once, not per frame
     to_first = VideoReformatter()
     first: tuple[int, int, str] | None = None
-    for vframe in _decoded_frames(container, path, writer):
+    for vframe in _decoded_frames(container, path, writer, damage):
         if start_pts is not None and vframe.pts is not None and vframe.pts < start_pts:
             continue
         decoded = vframe  # its side data (display matrix) and flags configure the encoder

@@ -16,7 +16,7 @@ from handlers.common import failure_key, output_keys, processed_key
 from infra.local import read_event
 from infra.moto_lambda import Fault
 from limelight.segments import join, split
-from tests.media import adpcm_camera, animation, assert_same_pictures, audio_packets, browser_webm, frame_times, open_gop_mpeg2, phone_3gp, size_switching_clip, windows_media
+from tests.media import adpcm_camera, animation, assert_same_pictures, audio_packets, browser_webm, damaged_copy, frame_times, open_gop_mpeg2, phone_3gp, size_switching_clip, windows_media
 from workflow_support import assert_same_timing_and_audio, download, event_for_upload, run_job
 
 HAMILTON = "hamilton_white_house_short_clip.mp4"
@@ -260,6 +260,24 @@ def test_upload_that_is_not_a_video_ends_in_a_failure_report_and_no_output(cloud
     assert report["source"]["key"] == "uploads/notes.mp4"
     assert published(cloud, result.job_id) == []
     assert failure_key(result.job_id) in cloud.keys(cloud.output_bucket, "failed/")
+
+
+def test_an_upload_with_damaged_packets_is_published_whole_with_the_damage_in_its_report(cloud, clip, tmp_path):
+    # GIVEN the hamilton clip with two video packets damaged in place (a broken transfer), uploaded
+    damaged = tmp_path / "damaged.mp4"
+    lost = damaged_copy(clip(HAMILTON), damaged, [100, 200])
+    event = event_for_upload(cloud, "s3_put_video.json", damaged.read_bytes(), key="uploads/damaged.mp4")
+    # WHEN the workflow runs (it ended in a failure report: "corrupt or truncated")
+    result = run_job(cloud, event)
+    # THEN the video is published with every frame of the original at its time, and its sound ...
+    assert result.status == "SUCCEEDED"
+    video, report = download(cloud, result, tmp_path)
+    assert_same_timing_and_audio(video, clip(HAMILTON))
+    # ... and the report says which frames could not be decoded (each repeats the one before)
+    merged = report["files"][0]
+    assert merged["damaged_video"]["packets"] == 2
+    assert merged["damaged_video"]["repeated_frames_at"] == pytest.approx([float(t) for t in lost], abs=1e-6)
+    assert failure_key(result.job_id) not in cloud.keys(cloud.output_bucket, "failed/")
 
 
 def test_same_s3_event_twice_starts_one_execution(cloud, synthetic_clip):
