@@ -199,6 +199,31 @@ def damaged_copy(whole: Path, path: Path, packets: list[int]) -> list[Fraction]:
     return sorted(found[k][1] for k in packets)
 
 
+def live_ts_with_damaged_audio(whole: Path, path: Path, audio_packets: list[int]) -> Path:
+    """`whole` (H.264 + AAC) remuxed into MPEG-TS, as a live stream is recorded (AAC as ADTS, one
+    PES a frame), with the ADTS header of the given audio packets (numbers in file order) zeroed, as
+    a lost or damaged TS packet leaves them: the MP4 muxer cannot read such a packet."""
+    with av.open(str(whole)) as c, av.open(str(path), "w", format="mpegts") as out:
+        copies = {s.index: out.add_stream_from_template(s) for s in (c.streams.video[0], *c.streams.audio)}
+        for packet in c.demux(*(c.streams[i] for i in copies)):
+            if packet.size:
+                packet.stream = copies[packet.stream.index]
+                out.mux(packet)
+    with av.open(str(path)) as c:
+        audio_pid = c.streams.audio[0].id  # the PID
+    data = bytearray(path.read_bytes())
+    starts = [k for k in range(0, len(data) - 187, 188)
+              if ((data[k + 1] & 0x1F) << 8 | data[k + 2]) == audio_pid and data[k + 1] & 0x40]
+    for n in audio_packets:
+        k = starts[n]
+        payload = k + 4 + ((1 + data[k + 4]) if (data[k + 3] >> 4) & 2 else 0)  # after any adaptation field
+        assert data[payload : payload + 3] == b"\x00\x00\x01", "not a PES start"
+        adts = payload + 9 + data[payload + 8]  # after the PES header
+        data[adts : adts + 7] = bytes(7)
+    path.write_bytes(bytes(data))
+    return path
+
+
 def open_gop_mpeg2(path: Path, frames: int = 60) -> Path:
     """MPEG-2 as DVDs, broadcast and XDCAM carry it: open GOPs of 12 frames with 2 B-frames, the
     B-frames after each I-frame shown before it and predicted from the previous GOP too."""

@@ -93,8 +93,8 @@ def test_a_video_with_damaged_packets_is_anonymized_with_a_warning(tmp_path, cli
     assert "2 frames could not be decoded" in lines[0] and f"{float(lost[0]):.2f} s" in lines[0]
     assert frame_times(tmp_path / "out.mp4") == frame_times(clip(HAMILTON))
     doc = json.loads(report.read_text())["files"][0]
-    assert doc["frames"] == 275 and doc["damaged_video"]["packets"] == 2
-    assert doc["damaged_video"]["repeated_frames_at"] == pytest.approx([float(t) for t in lost], abs=1e-6)
+    assert doc["frames"] == 275 and doc["damage"]["video_packets"] == 2
+    assert doc["damage"]["repeated_frames_at"] == pytest.approx([float(t) for t in lost], abs=1e-6)
     assert doc["blurred"] > 0  # the audience is still anonymized
     assert {k: v for k, v in snapshot(tmp_path).items() if k in before} == before  # input untouched
 

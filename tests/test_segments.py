@@ -27,6 +27,7 @@ from tests.media import (
     divx_avi,
     dv_camcorder,
     frame_times,
+    live_ts_with_damaged_audio,
     open_gop_mpeg2,
     size_switching_clip,
     webcam_flv,
@@ -402,7 +403,7 @@ def test_merge_reports_numbers_frames_and_tracks_for_the_whole_video():
     assert merged["pixel_aspect"] == "1:1"
     # the original's streams the joined output leaves out are named, as the CLI's report does
     assert merged["dropped_streams"] == []
-    assert merged["damaged_video"] is None  # no segment met a damaged packet
+    assert merged["damage"] is None  # no segment met a damaged packet
     subtitled = merge_reports([(0, part(10, []))], input_name="a", output_name="b", dropped_streams=("subtitle #2 (srt, eng)",))
     assert subtitled["dropped_streams"] == ["subtitle #2 (srt, eng)"]
 
@@ -422,11 +423,32 @@ def test_a_video_with_damaged_packets_goes_through_split_and_join_whole(tmp_path
     assert_same_timing_and_audio(tmp_path / "joined.mp4", clip(HAMILTON))
     # the segment reports' account of the damage adds up in the merged report
     parts = [(seg.start_frame, {"frames": seg.frames, "seconds": 1.0, "tracks": [],
-                                "damaged_video": transcode(seg.path, tmp_path / f"again-{seg.index}.mp4").damage.as_dict()})
+                                "damage": transcode(seg.path, tmp_path / f"again-{seg.index}.mp4").damage.as_dict()})
              for seg in segments]
     merged = merge_reports(parts, input_name="a", output_name="b")
-    assert merged["damaged_video"]["packets"] == 2
-    assert merged["damaged_video"]["repeated_frames_at"] == pytest.approx([float(t) for t in lost])
+    assert merged["damage"]["video_packets"] == 2
+    assert merged["damage"]["repeated_frames_at"] == pytest.approx([float(t) for t in lost])
+
+
+def test_join_leaves_out_a_malformed_audio_packet_of_the_original(tmp_path, clip):
+    # GIVEN a live TS recording of the hamilton clip with one AAC packet's ADTS header lost (the
+    # reassembly's MP4 muxer refused it: "cannot write"), and the same recording undamaged
+    clean = live_ts_with_damaged_audio(clip(HAMILTON), tmp_path / "clean.ts", [])
+    src = live_ts_with_damaged_audio(clip(HAMILTON), tmp_path / "live.ts", [40])
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    # WHEN it is split, its segments encoded and joined with its audio into MP4
+    stats = join(encode_segments(split(src, folder, 2.0), tmp_path), src, tmp_path / "joined.mp4")
+    # THEN every other audio packet is there, bit-exact, and every frame
+    transcode(clean, tmp_path / "clean.mp4")
+    expected = audio_packets(tmp_path / "clean.mp4")
+    assert audio_packets(tmp_path / "joined.mp4") == expected[:40] + expected[41:]
+    assert frame_times(tmp_path / "joined.mp4") == frame_times(tmp_path / "clean.mp4")
+    assert (stats.frames, stats.audio_packets, stats.audio_left_out) == (275, 430, 1)
+    # ... and the job's report says so
+    merged = merge_reports([(0, {"frames": 275, "seconds": 1.0, "tracks": []})], input_name="a", output_name="b",
+                           audio_left_out=stats.audio_left_out)
+    assert merged["damage"] == {"video_packets": 0, "repeated_frames_at": [], "audio_packets_left_out": 1}
 
 
 def test_join_keeps_the_originals_chapters(tmp_path):

@@ -20,7 +20,15 @@ import pytest
 
 from limelight.errors import InputError, LimeLightError, OutputError
 from limelight.video import EncodeOptions, Frame, iter_frames, probe, transcode
-from tests.media import audio_packets, cut_mid_gop, damaged_copy, decoded_pictures, frame_times, size_switching_clip
+from tests.media import (
+    audio_packets,
+    cut_mid_gop,
+    damaged_copy,
+    decoded_pictures,
+    frame_times,
+    live_ts_with_damaged_audio,
+    size_switching_clip,
+)
 
 HAMILTON = "hamilton_white_house_short_clip.mp4"
 PORTRAIT = "portrait_single_person_egoblur_gen1.mp4"
@@ -929,7 +937,7 @@ def test_damaged_packets_mid_stream_are_stood_in_for_and_everything_else_kept(tm
         assert np.abs(ours[k].astype(np.int16) - ours[k - 1]).mean() < 0.5
         assert np.abs(theirs[k].astype(np.int16) - theirs[k - 1]).mean() > 2.0
     # ... and the damage is accounted for; the input is untouched
-    assert stats.damage.packets == 2
+    assert stats.damage.video_packets == 2 and stats.damage.audio_left_out == 0
     assert stats.damage.repeated == pytest.approx([float(t) for t in lost])
     assert "2 frames could not be decoded" in stats.damage.describe()
     assert _sha(src) == digest
@@ -943,6 +951,34 @@ def test_a_badly_damaged_video_is_refused(tmp_path, clip):
     out_dir.mkdir()
     # WHEN transcoding THEN InputError naming the file and the damage, nothing written
     with pytest.raises(InputError, match=r"7 of 275 video packets cannot be decoded") as caught:
+        transcode(src, out_dir / "result.mp4")
+    _assert_failure_leaves_no_output(caught.value, src, out_dir)
+
+
+def test_a_malformed_audio_packet_of_a_live_recording_is_left_out_and_the_rest_copied(tmp_path, clip):
+    # GIVEN the hamilton clip recorded as a live stream (MPEG-TS), one AAC packet's ADTS header lost,
+    # and the same recording undamaged; the MP4 muxer refuses the malformed packet ("cannot write")
+    clean = live_ts_with_damaged_audio(clip(HAMILTON), tmp_path / "clean.ts", [])
+    src = live_ts_with_damaged_audio(clip(HAMILTON), tmp_path / "live.ts", [40])
+    digest = _sha(src)
+    # WHEN both are transcoded into MP4
+    transcode(clean, tmp_path / "clean.mp4")
+    stats = transcode(src, tmp_path / "live.mp4")
+    # THEN the damaged one has every other audio packet, bit-exact, and every frame
+    expected = audio_packets(tmp_path / "clean.mp4")
+    assert audio_packets(tmp_path / "live.mp4") == expected[:40] + expected[41:]
+    assert frame_times(tmp_path / "live.mp4") == frame_times(tmp_path / "clean.mp4")
+    assert (stats.audio_packets, stats.damage.audio_left_out, stats.damage.video_packets) == (430, 1, 0)
+    assert "1 malformed audio packet left out" in stats.damage.describe()
+    assert _sha(src) == digest
+
+
+def test_a_recording_with_much_malformed_audio_is_refused(tmp_path, clip):
+    # GIVEN 10 of its 431 audio packets malformed: more than 1 in 50
+    src = live_ts_with_damaged_audio(clip(HAMILTON), tmp_path / "live.ts", list(range(20, 420, 40)))
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    with pytest.raises(InputError, match=r"corrupt audio \(10 of 431 audio packets are malformed") as caught:
         transcode(src, out_dir / "result.mp4")
     _assert_failure_leaves_no_output(caught.value, src, out_dir)
 

@@ -212,7 +212,7 @@ def _anonymize(input_path, known_faces, output, mode, shape, scale, threshold, d
             with tqdm(total=info.frame_count or None, unit="frame", desc=src.name, disable=None, leave=False) as bar:
                 reports.append(engine.video(src, dst, progress=lambda n: bar.update(n - bar.n), info=info))
             damage = reports[-1].damage
-            if damage is not None and damage.packets:
+            if damage:
                 click.echo(f"limelight: warning: {src}: {damage.describe()}", err=True)
         except InputError as e:
             # One unusable file of a folder (truncated, not really a video) does not stop the batch:

@@ -83,7 +83,7 @@ class FileReport:
     rotation: int = 0  # display rotation of a video (counter-clockwise degrees): boxes are in its stored frames' pixels
     pixel_aspect: str = "1:1"  # width of a stored pixel as shown (a video's sample aspect ratio; HDV's is 4:3)
     dropped_streams: list[str] = field(default_factory=list)  # input streams the output leaves out (subtitles, ...)
-    damage: DecodeDamage | None = None  # a damaged video's undecodable packets and the frames they took
+    damage: DecodeDamage | None = None  # what a damaged video lost: undecodable frames, malformed audio packets
 
     def add_box(self, track_id: int, frame: int, box, blurred: bool, shown_as: str | None = None) -> None:
         """One frame of a track; a box left unblurred names the consented person it was shown as."""
@@ -116,7 +116,7 @@ class FileReport:
             "rotation": self.rotation,
             "pixel_aspect": self.pixel_aspect,
             "dropped_streams": list(self.dropped_streams),
-            "damaged_video": self.damage.as_dict() if self.damage is not None and self.damage.packets else None,
+            "damage": self.damage.as_dict() if self.damage else None,
         }
 
     def ordered_tracks(self) -> list[TrackRecord]:

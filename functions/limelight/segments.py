@@ -36,11 +36,14 @@ import av
 from limelight.errors import InputError, OutputError
 from limelight.video import (
     CONTAINER_SUFFIXES,
+    DecodeDamage,
+    check_audio_damage,
     dropped_streams,
     error_reason,
     exact_start_options,
     first_video_stream,
     frame_rate,
+    mux_copied_audio,
     probe,
     published_tags,
     temporary_path,
@@ -110,12 +113,13 @@ class Segment:
 @dataclass(frozen=True)
 class JoinStats:
     """Outcome of a `join`: file written, video frames, audio packets copied (all streams), the
-    original's streams left out."""
+    original's streams left out, its malformed audio packets left out."""
 
     output: Path
     frames: int
     audio_packets: int
     dropped_streams: tuple[str, ...] = ()  # streams of the original left out (`video.dropped_streams`)
+    audio_left_out: int = 0  # the original's malformed audio packets left out (`video.mux_copied_audio`)
 
 
 def _check_output(dst: Path) -> None:
@@ -485,14 +489,18 @@ def join(segment_paths: Iterable[str | os.PathLike[str]], original: str | os.Pat
         try:
             video, audio = _output_streams(out, source, template)
             segments = _SegmentPackets(itertools.chain([first_path], pending), template, stamps, stamps_tb)
-            audio_packets = 0
+            audio_packets = left_out = 0
             for packet in heapq.merge(segments, _audio_packets(source, original_p), key=_dts_seconds):
                 if packet.stream.type == "video":
                     packet.stream = video
-                else:
-                    packet.stream = audio[packet.stream.index]
+                    out.mux(packet)
+                    continue
+                packet.stream = audio[packet.stream.index]
+                if mux_copied_audio(out, packet):
                     audio_packets += 1
-                out.mux(packet)
+                else:
+                    left_out += 1  # malformed (a damaged original): left out, as the engine does
+            check_audio_damage(original_p, left_out, audio_packets)
             out.close()
             os.replace(tmp, dst_p)
         except (av.FFmpegError, OSError) as error:
@@ -501,7 +509,7 @@ def join(segment_paths: Iterable[str | os.PathLike[str]], original: str | os.Pat
         except BaseException:
             _discard(out, tmp)
             raise
-    return JoinStats(dst_p, segments.frames, audio_packets, dropped)
+    return JoinStats(dst_p, segments.frames, audio_packets, dropped, left_out)
 
 
 def _output_streams(out: av.container.OutputContainer, source: av.container.InputContainer, template: av.video.stream.VideoStream):
@@ -538,13 +546,15 @@ def _discard(out: av.container.OutputContainer, tmp: Path) -> None:
 
 
 def merge_reports(parts: Sequence[tuple[int, dict[str, Any]]], *, input_name: str, output_name: str,
-                  dropped_streams: Sequence[str] = ()) -> dict[str, Any]:
+                  dropped_streams: Sequence[str] = (), audio_left_out: int = 0) -> dict[str, Any]:
     """One video report from per-segment ones (`FileReport.as_dict()` of each segment).
 
     `parts`: (start_frame, report) in segment order. Frame numbers become whole-video ones
     (start_frame added), tracks are renumbered in order and say which segment they come from
     (a face crossing a cut is two tracks, each decided on its own samples). Counts are summed.
-    `dropped_streams`: the original's streams the joined output leaves out (`JoinStats`).
+    `dropped_streams`: the original's streams the joined output leaves out, `audio_left_out` its
+    malformed audio packets left out (`JoinStats`); with the segments' undecodable frames they make
+    the report's `damage`.
     """
     tracks: list[dict[str, Any]] = []
     frames, seconds = 0, 0.0
@@ -561,7 +571,12 @@ def merge_reports(parts: Sequence[tuple[int, dict[str, Any]]], *, input_name: st
             moved["boxes"] = [[row[0] + start_frame, *row[1:]] for row in track["boxes"]]
             tracks.append(moved)
     kept = sum(1 for t in tracks if t["decision"] != "blurred")
-    damaged = [part["damaged_video"] for _, part in parts if part.get("damaged_video")]
+    damaged = [part["damage"] for _, part in parts if part.get("damage")]
+    damage = DecodeDamage(
+        video_packets=sum(d["video_packets"] for d in damaged),
+        repeated=[t for d in damaged for t in d["repeated_frames_at"]],
+        audio_left_out=audio_left_out,
+    )
     return {
         "input": input_name,
         "output": output_name,
@@ -576,9 +591,6 @@ def merge_reports(parts: Sequence[tuple[int, dict[str, Any]]], *, input_name: st
         "rotation": int(parts[0][1].get("rotation", 0)) if parts else 0,
         "pixel_aspect": parts[0][1].get("pixel_aspect", "1:1") if parts else "1:1",
         "dropped_streams": list(dropped_streams),
-        "damaged_video": {
-            "packets": sum(d["packets"] for d in damaged),
-            "repeated_frames_at": [t for d in damaged for t in d["repeated_frames_at"]],
-        } if damaged else None,
+        "damage": damage.as_dict() if damage else None,
         "tracks": tracks,
     }

@@ -58,12 +58,14 @@ __all__ = [
     "TranscodeStats",
     "VideoInfo",
     "audio_codecs",
+    "check_audio_damage",
     "coded_boxes",
     "dropped_streams",
     "fits_container",
     "frame_rate",
     "output_container",
     "iter_frames",
+    "mux_copied_audio",
     "probe",
     "quarter_turns",
     "transcode",
@@ -511,6 +513,8 @@ def transcode(
             decoded = _frames(container, src_p, writer, exact_rgb=options.exact_rgb, size=options.size,
                               start_pts=options.start_pts, damage=damage)
             frames = writer.encode_all(transform(decoded), progress)
+            damage.audio_left_out = writer.audio_left_out
+            check_audio_damage(src_p, writer.audio_left_out, writer.audio_packets)
             writer.close()
             os.replace(tmp, dst_p)
         except BaseException:
@@ -804,26 +808,66 @@ DAMAGE_LIMIT = 50
 
 @dataclass
 class DecodeDamage:
-    """What a damaged input's video lost in decoding (`_decoded_frames`).
+    """What a damaged input lost (`_decoded_frames`, `mux_copied_audio`).
 
-    packets: video packets the decoder refused (a bad sector, a live recording's lost packets);
-    repeated: times (s) of the frames they took with them, each given the picture before it.
+    video_packets: video packets the decoder refused (a bad sector, a live recording's lost packets);
+    repeated: times (s) of the frames they took with them, each given the picture before it;
+    audio_left_out: audio packets the output's muxer refused as malformed, left out.
     """
 
-    packets: int = 0
+    video_packets: int = 0
     repeated: list[float] = field(default_factory=list)
+    audio_left_out: int = 0
+
+    def __bool__(self) -> bool:
+        return bool(self.video_packets or self.audio_left_out)
 
     def as_dict(self) -> dict[str, object]:
-        return {"packets": self.packets, "repeated_frames_at": [round(t, 6) for t in self.repeated]}
+        return {
+            "video_packets": self.video_packets,
+            "repeated_frames_at": [round(t, 6) for t in self.repeated],
+            "audio_packets_left_out": self.audio_left_out,
+        }
 
     def describe(self) -> str:
-        """One line for the user: what was damaged and what the output shows there."""
-        what = f"{self.packets} damaged video packet{'s' if self.packets != 1 else ''}"
-        if not self.repeated:
-            return f"{what}, decoded as far as they go (the pictures there may show decoding errors)"
-        times = ", ".join(f"{t:.2f} s" for t in self.repeated[:5]) + (", ..." if len(self.repeated) > 5 else "")
-        frames = f"{len(self.repeated)} frame{'s' if len(self.repeated) != 1 else ''}"
-        return f"{what}: {frames} could not be decoded (at {times}) and repeat the picture before them"
+        """One line for the user: what was damaged and what the output has there."""
+        said = []
+        if self.video_packets:
+            what = _count(self.video_packets, "damaged video packet")
+            if self.repeated:
+                times = ", ".join(f"{t:.2f} s" for t in self.repeated[:5]) + (", ..." if len(self.repeated) > 5 else "")
+                said.append(f"{what}: {_count(len(self.repeated), 'frame')} could not be decoded (at {times}) "
+                            "and repeat the picture before them")
+            else:
+                said.append(f"{what}, decoded as far as they go (the pictures there may show decoding errors)")
+        if self.audio_left_out:
+            said.append(f"{_count(self.audio_left_out, 'malformed audio packet')} left out (a gap that long in the sound)")
+        return "; ".join(said)
+
+
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}{'' if n == 1 else 's'}"
+
+
+def mux_copied_audio(out: av.container.OutputContainer, packet: av.Packet) -> bool:
+    """Mux a copied audio packet; False when the muxer refuses it as malformed (InvalidDataError:
+    a damaged input's packet, such as an AAC frame whose ADTS header a bad sector or a lost TS packet
+    hit, which the MP4 muxer's aac_adtstoasc filter cannot read): that packet is left out, the rest
+    stay bit-exact. Any other error propagates."""
+    try:
+        out.mux(packet)
+    except av.InvalidDataError:
+        return False
+    return True
+
+
+def check_audio_damage(path: Path, left_out: int, copied: int) -> None:
+    """InputError when more of `path`'s audio packets were malformed than a damaged file may have."""
+    if left_out > max(1, (left_out + copied) // DAMAGE_LIMIT):
+        raise InputError(
+            f"{path}: corrupt audio ({left_out} of {left_out + copied} audio packets are malformed, "
+            f"more than 1 in {DAMAGE_LIMIT})"
+        )
 
 
 class _Losses:
@@ -859,7 +903,7 @@ class _Losses:
     def refused(self, error: av.FFmpegError) -> None:
         self._error = self._error or error
         self._unmatched += 1
-        self.damage.packets += 1
+        self.damage.video_packets += 1
 
     def decoded(self, frame: av.VideoFrame) -> Iterator[av.VideoFrame]:
         """`frame`, after a stand-in for each lost frame before it."""
@@ -883,9 +927,9 @@ class _Losses:
         if self._unmatched and (self._waiting or self._last is None):
             # The last frames are lost (a truncated file), or no frame decodes at all.
             raise InputError(f"{self.path}: corrupt or truncated ({error_reason(self._error)})") from self._error
-        if self.damage.packets > max(1, self._packets // DAMAGE_LIMIT):
+        if self.damage.video_packets > max(1, self._packets // DAMAGE_LIMIT):
             raise InputError(
-                f"{self.path}: corrupt ({self.damage.packets} of {self._packets} video packets cannot be "
+                f"{self.path}: corrupt ({self.damage.video_packets} of {self._packets} video packets cannot be "
                 f"decoded, more than 1 in {DAMAGE_LIMIT})"
             ) from self._error
 
@@ -1018,7 +1062,8 @@ class _Writer:
     ) -> None:
         self.dst = dst
         self.threads = options.threads
-        self.audio_packets = 0
+        self.audio_packets = 0  # copied
+        self.audio_left_out = 0  # refused by the muxer as malformed (`mux_copied_audio`)
         self._options = options
         self._in_video = first_video_stream(src)
         self._pending: list[av.Packet] | None = []
@@ -1116,16 +1161,25 @@ class _Writer:
             ov.set_display_matrix(np.frombuffer(bytes(matrix), dtype=np.int32).tolist())
         pending, self._pending = self._pending, None
         for packet in pending or ():
-            self._mux(packet)
+            self._mux_audio(packet)
 
     def copy_audio(self, packet: av.Packet) -> None:
         """Mux an input audio packet unchanged (PyAV rescales pts/dts if the time base differs)."""
         packet.stream = self._audio[packet.stream.index]
-        self.audio_packets += 1
         if self._pending is not None:
             self._pending.append(packet)
         else:
-            self._mux(packet)
+            self._mux_audio(packet)
+
+    def _mux_audio(self, packet: av.Packet) -> None:
+        try:
+            copied = mux_copied_audio(self._out, packet)
+        except (av.FFmpegError, OSError, ValueError) as error:
+            raise OutputError(f"{self.dst}: cannot write ({error_reason(error)})") from error
+        if copied:
+            self.audio_packets += 1
+        else:
+            self.audio_left_out += 1
 
     def encode_all(
         self, frames: Iterable[Frame], progress: Callable[[int], None] | None

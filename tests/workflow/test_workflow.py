@@ -275,8 +275,8 @@ def test_an_upload_with_damaged_packets_is_published_whole_with_the_damage_in_it
     assert_same_timing_and_audio(video, clip(HAMILTON))
     # ... and the report says which frames could not be decoded (each repeats the one before)
     merged = report["files"][0]
-    assert merged["damaged_video"]["packets"] == 2
-    assert merged["damaged_video"]["repeated_frames_at"] == pytest.approx([float(t) for t in lost], abs=1e-6)
+    assert merged["damage"]["video_packets"] == 2
+    assert merged["damage"]["repeated_frames_at"] == pytest.approx([float(t) for t in lost], abs=1e-6)
     assert failure_key(result.job_id) not in cloud.keys(cloud.output_bucket, "failed/")
 
 
