@@ -224,6 +224,30 @@ def live_ts_with_damaged_audio(whole: Path, path: Path, audio_packets: list[int]
     return path
 
 
+def flv_with_late_sound(whole: Path, path: Path, sound_from_ms: int) -> Path:
+    """`whole` (H.264 + AAC) as an FLV whose header announces video only and whose sound starts at
+    `sound_from_ms`, as a stream recording gets when the microphone comes on late: FFmpeg's FLV
+    demuxer adds the audio stream only when it meets the first audio tag, after opening."""
+    with av.open(str(whole)) as c, av.open(str(path), "w", format="flv") as out:
+        copies = {s.index: out.add_stream_from_template(s) for s in (c.streams.video[0], *c.streams.audio)}
+        for packet in c.demux(*(c.streams[i] for i in copies)):
+            if packet.size:
+                packet.stream = copies[packet.stream.index]
+                out.mux(packet)
+    data = path.read_bytes()
+    header, pos, kept = bytearray(data[:13]), 13, []
+    header[4] = 0x01  # TypeFlags: video only
+    while pos + 11 <= len(data):
+        size = int.from_bytes(data[pos + 1 : pos + 4], "big")
+        stamp = int.from_bytes(data[pos + 4 : pos + 7], "big") | data[pos + 7] << 24
+        tag = data[pos : pos + 11 + size + 4]  # the tag and its PreviousTagSize
+        if data[pos] != 8 or stamp >= sound_from_ms:
+            kept.append(tag)
+        pos += 11 + size + 4
+    path.write_bytes(bytes(header) + b"".join(kept))
+    return path
+
+
 def open_gop_mpeg2(path: Path, frames: int = 60) -> Path:
     """MPEG-2 as DVDs, broadcast and XDCAM carry it: open GOPs of 12 frames with 2 B-frames, the
     B-frames after each I-frame shown before it and predicted from the previous GOP too."""

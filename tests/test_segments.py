@@ -26,6 +26,7 @@ from tests.media import (
     damaged_copy,
     divx_avi,
     dv_camcorder,
+    flv_with_late_sound,
     frame_times,
     live_ts_with_damaged_audio,
     open_gop_mpeg2,
@@ -444,11 +445,26 @@ def test_join_leaves_out_a_malformed_audio_packet_of_the_original(tmp_path, clip
     expected = audio_packets(tmp_path / "clean.mp4")
     assert audio_packets(tmp_path / "joined.mp4") == expected[:40] + expected[41:]
     assert frame_times(tmp_path / "joined.mp4") == frame_times(tmp_path / "clean.mp4")
-    assert (stats.frames, stats.audio_packets, stats.audio_left_out) == (275, 430, 1)
+    assert (stats.frames, stats.audio_packets, stats.damage.audio_left_out) == (275, 430, 1)
     # ... and the job's report says so
     merged = merge_reports([(0, {"frames": 275, "seconds": 1.0, "tracks": []})], input_name="a", output_name="b",
-                           audio_left_out=stats.audio_left_out)
-    assert merged["damage"] == {"video_packets": 0, "repeated_frames_at": [], "audio_packets_left_out": 1}
+                           damage=stats.damage)
+    assert merged["damage"] == {"video_packets": 0, "repeated_frames_at": [], "audio_packets_left_out": 1,
+                                "streams_starting_mid_file_left_out": 0}
+
+
+def test_join_names_a_stream_of_the_original_that_starts_mid_file(tmp_path, clip):
+    # GIVEN an FLV stream recording whose sound starts 6 s in (its header announcing video only)
+    src = flv_with_late_sound(clip(HAMILTON), tmp_path / "stream.flv", 6000)
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    # WHEN split, encoded and joined (PyAV's demux failed on the stream it did not know)
+    stats = join(encode_segments(split(src, folder, 2.0), tmp_path), src, tmp_path / "joined.mp4")
+    # THEN every frame is there, and the stream left out is accounted for in the job's report
+    assert (stats.frames, stats.audio_packets, stats.damage.late_streams) == (275, 0, 1)
+    merged = merge_reports([(0, {"frames": 275, "seconds": 1.0, "tracks": []})], input_name="a", output_name="b",
+                           damage=stats.damage)
+    assert merged["damage"]["streams_starting_mid_file_left_out"] == 1
 
 
 def test_join_keeps_the_originals_chapters(tmp_path):

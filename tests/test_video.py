@@ -19,12 +19,13 @@ import numpy as np
 import pytest
 
 from limelight.errors import InputError, LimeLightError, OutputError
-from limelight.video import EncodeOptions, Frame, iter_frames, probe, transcode
+from limelight.video import EncodeOptions, Frame, demux, iter_frames, probe, transcode
 from tests.media import (
     audio_packets,
     cut_mid_gop,
     damaged_copy,
     decoded_pictures,
+    flv_with_late_sound,
     frame_times,
     live_ts_with_damaged_audio,
     size_switching_clip,
@@ -981,6 +982,23 @@ def test_a_recording_with_much_malformed_audio_is_refused(tmp_path, clip):
     with pytest.raises(InputError, match=r"corrupt audio \(10 of 431 audio packets are malformed") as caught:
         transcode(src, out_dir / "result.mp4")
     _assert_failure_leaves_no_output(caught.value, src, out_dir)
+
+
+def test_a_stream_that_starts_mid_file_is_left_out_and_said_so_instead_of_crashing(tmp_path, clip):
+    # GIVEN an FLV stream recording whose sound starts 6 s in, its header announcing video only:
+    # the demuxer adds the audio stream mid-file, and PyAV's demux failed with a bare IndexError
+    src = flv_with_late_sound(clip(HAMILTON), tmp_path / "stream.flv", 6000)
+    with av.open(str(src)) as c:
+        assert [s.type for s in c.streams] == ["video"]
+        video = c.streams.video[0]
+        times = sorted(p.pts * video.time_base for p in demux(c, video) if p.size)
+    assert len(times) == 275
+    # WHEN transcoding it
+    stats = transcode(src, tmp_path / "out.mp4")
+    # THEN every video frame is there at its time, and the late stream is named as left out
+    assert frame_times(tmp_path / "out.mp4") == times
+    assert (stats.damage.late_streams, stats.damage.video_packets, stats.audio_packets) == (1, 0, 0)
+    assert "1 stream starting mid-file" in stats.damage.describe()
 
 
 def test_missing_input_raises_input_error(tmp_path):

@@ -38,7 +38,7 @@ from limelight.errors import LimeLightError
 from limelight.formats import photo_output_suffix
 from limelight.pipeline import is_photo
 from limelight.segments import join, merge_reports
-from limelight.video import output_container
+from limelight.video import DecodeDamage, output_container
 
 logger = Logger()
 tracer = Tracer()
@@ -67,7 +67,7 @@ def read_json(bucket: str, key: str) -> Any:
 
 
 def merged_report(cfg: Config, job_id: str, source: Source, listing: list[dict[str, Any]], video_key: str,
-                  dropped_streams: tuple[str, ...] = (), audio_left_out: int = 0) -> dict[str, Any]:
+                  dropped_streams: tuple[str, ...] = (), damage: DecodeDamage | None = None) -> dict[str, Any]:
     """The job's audit report in the CLI's format, whole-video frame numbers, S3 names."""
     parts = [read_json(cfg.work_bucket, segment_report_key(job_id, s["index"])) for s in listing]
     merged = merge_reports(
@@ -75,7 +75,7 @@ def merged_report(cfg: Config, job_id: str, source: Source, listing: list[dict[s
         input_name=f"s3://{source.bucket}/{source.key}",
         output_name=f"s3://{cfg.output_bucket}/{video_key}",
         dropped_streams=dropped_streams,
-        audio_left_out=audio_left_out,
+        damage=damage,
     )
     return {
         "limelight_report": 1,
@@ -155,7 +155,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
                 stats = join(fetch_parts(cfg, job_id, listing, work), original, output)
             except LimeLightError as error:
                 raise ReassembleError(f"job {job_id}: {error}") from None
-            report = merged_report(cfg, job_id, source, listing, video_key, stats.dropped_streams, stats.audio_left_out)
+            report = merged_report(cfg, job_id, source, listing, video_key, stats.dropped_streams, stats.damage)
             frames = stats.frames
         ensure_running(cfg, job_id, "before its result was published")
         s3.upload_file(str(output), cfg.output_bucket, video_key)

@@ -26,7 +26,7 @@ import math
 import os
 from array import array
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,7 @@ from limelight.video import (
     CONTAINER_SUFFIXES,
     DecodeDamage,
     check_audio_damage,
+    demux,
     dropped_streams,
     error_reason,
     exact_start_options,
@@ -113,13 +114,13 @@ class Segment:
 @dataclass(frozen=True)
 class JoinStats:
     """Outcome of a `join`: file written, video frames, audio packets copied (all streams), the
-    original's streams left out, its malformed audio packets left out."""
+    original's streams left out, what of its audio a damaged original lost (`damage`)."""
 
     output: Path
     frames: int
     audio_packets: int
     dropped_streams: tuple[str, ...] = ()  # streams of the original left out (`video.dropped_streams`)
-    audio_left_out: int = 0  # the original's malformed audio packets left out (`video.mux_copied_audio`)
+    damage: DecodeDamage = field(default_factory=DecodeDamage)  # the original's malformed audio packets and late streams left out
 
 
 def _check_output(dst: Path) -> None:
@@ -233,7 +234,7 @@ def split(
             gop: list[av.Packet] = []  # copies of the current GOP's packets: the next segment's pre-roll
             frames = total = skipped = preroll = 0
             start_pts = first_pts = last_dts = None
-            for index, packet in enumerate(p for p in container.demux(video) if p.size):
+            for index, packet in enumerate(p for p in demux(container, video) if p.size):
                 if writer is None and not packet.is_keyframe:
                     # A recording cut mid-GOP (a broadcast TS): what comes before its first keyframe
                     # cannot be decoded, and the engine's output starts at that keyframe too.
@@ -303,7 +304,7 @@ def _keyframes(container: av.container.InputContainer, video: av.video.stream.Vi
     key_index: int | None = None
     key_pts: int | None = None
     try:
-        for index, packet in enumerate(p for p in container.demux(video) if p.size):
+        for index, packet in enumerate(p for p in demux(container, video) if p.size):
             if packet.is_keyframe:
                 keyframes.add(index)
                 if key_index is not None:
@@ -340,7 +341,7 @@ def _dts_seconds(packet: av.Packet) -> Fraction:
     return stamp * packet.time_base
 
 
-def _original_pts(path: Path) -> tuple[array, Fraction]:
+def _original_pts(path: Path, on_new_stream: Callable[[], None] | None = None) -> tuple[array, Fraction]:
     """Presentation timestamps of the original's video frames from its first keyframe on, those
     shown before it left out (what `split` cuts), sorted (demux only).
 
@@ -351,7 +352,7 @@ def _original_pts(path: Path) -> tuple[array, Fraction]:
         if stream is None:
             raise InputError(f"{path}: no video stream")
         try:
-            packets = (p for p in container.demux(stream) if p.size and p.pts is not None)
+            packets = (p for p in demux(container, stream, on_new_stream=on_new_stream) if p.size and p.pts is not None)
             first = next((p.pts for p in packets if p.is_keyframe), None)
             stamps = [] if first is None else sorted([first, *(p.pts for p in packets if p.pts >= first)])
         except av.FFmpegError as error:
@@ -387,7 +388,7 @@ class _SegmentPackets:
                 shift: int | None = None
                 seen: list[int] = []
                 try:
-                    for packet in container.demux(stream):
+                    for packet in demux(container, stream):
                         if not packet.size:
                             continue
                         if shift is None:
@@ -441,8 +442,9 @@ def _audio_packets(container: av.container.InputContainer, path: Path) -> Iterat
     audios = list(container.streams.audio)
     if not audios:
         return
+
     try:
-        for packet in container.demux(*audios):
+        for packet in demux(container, *audios):  # a stream starting mid-file: counted by `_original_pts`
             if packet.size:
                 yield packet
     except av.FFmpegError as error:
@@ -474,7 +476,12 @@ def join(segment_paths: Iterable[str | os.PathLike[str]], original: str | os.Pat
     original_p, dst_p = Path(original), Path(dst)
     _check_output(dst_p)
     probe(original_p)  # rejects missing, empty, truncated, non-video originals with an InputError
-    stamps, stamps_tb = _original_pts(original_p)
+    damage = DecodeDamage()  # what a damaged original's audio loses
+
+    def late_stream() -> None:
+        damage.late_streams += 1
+
+    stamps, stamps_tb = _original_pts(original_p, on_new_stream=late_stream)
     with av.open(str(original_p)) as source, av.open(str(first_path)) as first:
         dropped = dropped_streams(source)
         template = first_video_stream(first)
@@ -489,7 +496,7 @@ def join(segment_paths: Iterable[str | os.PathLike[str]], original: str | os.Pat
         try:
             video, audio = _output_streams(out, source, template)
             segments = _SegmentPackets(itertools.chain([first_path], pending), template, stamps, stamps_tb)
-            audio_packets = left_out = 0
+            audio_packets = 0
             for packet in heapq.merge(segments, _audio_packets(source, original_p), key=_dts_seconds):
                 if packet.stream.type == "video":
                     packet.stream = video
@@ -499,8 +506,8 @@ def join(segment_paths: Iterable[str | os.PathLike[str]], original: str | os.Pat
                 if mux_copied_audio(out, packet):
                     audio_packets += 1
                 else:
-                    left_out += 1  # malformed (a damaged original): left out, as the engine does
-            check_audio_damage(original_p, left_out, audio_packets)
+                    damage.audio_left_out += 1  # malformed (a damaged original): left out, as the engine does
+            check_audio_damage(original_p, damage.audio_left_out, audio_packets)
             out.close()
             os.replace(tmp, dst_p)
         except (av.FFmpegError, OSError) as error:
@@ -509,7 +516,7 @@ def join(segment_paths: Iterable[str | os.PathLike[str]], original: str | os.Pat
         except BaseException:
             _discard(out, tmp)
             raise
-    return JoinStats(dst_p, segments.frames, audio_packets, dropped, left_out)
+    return JoinStats(dst_p, segments.frames, audio_packets, dropped, damage)
 
 
 def _output_streams(out: av.container.OutputContainer, source: av.container.InputContainer, template: av.video.stream.VideoStream):
@@ -546,15 +553,15 @@ def _discard(out: av.container.OutputContainer, tmp: Path) -> None:
 
 
 def merge_reports(parts: Sequence[tuple[int, dict[str, Any]]], *, input_name: str, output_name: str,
-                  dropped_streams: Sequence[str] = (), audio_left_out: int = 0) -> dict[str, Any]:
+                  dropped_streams: Sequence[str] = (), damage: DecodeDamage | None = None) -> dict[str, Any]:
     """One video report from per-segment ones (`FileReport.as_dict()` of each segment).
 
     `parts`: (start_frame, report) in segment order. Frame numbers become whole-video ones
     (start_frame added), tracks are renumbered in order and say which segment they come from
     (a face crossing a cut is two tracks, each decided on its own samples). Counts are summed.
-    `dropped_streams`: the original's streams the joined output leaves out, `audio_left_out` its
-    malformed audio packets left out (`JoinStats`); with the segments' undecodable frames they make
-    the report's `damage`.
+    `dropped_streams`: the original's streams the joined output leaves out, `damage` what of its
+    audio a damaged original lost (`JoinStats`); with the segments' undecodable frames it makes the
+    report's `damage`.
     """
     tracks: list[dict[str, Any]] = []
     frames, seconds = 0, 0.0
@@ -572,10 +579,12 @@ def merge_reports(parts: Sequence[tuple[int, dict[str, Any]]], *, input_name: st
             tracks.append(moved)
     kept = sum(1 for t in tracks if t["decision"] != "blurred")
     damaged = [part["damage"] for _, part in parts if part.get("damage")]
+    joined = damage or DecodeDamage()
     damage = DecodeDamage(
         video_packets=sum(d["video_packets"] for d in damaged),
         repeated=[t for d in damaged for t in d["repeated_frames_at"]],
-        audio_left_out=audio_left_out,
+        audio_left_out=joined.audio_left_out,
+        late_streams=joined.late_streams,
     )
     return {
         "input": input_name,

@@ -60,6 +60,7 @@ __all__ = [
     "audio_codecs",
     "check_audio_damage",
     "coded_boxes",
+    "demux",
     "dropped_streams",
     "fits_container",
     "frame_rate",
@@ -791,12 +792,32 @@ def _sample_aspect_ratio(stream: av.video.stream.VideoStream) -> Fraction | None
     return Fraction(sar) if sar else None
 
 
+def demux(
+    container: av.container.InputContainer, *streams: av.stream.Stream, on_new_stream: Callable[[], None] | None = None
+) -> Iterator[av.Packet]:
+    """`container.demux(*streams)`, carried on past a stream that appears mid-file.
+
+    Some demuxers add a stream while reading (FLV on a damaged tag, or on sound that starts after
+    the header said there was none; MPEG-TS on a PID announced late); PyAV's demux then fails with
+    IndexError on that stream's first packet, its list of streams being the one from opening. A
+    new demux reads on from where the file is and skips the new stream, which is none of
+    `streams` (each restart has read at least that packet: no loop); `on_new_stream` is told.
+    """
+    while True:
+        try:
+            yield from container.demux(*streams)
+            return
+        except IndexError:
+            if on_new_stream is not None:
+                on_new_stream()
+
+
 def _count_video_packets(path: Path) -> int:
     """The video packets of `path`, counted in a pass of its own: seeking back would not do, an FLV
     without a keyframe index refuses it ("Operation not permitted")."""
     try:
         with av.open(str(path)) as container:
-            return sum(1 for packet in container.demux(first_video_stream(container)) if packet.size)
+            return sum(1 for packet in demux(container, first_video_stream(container)) if packet.size)
     except (av.FFmpegError, OSError) as error:
         raise InputError(f"{path}: corrupt or truncated ({error_reason(error)})") from error
 
@@ -812,21 +833,24 @@ class DecodeDamage:
 
     video_packets: video packets the decoder refused (a bad sector, a live recording's lost packets);
     repeated: times (s) of the frames they took with them, each given the picture before it;
-    audio_left_out: audio packets the output's muxer refused as malformed, left out.
+    audio_left_out: audio packets the output's muxer refused as malformed, left out;
+    late_streams: streams that appeared mid-file, unknown when the output was set up: left out.
     """
 
     video_packets: int = 0
     repeated: list[float] = field(default_factory=list)
     audio_left_out: int = 0
+    late_streams: int = 0
 
     def __bool__(self) -> bool:
-        return bool(self.video_packets or self.audio_left_out)
+        return bool(self.video_packets or self.audio_left_out or self.late_streams)
 
     def as_dict(self) -> dict[str, object]:
         return {
             "video_packets": self.video_packets,
             "repeated_frames_at": [round(t, 6) for t in self.repeated],
             "audio_packets_left_out": self.audio_left_out,
+            "streams_starting_mid_file_left_out": self.late_streams,
         }
 
     def describe(self) -> str:
@@ -842,6 +866,9 @@ class DecodeDamage:
                 said.append(f"{what}, decoded as far as they go (the pictures there may show decoding errors)")
         if self.audio_left_out:
             said.append(f"{_count(self.audio_left_out, 'malformed audio packet')} left out (a gap that long in the sound)")
+        if self.late_streams:
+            said.append(f"{_count(self.late_streams, 'stream')} starting mid-file (sound added late, or a damaged "
+                        "tag) left out: remux with ffmpeg first to keep it")
         return "; ".join(said)
 
 
@@ -900,6 +927,9 @@ class _Losses:
             if packet.pts is not None and not packet.is_discard:
                 heapq.heappush(self._waiting, packet.pts)
 
+    def new_stream(self) -> None:
+        self.damage.late_streams += 1
+
     def refused(self, error: av.FFmpegError) -> None:
         self._error = self._error or error
         self._unmatched += 1
@@ -952,8 +982,8 @@ def _decoded_frames(
     video.thread_type = "AUTO"
     video.codec_context.thread_count = writer.threads if writer is not None else 0
     audios = list(container.streams.audio) if writer is not None else []
-    packets = container.demux(video, *audios)
     losses = _Losses(path, damage)
+    packets = demux(container, video, *audios, on_new_stream=losses.new_stream)
     while True:
         try:
             packet = next(packets)
@@ -969,6 +999,10 @@ def _decoded_frames(
         losses.demuxed(packet)
         try:
             frames = packet.decode()
+        except av.EOFError:
+            if packet.size:
+                raise
+            continue  # a second end-of-stream packet (a demux restarted by `demux`): already drained
         except av.FFmpegError as error:
             losses.refused(error)
             continue
