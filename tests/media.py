@@ -199,16 +199,60 @@ def damaged_copy(whole: Path, path: Path, packets: list[int]) -> list[Fraction]:
     return sorted(found[k][1] for k in packets)
 
 
-def live_ts_with_damaged_audio(whole: Path, path: Path, audio_packets: list[int]) -> Path:
-    """`whole` (H.264 + AAC) remuxed into MPEG-TS, as a live stream is recorded (AAC as ADTS, one
-    PES a frame), with the ADTS header of the given audio packets (numbers in file order) zeroed, as
-    a lost or damaged TS packet leaves them: the MP4 muxer cannot read such a packet."""
+def ts_recording(whole: Path, path: Path) -> Path:
+    """`whole` (H.264 + AAC) remuxed into MPEG-TS, as a live stream or a broadcast is recorded (AAC
+    as ADTS, one PES a frame; timestamps as in `whole`)."""
     with av.open(str(whole)) as c, av.open(str(path), "w", format="mpegts") as out:
         copies = {s.index: out.add_stream_from_template(s) for s in (c.streams.video[0], *c.streams.audio)}
         for packet in c.demux(*(c.streams[i] for i in copies)):
             if packet.size:
                 packet.stream = copies[packet.stream.index]
                 out.mux(packet)
+    return path
+
+
+def ts_with_late_sound(whole: Path, path: Path, parts: int = 6, gop: int = 60) -> Path:
+    """An MPEG-TS of `whole`'s first `gop` video packets (one GOP) played `parts` times in a row,
+    whose AAC PID is announced from the start but carries sound (`whole`'s, over that GOP) only in
+    the last part, as a broadcast's audio-description or second-language PID: FFmpeg, which looks 5 s
+    into a file for the streams' parameters, finds none for it."""
+    with av.open(str(whole)) as c:
+        video, sound = c.streams.video[0], c.streams.audio[0]
+        pictures = [p for p in c.demux(video) if p.size][:gop]
+        c.seek(0)
+        end = max(p.pts for p in pictures) * video.time_base
+        sounds = [p for p in c.demux(sound) if p.size and p.pts * p.time_base <= end]
+        step = Fraction(gop) / video.average_rate
+        with av.open(str(path), "w", format="mpegts") as out:
+            copies = {video.index: out.add_stream_from_template(video), sound.index: out.add_stream_from_template(sound)}
+            for k in range(parts):
+                for p in sorted(pictures + (sounds if k == parts - 1 else []), key=lambda p: p.dts * p.time_base):
+                    shift = round(k * step / p.time_base)
+                    q = av.Packet(bytes(p))
+                    q.pts, q.dts, q.time_base, q.is_keyframe = p.pts + shift, p.dts + shift, p.time_base, p.is_keyframe
+                    q.stream = copies[p.stream.index]
+                    out.mux(q)
+    return path
+
+
+def ts_with_silent_sound(whole: Path, path: Path) -> Path:
+    """An MPEG-TS of `whole`'s video with an AAC PID announced but never carrying a packet (an
+    unused language PID of a broadcast recording)."""
+    with av.open(str(whole)) as c, av.open(str(path), "w", format="mpegts") as out:
+        video = out.add_stream_from_template(c.streams.video[0])
+        out.add_stream_from_template(c.streams.audio[0])
+        for packet in c.demux(c.streams.video[0]):
+            if packet.size:
+                packet.stream = video
+                out.mux(packet)
+    return path
+
+
+def live_ts_with_damaged_audio(whole: Path, path: Path, audio_packets: list[int]) -> Path:
+    """`ts_recording` of `whole` with the ADTS header of the given audio packets (numbers in file
+    order) zeroed, as a lost or damaged TS packet leaves them: the MP4 muxer cannot read such a
+    packet."""
+    ts_recording(whole, path)
     with av.open(str(path)) as c:
         audio_pid = c.streams.audio[0].id  # the PID
     data = bytearray(path.read_bytes())

@@ -31,6 +31,8 @@ from tests.media import (
     live_ts_with_damaged_audio,
     open_gop_mpeg2,
     size_switching_clip,
+    ts_with_late_sound,
+    ts_with_silent_sound,
     webcam_flv,
 )
 
@@ -450,7 +452,7 @@ def test_join_leaves_out_a_malformed_audio_packet_of_the_original(tmp_path, clip
     merged = merge_reports([(0, {"frames": 275, "seconds": 1.0, "tracks": []})], input_name="a", output_name="b",
                            damage=stats.damage)
     assert merged["damage"] == {"video_packets": 0, "repeated_frames_at": [], "audio_packets_left_out": 1,
-                                "streams_starting_mid_file_left_out": 0}
+                                "streams_starting_mid_file_left_out": 0, "timestamps_start_again_after": []}
 
 
 def test_join_names_a_stream_of_the_original_that_starts_mid_file(tmp_path, clip):
@@ -465,6 +467,23 @@ def test_join_names_a_stream_of_the_original_that_starts_mid_file(tmp_path, clip
     merged = merge_reports([(0, {"frames": 275, "seconds": 1.0, "tracks": []})], input_name="a", output_name="b",
                            damage=stats.damage)
     assert merged["damage"]["streams_starting_mid_file_left_out"] == 1
+
+
+@pytest.mark.parametrize("make, sound", [(ts_with_late_sound, True), (ts_with_silent_sound, False)], ids=["late", "silent"])
+def test_join_copies_a_sound_pid_that_starts_late_and_names_one_without_sound(tmp_path, clip, make, sound):
+    # GIVEN a TS whose AAC PID carries sound only from 10 s on (FFmpeg's first look finds no sample
+    # rate), or never (the reassembly's MP4 muxer refused both: "cannot write (Invalid argument)")
+    src = make(clip(HAMILTON), tmp_path / "broadcast.ts")
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    # WHEN split, encoded and joined
+    stats = join(encode_segments(split(src, folder, 2.0), tmp_path), src, tmp_path / "joined.mp4")
+    # THEN every frame is there, the late sound is copied and the silent stream named as left out
+    assert frame_times(tmp_path / "joined.mp4") == frame_times(src)
+    assert (stats.audio_packets > 0) == sound
+    assert stats.dropped_streams == (() if sound else ("audio #1 (aac, no sound found)",))
+    if sound:
+        assert len(audio_packets(tmp_path / "joined.mp4")) == len(audio_packets(src)) == stats.audio_packets
 
 
 def test_join_keeps_the_originals_chapters(tmp_path):

@@ -29,6 +29,9 @@ from tests.media import (
     frame_times,
     live_ts_with_damaged_audio,
     size_switching_clip,
+    ts_recording,
+    ts_with_late_sound,
+    ts_with_silent_sound,
 )
 
 HAMILTON = "hamilton_white_house_short_clip.mp4"
@@ -999,6 +1002,59 @@ def test_a_stream_that_starts_mid_file_is_left_out_and_said_so_instead_of_crashi
     assert frame_times(tmp_path / "out.mp4") == times
     assert (stats.damage.late_streams, stats.damage.video_packets, stats.audio_packets) == (1, 0, 0)
     assert "1 stream starting mid-file" in stats.damage.describe()
+
+
+def test_recordings_joined_end_to_end_are_put_one_after_the_other(tmp_path, clip):
+    # GIVEN two TS recordings joined with `cat`: the second part's clock starts again, its
+    # timestamps jumping back 9 s (the MP4 muxer refused the output: "cannot write")
+    part = ts_recording(clip(HAMILTON), tmp_path / "part.ts")
+    src = tmp_path / "joined.ts"
+    src.write_bytes(part.read_bytes() * 2)
+    # WHEN transcoding it
+    stats = transcode(src, tmp_path / "out.mp4")
+    # THEN the second part follows the first: each part's frames keep their spacing ...
+    once = frame_times(part)
+    times = frame_times(tmp_path / "out.mp4")
+    assert len(times) == 2 * len(once) == 550
+    shift = times[275] - once[0]
+    assert times[:275] == once and times[275:] == [t + shift for t in once]
+    assert once[-1] < shift + once[0]  # after the first part's last frame
+    # ... every audio packet is there, bit-exact, and each part keeps its sound in sync
+    theirs, ours = audio_packets(part), audio_packets(tmp_path / "out.mp4")
+    assert [p[1] for p in ours] == [p[1] for p in audio_packets(clip(HAMILTON))] * 2  # (the TS's without ADTS headers)
+    sound_shift = ours[len(theirs)][2] - theirs[0][2]
+    assert sound_shift == pytest.approx(shift, abs=1e-4)  # A/V alignment of the second part kept
+    assert [round(t, 2) for t in stats.damage.restarts] == [round(float(ours[len(theirs) - 1][2]), 2)]
+    assert "timestamps start again after" in stats.damage.describe()
+
+
+def test_a_sound_pid_that_starts_late_is_found_and_copied(tmp_path, clip):
+    # GIVEN a TS whose AAC PID carries sound only from 10 s on: FFmpeg's first look (5 s) gives it
+    # no sample rate, and the MP4 muxer refused the output ("cannot write (Invalid argument)")
+    src = ts_with_late_sound(clip(HAMILTON), tmp_path / "broadcast.ts")
+    with av.open(str(src)) as c:
+        assert c.streams.audio[0].codec_context.sample_rate == 0
+    # WHEN transcoding it
+    stats = transcode(src, tmp_path / "out.mp4")
+    # THEN its sound is copied, every packet at its time, and every frame kept
+    ours, theirs = audio_packets(tmp_path / "out.mp4"), audio_packets(src)
+    assert len(ours) == len(theirs) == stats.audio_packets > 0
+    assert [float(p[2]) for p in ours] == pytest.approx([float(p[2]) for p in theirs], abs=1 / 44100)
+    assert [p[1] for p in ours] == [p[1][7:] for p in theirs]  # the TS's without their ADTS headers
+    assert frame_times(tmp_path / "out.mp4") == frame_times(src)
+    assert stats.dropped_streams == ()
+
+
+def test_a_sound_pid_without_sound_is_left_out_and_named(tmp_path, clip):
+    # GIVEN a TS whose AAC PID is announced but never carries a packet (an unused language)
+    src = ts_with_silent_sound(clip(HAMILTON), tmp_path / "broadcast.ts")
+    # WHEN transcoding it (the MP4 muxer refused the output: "cannot write (Invalid argument)")
+    stats = transcode(src, tmp_path / "out.mp4")
+    # THEN the video is complete, and the empty stream is named as left out
+    assert frame_times(tmp_path / "out.mp4") == frame_times(src)
+    assert stats.dropped_streams == ("audio #1 (aac, no sound found)",)
+    with av.open(str(tmp_path / "out.mp4")) as c:
+        assert not c.streams.audio
 
 
 def test_missing_input_raises_input_error(tmp_path):

@@ -37,6 +37,7 @@ from limelight.errors import InputError, OutputError
 from limelight.video import (
     CONTAINER_SUFFIXES,
     DecodeDamage,
+    audio_streams,
     check_audio_damage,
     demux,
     dropped_streams,
@@ -45,6 +46,7 @@ from limelight.video import (
     first_video_stream,
     frame_rate,
     mux_copied_audio,
+    open_media,
     probe,
     published_tags,
     temporary_path,
@@ -439,7 +441,7 @@ class _SegmentPackets:
 
 
 def _audio_packets(container: av.container.InputContainer, path: Path) -> Iterator[av.Packet]:
-    audios = list(container.streams.audio)
+    audios = audio_streams(container)
     if not audios:
         return
 
@@ -482,14 +484,14 @@ def join(segment_paths: Iterable[str | os.PathLike[str]], original: str | os.Pat
         damage.late_streams += 1
 
     stamps, stamps_tb = _original_pts(original_p, on_new_stream=late_stream)
-    with av.open(str(original_p)) as source, av.open(str(first_path)) as first:
+    with open_media(original_p) as source, av.open(str(first_path)) as first:
         dropped = dropped_streams(source)
         template = first_video_stream(first)
         if template is None:
             raise InputError(f"{first_path}: segment has no video stream")
         tmp = temporary_path(dst_p)
         try:
-            options = exact_start_options(dst_p, first_video_stream(source), source.streams.audio)
+            options = exact_start_options(dst_p, first_video_stream(source), audio_streams(source))
             out = av.open(str(tmp), mode="w", options=options)
         except (av.FFmpegError, OSError, ValueError) as error:
             raise OutputError(f"{dst_p}: cannot create output ({error_reason(error)})") from error
@@ -534,7 +536,7 @@ def _output_streams(out: av.container.OutputContainer, source: av.container.Inpu
     video.metadata.update(published_tags(template.metadata))
     video.disposition = template.disposition
     audio = {}
-    for stream in source.streams.audio:
+    for stream in audio_streams(source):
         copy = out.add_stream_from_template(stream)
         copy.time_base = stream.time_base
         copy.metadata.update(published_tags(stream.metadata))

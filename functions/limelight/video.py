@@ -58,12 +58,15 @@ __all__ = [
     "TranscodeStats",
     "VideoInfo",
     "audio_codecs",
+    "audio_ready",
+    "audio_streams",
     "check_audio_damage",
     "coded_boxes",
     "demux",
     "dropped_streams",
     "fits_container",
     "frame_rate",
+    "open_media",
     "output_container",
     "iter_frames",
     "mux_copied_audio",
@@ -452,7 +455,7 @@ def probe(path: str | os.PathLike[str]) -> VideoInfo:
             duration=duration,
             time_base=tb,
             start_time=float(start * tb) if tb is not None else 0.0,
-            audio_streams=len(container.streams.audio),
+            audio_streams=len(audio_streams(container)),
             codec=cc.name,
             pix_fmt=first.format.name,
             sample_aspect_ratio=_sample_aspect_ratio(stream),
@@ -582,7 +585,7 @@ def _open_input(path: Path) -> av.container.InputContainer:
     """Open `path` for decoding, or raise InputError; the container has a video stream."""
     _check_input_file(path)
     try:
-        container = av.open(str(path), mode="r")
+        container = open_media(path)
     except (av.FFmpegError, OSError, UnicodeDecodeError) as error:
         raise InputError(f"{path}: not a readable video ({error_reason(error)})") from error
     if first_video_stream(container) is None:
@@ -594,6 +597,37 @@ def _open_input(path: Path) -> av.container.InputContainer:
         container.close()
         raise InputError(f"{path}: truncated (media data ends at byte {end}, file has {size})")
     return container
+
+
+# How far `open_media` looks for the parameters of an audio stream not found where the file
+# starts (FFmpeg's defaults: 5 MB, 5 s): packets read while probing are held, so bounded.
+_DEEP_PROBE_BYTES = 64 * 1024 * 1024
+_DEEP_PROBE_MICROSECONDS = 120 * 1_000_000
+
+
+def open_media(path: str | os.PathLike[str]) -> av.container.InputContainer:
+    """`av.open(path)`, looking further into the file when an audio stream's parameters are not
+    found where it starts: a TS or FLV announces a stream whose first packets come later (a
+    language or audio-description PID silent at first, recordings joined end to end), and FFmpeg
+    stops looking after 5 MB, leaving it without a sample rate. Raises what av.open raises."""
+    container = av.open(str(path))
+    if all(audio_ready(stream) for stream in container.streams.audio):
+        return container
+    container.close()
+    return av.open(str(path), options={"probesize": str(_DEEP_PROBE_BYTES), "analyzeduration": str(_DEEP_PROBE_MICROSECONDS)})
+
+
+def audio_ready(stream: av.stream.Stream) -> bool:
+    """Whether an audio stream's parameters are known (sample rate, channels): a muxer refuses a
+    copy of one without ("Invalid argument" at the header)."""
+    cc = stream.codec_context
+    return bool(cc.sample_rate and getattr(cc, "channels", 1))
+
+
+def audio_streams(container: av.container.InputContainer) -> list[av.stream.Stream]:
+    """The audio streams an output copies: those whose parameters are known (`open_media`). One
+    without has no sound where the file starts and is left out (`dropped_streams` names it)."""
+    return [stream for stream in container.streams.audio if audio_ready(stream)]
 
 
 def _indexed_end(container: av.container.InputContainer) -> int:
@@ -676,12 +710,12 @@ def fits_container(src: str | os.PathLike[str], suffix: str) -> bool:
     bit-exact copy of each of its audio streams. Asked of the muxer itself (its header is written
     to a scratch file); False when `src` cannot be read either."""
     try:
-        with av.open(str(src)) as source, tempfile.TemporaryDirectory(prefix="limelight-") as scratch:
+        with open_media(src) as source, tempfile.TemporaryDirectory(prefix="limelight-") as scratch:
             out = av.open(os.path.join(scratch, f"probe{suffix}"), mode="w")
             try:
                 video = out.add_stream("libx264", rate=25)
                 video.width, video.height, video.pix_fmt = 16, 16, "yuv420p"
-                for stream in source.streams.audio:
+                for stream in audio_streams(source):
                     out.add_stream_from_template(stream)
                 out.start_encoding()
                 return True
@@ -697,8 +731,8 @@ def fits_container(src: str | os.PathLike[str], suffix: str) -> bool:
 def audio_codecs(src: str | os.PathLike[str]) -> list[str]:
     """The codec names of `src`'s audio streams, in order (empty when it has none or is unreadable)."""
     try:
-        with av.open(str(src)) as container:
-            return [stream.codec_context.name for stream in container.streams.audio]
+        with open_media(src) as container:
+            return [stream.codec_context.name for stream in audio_streams(container)]
     except (av.FFmpegError, OSError, ValueError):
         return []
 
@@ -714,14 +748,14 @@ def first_video_stream(container: av.container.Container) -> av.video.stream.Vid
 def dropped_streams(container: av.container.InputContainer) -> tuple[str, ...]:
     """The input's streams an output leaves out, described for the report: subtitles (they may
     name the people whose faces are blurred), data, other video (a second angle, cover art: nobody
-    anonymises them). Not a QuickTime timecode track nor an MP4 chapter-title track (which the
+    anonymises them), audio without sound where the file starts (`audio_streams`). Not a QuickTime timecode track nor an MP4 chapter-title track (which the
     demuxer reads into the container's chapters and leaves unread): the muxer writes both anew,
     from the video's `timecode` tag and from the chapters."""
     video = first_video_stream(container)
     chapters = bool(container.chapters())
     return tuple(
         _describe(stream) for stream in container.streams
-        if stream.index != video.index and stream.type != "audio"
+        if stream.index != video.index and (stream.type != "audio" or not audio_ready(stream))
         and not (stream.type == "data" and "timecode" in stream.metadata)
         and not (stream.type == "data" and chapters and stream.discard == _DISCARD_ALL)
     )
@@ -735,6 +769,8 @@ def _describe(stream: av.stream.Stream) -> str:
     details = [stream.codec_context.name] if stream.codec_context is not None else []
     if stream.type == "video" and stream.disposition & Disposition.attached_pic:
         details.append("attached picture")
+    if stream.type == "audio" and not audio_ready(stream):
+        details.append("no sound found")
     if stream.metadata.get("language"):
         details.append(stream.metadata["language"])
     return f"{stream.type} #{stream.index}" + (f" ({', '.join(details)})" if details else "")
@@ -834,16 +870,18 @@ class DecodeDamage:
     video_packets: video packets the decoder refused (a bad sector, a live recording's lost packets);
     repeated: times (s) of the frames they took with them, each given the picture before it;
     audio_left_out: audio packets the output's muxer refused as malformed, left out;
-    late_streams: streams that appeared mid-file, unknown when the output was set up: left out.
+    late_streams: streams that appeared mid-file, unknown when the output was set up: left out;
+    restarts: times (s, in the output) after which the input's timestamps started again (`_Timeline`).
     """
 
     video_packets: int = 0
     repeated: list[float] = field(default_factory=list)
     audio_left_out: int = 0
     late_streams: int = 0
+    restarts: list[float] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(self.video_packets or self.audio_left_out or self.late_streams)
+        return bool(self.video_packets or self.audio_left_out or self.late_streams or self.restarts)
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -851,6 +889,7 @@ class DecodeDamage:
             "repeated_frames_at": [round(t, 6) for t in self.repeated],
             "audio_packets_left_out": self.audio_left_out,
             "streams_starting_mid_file_left_out": self.late_streams,
+            "timestamps_start_again_after": [round(t, 6) for t in self.restarts],
         }
 
     def describe(self) -> str:
@@ -869,6 +908,10 @@ class DecodeDamage:
         if self.late_streams:
             said.append(f"{_count(self.late_streams, 'stream')} starting mid-file (sound added late, or a damaged "
                         "tag) left out: remux with ffmpeg first to keep it")
+        if self.restarts:
+            times = ", ".join(f"{t:.2f} s" for t in self.restarts[:5]) + (", ..." if len(self.restarts) > 5 else "")
+            said.append(f"timestamps start again after {times} (recordings joined end to end?): the parts are "
+                        "put one after the other")
         return "; ".join(said)
 
 
@@ -964,6 +1007,57 @@ class _Losses:
             ) from self._error
 
 
+class _Timeline:
+    """Puts the parts of a recording whose timestamps start again one after the other.
+
+    MPEG-TS and MPEG-PS (formats that allow timestamp discontinuities) come joined end to end:
+    `cat` of two recordings, a recorder restarted, a broadcast splice. Each part starts its clock
+    again, so timestamps jump back, which no MP4 can store (the muxer refused the audio: "cannot
+    write"). As ffmpeg does, the later part is shifted to continue after the earlier one: the
+    first stream to jump back (by over `JUMP`) sets the part's offset, so that it continues one
+    step after its previous packet, and each other stream takes that offset when it jumps back
+    too (the demuxer hands out a part's last video frame after the next part's first audio), so
+    sound and picture keep the part's own alignment; only a stream whose part would then overlap
+    its previous one is moved on by itself. A jump forward is a pause and stays; other formats are
+    left as they are.
+    """
+
+    JUMP = Fraction(1)  # s: a packet this far before its stream's last one starts a new part
+
+    def __init__(self, container: av.container.InputContainer, damage: DecodeDamage) -> None:
+        self.active = bool(container.format.flags & av.format.Flags.ts_discont.value)
+        self.damage = damage
+        self._parts = [Fraction(0)]  # each part's offset (s)
+        self._streams: dict[int, list] = {}  # stream index -> [part, own offset (s), last dts (s), step (s)]
+
+    def place(self, packet: av.Packet) -> None:
+        if not self.active or packet.dts is None or not packet.time_base or not packet.size:
+            return
+        tb = packet.time_base
+        state = self._streams.setdefault(packet.stream.index, [0, Fraction(0), None, Fraction(0)])
+        part, offset, last, step = state
+        dts = packet.dts * tb + offset
+        if last is not None and dts < last - self.JUMP:
+            raw = packet.dts * tb
+            follow = last + (step or (packet.duration or 0) * tb) - raw  # one step after the stream's last packet
+            if part + 1 < len(self._parts):
+                offset = max(self._parts[part + 1], follow)  # the part another stream started
+            else:
+                offset = follow
+                self._parts.append(offset)
+                self.damage.restarts.append(float(last))
+            part += 1
+        ticks = round(offset / tb)
+        if ticks:
+            packet.dts += ticks
+            if packet.pts is not None:
+                packet.pts += ticks
+        dts = packet.dts * tb
+        if last is not None and dts > last:
+            step = packet.duration * tb if packet.duration else dts - last
+        self._streams[packet.stream.index] = [part, offset, dts, step]
+
+
 def _decoded_frames(
     container: av.container.InputContainer,
     path: Path,
@@ -981,8 +1075,9 @@ def _decoded_frames(
     video = first_video_stream(container)
     video.thread_type = "AUTO"
     video.codec_context.thread_count = writer.threads if writer is not None else 0
-    audios = list(container.streams.audio) if writer is not None else []
+    audios = audio_streams(container) if writer is not None else []
     losses = _Losses(path, damage)
+    timeline = _Timeline(container, losses.damage)
     packets = demux(container, video, *audios, on_new_stream=losses.new_stream)
     while True:
         try:
@@ -991,6 +1086,7 @@ def _decoded_frames(
             break
         except av.FFmpegError as error:
             raise InputError(f"{path}: corrupt or truncated ({error_reason(error)})") from error
+        timeline.place(packet)
         if packet.stream.type != "video":
             # A zero-size packet only marks the end of a stream for the decoder.
             if packet.size:
@@ -1107,7 +1203,7 @@ class _Writer:
         self.dropped: tuple[str, ...] = ()
         self._coded_size: tuple[int, int] | None = None  # (height, width) of the decoded frames
         try:
-            options = exact_start_options(dst, self._in_video, src.streams.audio)
+            options = exact_start_options(dst, self._in_video, audio_streams(src))
             self._out = av.open(str(tmp), mode="w", options=options)
         except (av.FFmpegError, OSError, ValueError) as error:
             raise OutputError(f"{dst}: cannot create output ({error_reason(error)})") from error
@@ -1132,7 +1228,7 @@ class _Writer:
         self._video.metadata.update(published_tags(iv.metadata, _DROPPED_VIDEO_TAGS))
         self._video.disposition = iv.disposition
         self._audio: dict[int, av.audio.stream.AudioStream] = {}
-        for ia in src.streams.audio:
+        for ia in audio_streams(src):
             try:
                 oa = self._out.add_stream_from_template(ia)
             except (av.FFmpegError, ValueError) as error:
