@@ -455,15 +455,24 @@ def test_join_leaves_out_a_malformed_audio_packet_of_the_original(tmp_path, clip
                                 "streams_starting_mid_file_left_out": 0, "timestamps_start_again_after": []}
 
 
-def test_join_names_a_stream_of_the_original_that_starts_mid_file(tmp_path, clip):
-    # GIVEN an FLV stream recording whose sound starts 6 s in (its header announcing video only)
+@pytest.mark.parametrize("look_s", [120, 1], ids=["found", "beyond-the-look"])
+def test_join_copies_the_late_sound_of_a_stream_recording_or_names_it(tmp_path, clip, monkeypatch, look_s):
+    # GIVEN an FLV stream recording whose sound starts 6 s in (its header announcing video only),
+    # read looking 120 s into a file (LimeLight's FLV look) or only 1 s
+    import limelight.video as video_module
+
+    monkeypatch.setattr(video_module, "_DEEP_PROBE_MICROSECONDS", look_s * 1_000_000)
     src = flv_with_late_sound(clip(HAMILTON), tmp_path / "stream.flv", 6000)
     folder = tmp_path / "parts"
     folder.mkdir()
     # WHEN split, encoded and joined (PyAV's demux failed on the stream it did not know)
     stats = join(encode_segments(split(src, folder, 2.0), tmp_path), src, tmp_path / "joined.mp4")
-    # THEN every frame is there, and the stream left out is accounted for in the job's report
-    assert (stats.frames, stats.audio_packets, stats.damage.late_streams) == (275, 0, 1)
+    # THEN every frame is there, and the sound is copied when found, else named in the job's report
+    assert stats.frames == 275
+    if look_s == 120:
+        assert stats.audio_packets > 150 and not stats.damage
+        return
+    assert (stats.audio_packets, stats.damage.late_streams) == (0, 1)
     merged = merge_reports([(0, {"frames": 275, "seconds": 1.0, "tracks": []})], input_name="a", output_name="b",
                            damage=stats.damage)
     assert merged["damage"]["streams_starting_mid_file_left_out"] == 1

@@ -18,8 +18,9 @@ import av
 import numpy as np
 import pytest
 
+import limelight.video as video_module
 from limelight.errors import InputError, LimeLightError, OutputError
-from limelight.video import EncodeOptions, Frame, demux, iter_frames, probe, transcode
+from limelight.video import EncodeOptions, Frame, demux, iter_frames, open_media, probe, transcode
 from tests.media import (
     audio_packets,
     cut_mid_gop,
@@ -987,19 +988,38 @@ def test_a_recording_with_much_malformed_audio_is_refused(tmp_path, clip):
     _assert_failure_leaves_no_output(caught.value, src, out_dir)
 
 
-def test_a_stream_that_starts_mid_file_is_left_out_and_said_so_instead_of_crashing(tmp_path, clip):
+def test_the_late_sound_of_a_stream_recording_is_found_and_copied(tmp_path, clip):
     # GIVEN an FLV stream recording whose sound starts 6 s in, its header announcing video only:
-    # the demuxer adds the audio stream mid-file, and PyAV's demux failed with a bare IndexError
+    # FFmpeg's first look (5 s) does not see it, and PyAV's demux failed on it with a bare IndexError
     src = flv_with_late_sound(clip(HAMILTON), tmp_path / "stream.flv", 6000)
     with av.open(str(src)) as c:
         assert [s.type for s in c.streams] == ["video"]
-        video = c.streams.video[0]
+    with open_media(src) as c:
+        video, sound = c.streams.video[0], c.streams.audio[0]
         times = sorted(p.pts * video.time_base for p in demux(c, video) if p.size)
-    assert len(times) == 275
+        c.seek(0)
+        sounds = [(bytes(p), p.pts * p.time_base) for p in demux(c, sound) if p.size]
+    assert len(times) == 275 and 150 < len(sounds) < 250
     # WHEN transcoding it
     stats = transcode(src, tmp_path / "out.mp4")
-    # THEN every video frame is there at its time, and the late stream is named as left out
+    # THEN every video frame is there at its time, and the late sound is copied bit-exact
     assert frame_times(tmp_path / "out.mp4") == times
+    copied = audio_packets(tmp_path / "out.mp4")
+    assert [p[1] for p in copied] == [payload for payload, _ in sounds]
+    # (FLV stores times in ms; MP4 in samples of 1/44100 s)
+    assert [float(p[2]) for p in copied] == pytest.approx([float(t) for _, t in sounds], abs=0.0015)
+    assert not stats.damage
+
+
+def test_a_stream_that_appears_mid_file_is_left_out_and_said_so_instead_of_crashing(tmp_path, clip, monkeypatch):
+    # GIVEN the FLV whose sound starts 6 s in, read by a LimeLight that looks only 1 s into a file:
+    # the sound stream appears mid-file, where PyAV's demux failed with a bare IndexError
+    monkeypatch.setattr(video_module, "_DEEP_PROBE_MICROSECONDS", 1_000_000)
+    src = flv_with_late_sound(clip(HAMILTON), tmp_path / "stream.flv", 6000)
+    # WHEN transcoding it
+    stats = transcode(src, tmp_path / "out.mp4")
+    # THEN every video frame is there, and the stream it could not set up for is named as left out
+    assert len(frame_times(tmp_path / "out.mp4")) == 275
     assert (stats.damage.late_streams, stats.damage.video_packets, stats.audio_packets) == (1, 0, 0)
     assert "1 stream starting mid-file" in stats.damage.describe()
 

@@ -349,7 +349,7 @@ def _original_pts(path: Path, on_new_stream: Callable[[], None] | None = None) -
 
     A container of its own: seeking back to 0 afterwards may land after the first audio packets.
     """
-    with av.open(str(path)) as container:
+    with open_media(path) as container:
         stream = first_video_stream(container)
         if stream is None:
             raise InputError(f"{path}: no video stream")

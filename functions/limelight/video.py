@@ -607,11 +607,14 @@ _DEEP_PROBE_MICROSECONDS = 120 * 1_000_000
 
 def open_media(path: str | os.PathLike[str]) -> av.container.InputContainer:
     """`av.open(path)`, looking further into the file when an audio stream's parameters are not
-    found where it starts: a TS or FLV announces a stream whose first packets come later (a
-    language or audio-description PID silent at first, recordings joined end to end), and FFmpeg
-    stops looking after 5 MB, leaving it without a sample rate. Raises what av.open raises."""
+    found where it starts: a TS announces a stream whose first packets come later (a language or
+    audio-description PID silent at first), and FFmpeg stops looking after 5 s / 5 MB, leaving it
+    without a sample rate. An FLV always gets the longer look: it announces no streams at all,
+    and a stream recording's sound that starts late (the microphone switched on after a few
+    seconds) would otherwise appear only mid-file, too late for the output (`demux`). Raises what
+    av.open raises."""
     container = av.open(str(path))
-    if all(audio_ready(stream) for stream in container.streams.audio):
+    if container.format.name != "flv" and all(audio_ready(stream) for stream in container.streams.audio):
         return container
     container.close()
     return av.open(str(path), options={"probesize": str(_DEEP_PROBE_BYTES), "analyzeduration": str(_DEEP_PROBE_MICROSECONDS)})
