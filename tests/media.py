@@ -199,16 +199,22 @@ def damaged_copy(whole: Path, path: Path, packets: list[int]) -> list[Fraction]:
     return sorted(found[k][1] for k in packets)
 
 
-def ts_recording(whole: Path, path: Path) -> Path:
-    """`whole` (H.264 + AAC) remuxed into MPEG-TS, as a live stream or a broadcast is recorded (AAC
-    as ADTS, one PES a frame; timestamps as in `whole`)."""
-    with av.open(str(whole)) as c, av.open(str(path), "w", format="mpegts") as out:
+def remuxed(whole: Path, path: Path, fmt: str) -> Path:
+    """`whole`'s first video stream and its audio streams copied packet for packet into a `fmt`
+    container at `path`."""
+    with av.open(str(whole)) as c, av.open(str(path), "w", format=fmt) as out:
         copies = {s.index: out.add_stream_from_template(s) for s in (c.streams.video[0], *c.streams.audio)}
         for packet in c.demux(*(c.streams[i] for i in copies)):
             if packet.size:
                 packet.stream = copies[packet.stream.index]
                 out.mux(packet)
     return path
+
+
+def ts_recording(whole: Path, path: Path) -> Path:
+    """`whole` (H.264 + AAC) remuxed into MPEG-TS, as a live stream or a broadcast is recorded (AAC
+    as ADTS, one PES a frame; timestamps as in `whole`)."""
+    return remuxed(whole, path, "mpegts")
 
 
 def ts_with_late_sound(whole: Path, path: Path, parts: int = 6, gop: int = 60) -> Path:
@@ -272,13 +278,7 @@ def flv_with_late_sound(whole: Path, path: Path, sound_from_ms: int) -> Path:
     """`whole` (H.264 + AAC) as an FLV whose header announces video only and whose sound starts at
     `sound_from_ms`, as a stream recording gets when the microphone comes on late: FFmpeg's FLV
     demuxer adds the audio stream only when it meets the first audio tag, after opening."""
-    with av.open(str(whole)) as c, av.open(str(path), "w", format="flv") as out:
-        copies = {s.index: out.add_stream_from_template(s) for s in (c.streams.video[0], *c.streams.audio)}
-        for packet in c.demux(*(c.streams[i] for i in copies)):
-            if packet.size:
-                packet.stream = copies[packet.stream.index]
-                out.mux(packet)
-    data = path.read_bytes()
+    data = remuxed(whole, path, "flv").read_bytes()
     header, pos, kept = bytearray(data[:13]), 13, []
     header[4] = 0x01  # TypeFlags: video only
     while pos + 11 <= len(data):

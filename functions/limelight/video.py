@@ -1025,22 +1025,23 @@ class _Timeline:
     left as they are.
     """
 
-    JUMP = Fraction(1)  # s: a packet this far before its stream's last one starts a new part
+    JUMP = Fraction(1)  # s: a packet this far before its stream's last one starts a new part ...
+    LASTED = Fraction(1)  # s: ... when the stream's part before it lasted this long (not one stray packet)
 
     def __init__(self, container: av.container.InputContainer, damage: DecodeDamage) -> None:
         self.active = bool(container.format.flags & av.format.Flags.ts_discont.value)
         self.damage = damage
         self._parts = [Fraction(0)]  # each part's offset (s)
-        self._streams: dict[int, list] = {}  # stream index -> [part, own offset (s), last dts (s), step (s)]
+        # stream index -> [part, own offset (s), last dts (s), step (s), dts its part started at (s)]
+        self._streams: dict[int, list] = {}
 
     def place(self, packet: av.Packet) -> None:
         if not self.active or packet.dts is None or not packet.time_base or not packet.size:
             return
         tb = packet.time_base
-        state = self._streams.setdefault(packet.stream.index, [0, Fraction(0), None, Fraction(0)])
-        part, offset, last, step = state
+        part, offset, last, step, since = self._streams.get(packet.stream.index, [0, Fraction(0), None, Fraction(0), None])
         dts = packet.dts * tb + offset
-        if last is not None and dts < last - self.JUMP:
+        if last is not None and dts < last - self.JUMP and last - since >= self.LASTED:
             raw = packet.dts * tb
             follow = last + (step or (packet.duration or 0) * tb) - raw  # one step after the stream's last packet
             if part + 1 < len(self._parts):
@@ -1049,7 +1050,7 @@ class _Timeline:
                 offset = follow
                 self._parts.append(offset)
                 self.damage.restarts.append(float(last))
-            part += 1
+            part, since = part + 1, None
         ticks = round(offset / tb)
         if ticks:
             packet.dts += ticks
@@ -1058,7 +1059,7 @@ class _Timeline:
         dts = packet.dts * tb
         if last is not None and dts > last:
             step = packet.duration * tb if packet.duration else dts - last
-        self._streams[packet.stream.index] = [part, offset, dts, step]
+        self._streams[packet.stream.index] = [part, offset, dts, step, dts if since is None else since]
 
 
 def _decoded_frames(
