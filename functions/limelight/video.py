@@ -66,10 +66,10 @@ __all__ = [
     "dropped_streams",
     "fits_container",
     "frame_rate",
-    "open_media",
     "output_container",
     "iter_frames",
     "mux_copied_audio",
+    "open_media",
     "probe",
     "quarter_turns",
     "transcode",
@@ -751,9 +751,10 @@ def first_video_stream(container: av.container.Container) -> av.video.stream.Vid
 def dropped_streams(container: av.container.InputContainer) -> tuple[str, ...]:
     """The input's streams an output leaves out, described for the report: subtitles (they may
     name the people whose faces are blurred), data, other video (a second angle, cover art: nobody
-    anonymises them), audio without sound where the file starts (`audio_streams`). Not a QuickTime timecode track nor an MP4 chapter-title track (which the
-    demuxer reads into the container's chapters and leaves unread): the muxer writes both anew,
-    from the video's `timecode` tag and from the chapters."""
+    anonymises them), audio without sound where the file starts (`audio_streams`). Not a
+    QuickTime timecode track nor an MP4 chapter-title track (which the demuxer reads into the
+    container's chapters and leaves unread): the muxer writes both anew, from the video's
+    `timecode` tag and from the chapters."""
     video = first_video_stream(container)
     chapters = bool(container.chapters())
     return tuple(
@@ -901,9 +902,8 @@ class DecodeDamage:
         if self.video_packets:
             what = _count(self.video_packets, "damaged video packet")
             if self.repeated:
-                times = ", ".join(f"{t:.2f} s" for t in self.repeated[:5]) + (", ..." if len(self.repeated) > 5 else "")
-                said.append(f"{what}: {_count(len(self.repeated), 'frame')} could not be decoded (at {times}) "
-                            "and repeat the picture before them")
+                said.append(f"{what}: {_count(len(self.repeated), 'frame')} could not be decoded (at "
+                            f"{_times(self.repeated)}) and repeat the picture before them")
             else:
                 said.append(f"{what}, decoded as far as they go (the pictures there may show decoding errors)")
         if self.audio_left_out:
@@ -912,14 +912,17 @@ class DecodeDamage:
             said.append(f"{_count(self.late_streams, 'stream')} starting mid-file (sound added late, or a damaged "
                         "tag) left out: remux with ffmpeg first to keep it")
         if self.restarts:
-            times = ", ".join(f"{t:.2f} s" for t in self.restarts[:5]) + (", ..." if len(self.restarts) > 5 else "")
-            said.append(f"timestamps start again after {times} (recordings joined end to end?): the parts are "
-                        "put one after the other")
+            said.append(f"timestamps start again after {_times(self.restarts)} (recordings joined end to end?): "
+                        "the parts are put one after the other")
         return "; ".join(said)
 
 
 def _count(n: int, what: str) -> str:
     return f"{n} {what}{'' if n == 1 else 's'}"
+
+
+def _times(seconds: list[float], shown: int = 5) -> str:
+    return ", ".join(f"{t:.2f} s" for t in seconds[:shown]) + (", ..." if len(seconds) > shown else "")
 
 
 def mux_copied_audio(out: av.container.OutputContainer, packet: av.Packet) -> bool:
