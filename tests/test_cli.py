@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from limelight.cli import main
 from limelight.detector import default_model_path
-from tests.media import adpcm_camera, camera_file, damaged_copy, dv_camcorder, frame_times, phone_3gp, windows_media
+from tests.media import adpcm_camera, camera_file, damaged_copy, dv_camcorder, frame_times, phone_3gp, ts_recording, windows_media
 
 needs_model = pytest.mark.skipif(not default_model_path().exists(), reason="the shipped int8 model is not built yet")
 HAMILTON = "hamilton_white_house_short_clip.mp4"
@@ -97,6 +97,27 @@ def test_a_video_with_damaged_packets_is_anonymized_with_a_warning(tmp_path, cli
     assert doc["damage"]["repeated_frames_at"] == pytest.approx([float(t) for t in lost], abs=1e-6)
     assert doc["blurred"] > 0  # the audience is still anonymized
     assert {k: v for k, v in snapshot(tmp_path).items() if k in before} == before  # input untouched
+
+
+@needs_model
+def test_recordings_joined_end_to_end_are_anonymized_part_after_part(tmp_path, clip):
+    # GIVEN two TS recordings joined with `cat` (the serverless workflow refuses them, naming the CLI;
+    # the CLI failed with "cannot write (Invalid argument)")
+    part = ts_recording(clip(HAMILTON), tmp_path / "part.ts")
+    src = tmp_path / "joined.ts"
+    src.write_bytes(part.read_bytes() * 2)
+    report = tmp_path / "audit.json"
+    # WHEN anonymizing it
+    code, out, err = run("anonymize", src, "-o", tmp_path / "out.mp4", "--report", report)
+    # THEN both parts are there, one after the other, and one warning line says where the clock restarts
+    assert code == 0, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("limelight: warning:") and "joined.ts" in lines[0], err
+    assert "timestamps start again after" in lines[0]
+    times = frame_times(tmp_path / "out.mp4")
+    assert len(times) == 550 and all(a < b for a, b in zip(times, times[1:]))
+    doc = json.loads(report.read_text())["files"][0]
+    assert len(doc["damage"]["timestamps_start_again_after"]) == 1 and doc["blurred"] > 0
 
 
 @needs_model
