@@ -91,7 +91,7 @@ def encode_segments(segments, folder: Path, size: tuple[int, int] | None = None)
     rate = probe(segments[0].path).fps if segments else None  # the first segment holds whole GOPs
     for segment in segments:
         dst = folder / f"encoded-{segment.index:05d}.mp4"
-        options = EncodeOptions(preset="ultrafast", size=size, rate=rate, start_pts=segment.skip_before)
+        options = EncodeOptions(preset="ultrafast", size=size, rate=rate, start_pts=segment.skip_before, whole_file=False)
         transcode(segment.path, dst, options=options)
         out.append(dst)
     return out
@@ -431,6 +431,29 @@ def test_a_video_with_damaged_packets_goes_through_split_and_join_whole(tmp_path
     merged = merge_reports(parts, input_name="a", output_name="b")
     assert merged["damage"]["video_packets"] == 2
     assert merged["damage"]["repeated_frames_at"] == pytest.approx([float(t) for t in lost])
+
+
+def test_a_burst_of_damage_in_one_segment_and_a_segments_damaged_last_packet_are_stood_in_for(tmp_path, clip):
+    # GIVEN the hamilton clip with 3 packets damaged in its 2-s segment from 4.856 s (more than 1 in 50
+    # of that segment's, fewer than of the whole video's: the CLI takes the file) and the last packet
+    # of its first segment damaged (a segment's end is not the video's: it is no truncated file)
+    whole = clip(HAMILTON)
+    src = tmp_path / "damaged.mp4"
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    first = split(whole, folder, 2.0)
+    last_of_first = first[0].frames - 1
+    lost = damaged_copy(whole, src, [last_of_first, 150, 160, 170])
+    segments = split(src, tmp_path / "parts", 2.0)
+    # WHEN each segment is encoded as a part of the video (as the Lambda does) and the parts joined
+    stats = join(encode_segments(segments, tmp_path), src, tmp_path / "joined.mp4")
+    # THEN every frame of the original is there at its time, with its audio
+    assert stats.frames == 275
+    assert_same_timing_and_audio(tmp_path / "joined.mp4", whole)
+    # and a segment on its own, as a whole file, is still judged on its own
+    with pytest.raises(InputError, match=r"3 of 91 video packets cannot be decoded"):
+        transcode(next(s.path for s in segments if s.start_frame <= 150 < s.start_frame + s.frames), tmp_path / "alone.mp4")
+    assert len(lost) == 4
 
 
 def test_join_leaves_out_a_malformed_audio_packet_of_the_original(tmp_path, clip):

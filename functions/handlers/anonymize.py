@@ -87,15 +87,17 @@ def segment_options(options: AnonymizeOptions, picture: dict[str, int] | None, s
     `picture`), so that a segment cut after the video changed size is scaled to the size the others
     have and a short last segment is encoded at the rate the others are; and, for a
     segment with a pre-roll, the timestamp its own frames start at (`Segment.skip_before`: the
-    frames before it are the previous segment's, decoded only as references)."""
-    encode = options.encode
+    frames before it are the previous segment's, decoded only as references). A segment is not a
+    whole file: a frame lost at its end is stood in for, and its damage is judged with the whole
+    video's by the reassembly (`EncodeOptions.whole_file`)."""
+    encode = replace(options.encode, whole_file=False)
     if picture:
         encode = replace(encode, size=(int(picture["width"]), int(picture["height"])))
         if picture.get("rate"):
             encode = replace(encode, rate=Fraction(picture["rate"]))
     if skip_before is not None:
         encode = replace(encode, start_pts=int(skip_before))
-    return options if encode is options.encode else replace(options, encode=encode)
+    return replace(options, encode=encode)
 
 
 @logger.inject_lambda_context(clear_state=True)

@@ -38,7 +38,7 @@ from limelight.errors import LimeLightError
 from limelight.formats import photo_output_suffix
 from limelight.pipeline import is_photo
 from limelight.segments import join, merge_reports
-from limelight.video import DecodeDamage, output_container
+from limelight.video import DecodeDamage, check_video_damage, output_container
 
 logger = Logger()
 tracer = Tracer()
@@ -157,6 +157,12 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
                 raise ReassembleError(f"job {job_id}: {error}") from None
             report = merged_report(cfg, job_id, source, listing, video_key, stats.dropped_streams, stats.damage)
             frames = stats.frames
+            damage = report["files"][0]["damage"]
+            try:
+                # The segments' damage, judged as the CLI judges a whole file's.
+                check_video_damage(f"s3://{source.bucket}/{source.key}", damage["video_packets"] if damage else 0, frames)
+            except LimeLightError as error:
+                raise ReassembleError(f"job {job_id}: {error}") from None
         ensure_running(cfg, job_id, "before its result was published")
         s3.upload_file(str(output), cfg.output_bucket, video_key)
     s3.put_object(

@@ -61,6 +61,7 @@ __all__ = [
     "audio_ready",
     "audio_streams",
     "check_audio_damage",
+    "check_video_damage",
     "coded_boxes",
     "demux",
     "dropped_streams",
@@ -160,6 +161,10 @@ class EncodeOptions:
     b_frames: whether the encoder may use B-frames; it never does for a container that stores no
         presentation times (`NO_PTS_CONTAINERS`). A segment whose pieces will be joined into such a
         container takes False, so that they join.
+    whole_file: the file is a whole video (False: a segment of one, `segments.split`): its end is the
+        video's, and its damage is judged on its own (`check_video_damage`). A segment's end is not
+        the video's, so a frame lost there is stood in for like any other, and its damage is judged
+        with the whole video's by whoever joins it.
     """
 
     crf: int = 18
@@ -171,6 +176,7 @@ class EncodeOptions:
     rate: Fraction | None = None
     start_pts: int | None = None
     b_frames: bool = True
+    whole_file: bool = True
 
     def __post_init__(self) -> None:
         if not 0 <= self.crf <= 51:
@@ -515,7 +521,7 @@ def transcode(
         try:
             writer = _Writer(container, tmp, dst_p, options)
             decoded = _frames(container, src_p, writer, exact_rgb=options.exact_rgb, size=options.size,
-                              start_pts=options.start_pts, damage=damage)
+                              start_pts=options.start_pts, damage=damage, whole_file=options.whole_file)
             frames = writer.encode_all(transform(decoded), progress)
             damage.audio_left_out = writer.audio_left_out
             check_audio_damage(src_p, writer.audio_left_out, writer.audio_packets)
@@ -937,6 +943,14 @@ def mux_copied_audio(out: av.container.OutputContainer, packet: av.Packet) -> bo
     return True
 
 
+def check_video_damage(path: Path | str, damaged: int, packets: int, error: BaseException | None = None) -> None:
+    """InputError when more of a video's `packets` were damaged than a damaged file may have."""
+    if damaged > max(1, packets // DAMAGE_LIMIT):
+        raise InputError(
+            f"{path}: corrupt ({damaged} of {packets} video packets cannot be decoded, more than 1 in {DAMAGE_LIMIT})"
+        ) from error
+
+
 def check_audio_damage(path: Path, left_out: int, copied: int) -> None:
     """InputError when more of `path`'s audio packets were malformed than a damaged file may have."""
     if left_out > max(1, (left_out + copied) // DAMAGE_LIMIT):
@@ -960,9 +974,10 @@ class _Losses:
     frame); frames lost at the end are a truncated file: InputError, as before.
     """
 
-    def __init__(self, path: Path, damage: DecodeDamage | None) -> None:
+    def __init__(self, path: Path, damage: DecodeDamage | None, whole_file: bool = True) -> None:
         self.path = path
         self.damage = damage if damage is not None else DecodeDamage()
+        self.whole_file = whole_file
         self._waiting: list[int] = []  # heap: pts of demuxed video packets not decoded yet
         self._unmatched = 0  # refused packets not yet matched with a lost frame
         self._error: BaseException | None = None
@@ -1002,15 +1017,28 @@ class _Losses:
         self._last, self._last_pts = frame, frame.pts
         yield frame
 
-    def finish(self) -> None:
-        if self._unmatched and (self._waiting or self._last is None):
-            # The last frames are lost (a truncated file), or no frame decodes at all.
+    def finish(self) -> Iterator[av.VideoFrame]:
+        """Stand-ins for the frames lost at a segment's end; InputError for a whole file that lost
+        its last frames (truncated), that decodes no frame, or that is damaged past the limit."""
+        if self._last is None and (self._unmatched or self.damage.video_packets):
             raise InputError(f"{self.path}: corrupt or truncated ({error_reason(self._error)})") from self._error
-        if self.damage.video_packets > max(1, self._packets // DAMAGE_LIMIT):
-            raise InputError(
-                f"{self.path}: corrupt ({self.damage.video_packets} of {self._packets} video packets cannot be "
-                f"decoded, more than 1 in {DAMAGE_LIMIT})"
-            ) from self._error
+        if not self.whole_file and self._last is not None:
+            # Not the video's end: a frame lost here is stood in for like any other, even when its
+            # error went unreported (FFmpeg's frame threads report the last ones at the flush,
+            # which PyAV does not raise): a segment's packets all have frames.
+            for lost in sorted(p for p in self._waiting if p > self._last_pts):
+                if self._unmatched:
+                    self._unmatched -= 1
+                else:
+                    self.damage.video_packets += 1
+                self._last.pts = self._last_pts = lost
+                self.damage.repeated.append(float(lost * self._last.time_base) if self._last.time_base else 0.0)
+                yield self._last
+            return
+        if self._unmatched and self._waiting:
+            # The last frames are lost: a truncated file.
+            raise InputError(f"{self.path}: corrupt or truncated ({error_reason(self._error)})") from self._error
+        check_video_damage(self.path, self.damage.video_packets, self._packets, self._error)
 
 
 class _Timeline:
@@ -1070,6 +1098,7 @@ def _decoded_frames(
     path: Path,
     writer: _Writer | None = None,
     damage: DecodeDamage | None = None,
+    whole_file: bool = True,
 ) -> Iterator[av.VideoFrame]:
     """Decoded frames of the first video stream; audio packets go to `writer` when given.
 
@@ -1083,7 +1112,7 @@ def _decoded_frames(
     video.thread_type = "AUTO"
     video.codec_context.thread_count = writer.threads if writer is not None else 0
     audios = audio_streams(container) if writer is not None else []
-    losses = _Losses(path, damage)
+    losses = _Losses(path, damage, whole_file)
     timeline = _Timeline(container, losses.damage)
     packets = demux(container, video, *audios, on_new_stream=losses.new_stream)
     while True:
@@ -1111,7 +1140,7 @@ def _decoded_frames(
             continue
         for frame in frames:
             yield from losses.decoded(frame)
-    losses.finish()
+    yield from losses.finish()
 
 
 def _frames(
@@ -1123,6 +1152,7 @@ def _frames(
     size: tuple[int, int] | None = None,
     start_pts: int | None = None,
     damage: DecodeDamage | None = None,
+    whole_file: bool = True,
 ) -> Iterator[Frame]:
     """`Frame`s with strictly increasing pts (repairs missing or repeated decoder timestamps), all
     of one size and pixel format: `size` (width, height) or else the first picture's; none shown
@@ -1137,7 +1167,7 @@ def _frames(
     to_planar = VideoReformatter()  # one for the stream: its scaler is set up once, not per frame
     to_first = VideoReformatter()
     first: tuple[int, int, str] | None = None
-    for vframe in _decoded_frames(container, path, writer, damage):
+    for vframe in _decoded_frames(container, path, writer, damage, whole_file):
         if start_pts is not None and vframe.pts is not None and vframe.pts < start_pts:
             continue
         decoded = vframe  # its side data (display matrix) and flags configure the encoder

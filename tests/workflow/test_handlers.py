@@ -141,7 +141,9 @@ def test_a_segment_is_encoded_at_the_whole_videos_picture_size():
     assert sized.encode.size == (640, 360) and sized.encode.rate == Fraction(30000, 1001)
     assert sized.encode.crf == options.encode.crf and sized.redact == options.redact
     # without one (an older payload), the segment keeps its own first picture's size
-    assert segment_options(options, None) is options
+    assert segment_options(options, None).encode.size is None
+    # a segment is not a whole file: its damage is judged with the whole video's, at the reassembly
+    assert options.encode.whole_file and not sized.encode.whole_file
     # a segment after a pre-roll processes its own frames only, from its skip_before on
     assert segment_options(options, item["picture"], 58214).encode.start_pts == 58214
     assert item["preroll"] == 0 and item["skip_before"] is None and sized.encode.start_pts is None

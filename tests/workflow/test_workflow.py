@@ -280,6 +280,28 @@ def test_an_upload_with_damaged_packets_is_published_whole_with_the_damage_in_it
     assert failure_key(result.job_id) not in cloud.keys(cloud.output_bucket, "failed/")
 
 
+def test_damage_is_judged_on_the_whole_upload_as_the_cli_does_not_segment_by_segment(cloud, clip, tmp_path):
+    # GIVEN the hamilton clip (275 frames, 2-s segments here) with 3 packets damaged in one segment:
+    # more than 1 in 50 of that segment's (a segment failed alone), fewer than of the whole video's
+    burst = tmp_path / "burst.mp4"
+    damaged_copy(clip(HAMILTON), burst, [150, 160, 170])
+    result = run_job(cloud, event_for_upload(cloud, "s3_put_video.json", burst.read_bytes(), key="uploads/burst.mp4"))
+    # THEN it is published whole, as the CLI writes it
+    assert result.status == "SUCCEEDED"
+    video, report = download(cloud, result, tmp_path)
+    assert_same_timing_and_audio(video, clip(HAMILTON))
+    assert report["files"][0]["damage"]["video_packets"] == 3
+    # GIVEN 7 damaged packets spread over the video: more than 1 in 50 of the whole
+    wrecked = tmp_path / "wrecked.mp4"
+    damaged_copy(clip(HAMILTON), wrecked, [30, 70, 100, 140, 180, 200, 240])
+    result = run_job(cloud, event_for_upload(cloud, "s3_put_video.json", wrecked.read_bytes(), key="uploads/wrecked.mp4"))
+    # THEN the job fails naming the count, and nothing is published
+    assert result.status == "FAILED"
+    failure = cloud.failure_report(result.job_id)
+    assert failure["error"] == "ReassembleError" and "7 of 275 video packets cannot be decoded" in failure["message"]
+    assert published(cloud, result.job_id) == []
+
+
 def test_same_s3_event_twice_starts_one_execution(cloud, synthetic_clip):
     # GIVEN the duplicate sample event (one upload, delivered twice in one batch)
     event = event_for_upload(cloud, "s3_put_duplicate.json", synthetic_clip.read_bytes(), key="uploads/twice.mp4")
