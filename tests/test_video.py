@@ -948,6 +948,21 @@ def test_damaged_packets_mid_stream_are_stood_in_for_and_everything_else_kept(tm
     assert _sha(src) == digest
 
 
+def test_a_damaged_last_packet_of_an_mp4_is_stood_in_for_too(tmp_path, clip):
+    # GIVEN the hamilton clip with its last video packet (its last frame) damaged: FFmpeg's frame
+    # threads report that error at the flush, which PyAV does not raise, so the frame was lost silently
+    whole = clip(HAMILTON)
+    src = tmp_path / "damaged.mp4"
+    lost = damaged_copy(whole, src, [274])
+    assert lost == [frame_times(whole)[-1]]
+    # WHEN transcoding it THEN the last frame is there, repeating the one before, and accounted for
+    stats = transcode(src, tmp_path / "out.mp4")
+    assert frame_times(tmp_path / "out.mp4") == frame_times(whole)
+    pictures = decoded_pictures(tmp_path / "out.mp4")
+    assert np.abs(pictures[-1].astype(np.int16) - pictures[-2]).mean() < 0.5
+    assert (stats.damage.video_packets, stats.damage.repeated) == (1, [pytest.approx(float(lost[0]))])
+
+
 @pytest.mark.parametrize(
     "make, message",
     [

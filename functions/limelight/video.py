@@ -974,10 +974,11 @@ class _Losses:
     frame); frames lost at the end are a truncated file: InputError, as before.
     """
 
-    def __init__(self, path: Path, damage: DecodeDamage | None, whole_file: bool = True) -> None:
+    def __init__(self, path: Path, damage: DecodeDamage | None, whole_file: bool = True, indexed: bool = False) -> None:
         self.path = path
         self.damage = damage if damage is not None else DecodeDamage()
         self.whole_file = whole_file
+        self.indexed = indexed  # an MP4 / MOV whose index matched its size: frames lost at its end are damage
         self._waiting: list[int] = []  # heap: pts of demuxed video packets not decoded yet
         self._unmatched = 0  # refused packets not yet matched with a lost frame
         self._error: BaseException | None = None
@@ -1018,14 +1019,16 @@ class _Losses:
         yield frame
 
     def finish(self) -> Iterator[av.VideoFrame]:
-        """Stand-ins for the frames lost at a segment's end; InputError for a whole file that lost
-        its last frames (truncated), that decodes no frame, or that is damaged past the limit."""
+        """Stand-ins for the frames lost at the end of a segment or of an indexed MP4 / MOV;
+        InputError for another whole file that lost its last frames (truncated), for a file that
+        decodes no frame, or for a whole file damaged past the limit."""
         if self._last is None and (self._unmatched or self.damage.video_packets):
             raise InputError(f"{self.path}: corrupt or truncated ({error_reason(self._error)})") from self._error
-        if not self.whole_file and self._last is not None:
-            # Not the video's end: a frame lost here is stood in for like any other, even when its
-            # error went unreported (FFmpeg's frame threads report the last ones at the flush,
-            # which PyAV does not raise): a segment's packets all have frames.
+        if (not self.whole_file or self.indexed) and self._last is not None:
+            # Not a truncated end (a segment's end is not the video's; an MP4 / MOV shorter than its
+            # index was refused at opening): a frame lost here is stood in for like any other, even
+            # when its error went unreported (FFmpeg's frame threads report the last ones at the
+            # flush, which PyAV does not raise): such a file's packets all have frames.
             for lost in sorted(p for p in self._waiting if p > self._last_pts):
                 if self._unmatched:
                     self._unmatched -= 1
@@ -1034,7 +1037,9 @@ class _Losses:
                 self._last.pts = self._last_pts = lost
                 self.damage.repeated.append(float(lost * self._last.time_base) if self._last.time_base else 0.0)
                 yield self._last
-            return
+            self._waiting = []
+        if not self.whole_file:
+            return  # judged with the whole video's by whoever joins it
         if self._unmatched and self._waiting:
             # The last frames are lost: a truncated file.
             raise InputError(f"{self.path}: corrupt or truncated ({error_reason(self._error)})") from self._error
@@ -1112,7 +1117,8 @@ def _decoded_frames(
     video.thread_type = "AUTO"
     video.codec_context.thread_count = writer.threads if writer is not None else 0
     audios = audio_streams(container) if writer is not None else []
-    losses = _Losses(path, damage, whole_file)
+    indexed = container.format.name.split(",")[0] == "mov" and len(video.index_entries) > 0
+    losses = _Losses(path, damage, whole_file, indexed)
     timeline = _Timeline(container, losses.damage)
     packets = demux(container, video, *audios, on_new_stream=losses.new_stream)
     while True:
