@@ -443,7 +443,7 @@ def test_a_burst_of_damage_in_one_segment_and_a_segments_damaged_last_packet_are
     folder.mkdir()
     first = split(whole, folder, 2.0)
     last_of_first = first[0].frames - 1
-    lost = damaged_copy(whole, src, [last_of_first, 150, 160, 170])
+    damaged_copy(whole, src, [last_of_first, 150, 160, 170])
     segments = split(src, tmp_path / "parts", 2.0)
     # WHEN each segment is encoded as a part of the video (as the Lambda does) and the parts joined
     stats = join(encode_segments(segments, tmp_path), src, tmp_path / "joined.mp4")
@@ -453,7 +453,6 @@ def test_a_burst_of_damage_in_one_segment_and_a_segments_damaged_last_packet_are
     # and a segment on its own, as a whole file, is still judged on its own
     with pytest.raises(InputError, match=r"3 of 91 video packets cannot be decoded"):
         transcode(next(s.path for s in segments if s.start_frame <= 150 < s.start_frame + s.frames), tmp_path / "alone.mp4")
-    assert len(lost) == 4
 
 
 def test_join_leaves_out_a_malformed_audio_packet_of_the_original(tmp_path, clip):

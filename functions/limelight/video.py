@@ -943,9 +943,14 @@ def mux_copied_audio(out: av.container.OutputContainer, packet: av.Packet) -> bo
     return True
 
 
+def _past_limit(bad: int, total: int) -> bool:
+    """More than one of `total` packets bad, and more than 1 in `DAMAGE_LIMIT`."""
+    return bad > max(1, total // DAMAGE_LIMIT)
+
+
 def check_video_damage(path: Path | str, damaged: int, packets: int, error: BaseException | None = None) -> None:
     """InputError when more of a video's `packets` were damaged than a damaged file may have."""
-    if damaged > max(1, packets // DAMAGE_LIMIT):
+    if _past_limit(damaged, packets):
         raise InputError(
             f"{path}: corrupt ({damaged} of {packets} video packets cannot be decoded, more than 1 in {DAMAGE_LIMIT})"
         ) from error
@@ -953,7 +958,7 @@ def check_video_damage(path: Path | str, damaged: int, packets: int, error: Base
 
 def check_audio_damage(path: Path, left_out: int, copied: int) -> None:
     """InputError when more of `path`'s audio packets were malformed than a damaged file may have."""
-    if left_out > max(1, (left_out + copied) // DAMAGE_LIMIT):
+    if _past_limit(left_out, left_out + copied):
         raise InputError(
             f"{path}: corrupt audio ({left_out} of {left_out + copied} audio packets are malformed, "
             f"more than 1 in {DAMAGE_LIMIT})"
@@ -971,7 +976,8 @@ class _Losses:
     before it (frame count and timestamps stay the input's). Without a refused packet nothing
     changes: a decoder that drops frames silently (leading frames of a cut mid-GOP) is left to it.
     A frame lost before the first decoded one is dropped (the video starts at its first decodable
-    frame); frames lost at the end are a truncated file: InputError, as before.
+    frame). Frames lost at the end are stood in for in a segment or an indexed MP4 / MOV (`finish`);
+    in another whole file they are a truncated file: InputError, as before.
     """
 
     def __init__(self, path: Path, damage: DecodeDamage | None, whole_file: bool = True, indexed: bool = False) -> None:
@@ -1009,14 +1015,19 @@ class _Losses:
                     continue  # not ours to fill: a decoder's own silent drop
                 self._unmatched -= 1
                 if self._last is not None and self._last_pts is not None and lost > self._last_pts:
-                    self._last.pts = self._last_pts = lost  # converted by the consumer already: the stand-in
-                    self.damage.repeated.append(float(lost * frame.time_base) if frame.time_base else 0.0)
-                    yield self._last
+                    yield self._stand_in(lost)
                 # else lost before the first decoded frame: the video starts at its first decodable one
             if self._waiting and self._waiting[0] == frame.pts:
                 heapq.heappop(self._waiting)
         self._last, self._last_pts = frame, frame.pts
         yield frame
+
+    def _stand_in(self, lost: int) -> av.VideoFrame:
+        """The last frame again, at the lost frame's pts (the consumer converted it already)."""
+        self._last.pts = self._last_pts = lost
+        tb = self._last.time_base
+        self.damage.repeated.append(float(lost * tb) if tb else 0.0)
+        return self._last
 
     def finish(self) -> Iterator[av.VideoFrame]:
         """Stand-ins for the frames lost at the end of a segment or of an indexed MP4 / MOV;
@@ -1034,9 +1045,7 @@ class _Losses:
                     self._unmatched -= 1
                 else:
                     self.damage.video_packets += 1
-                self._last.pts = self._last_pts = lost
-                self.damage.repeated.append(float(lost * self._last.time_base) if self._last.time_base else 0.0)
-                yield self._last
+                yield self._stand_in(lost)
             self._waiting = []
         if not self.whole_file:
             return  # judged with the whole video's by whoever joins it
