@@ -132,12 +132,36 @@ def test_empty_known_faces_folder_fails_before_any_output(tmp_path, clip):
 
 
 @needs_model
-def test_a_single_photo_given_as_known_faces_says_to_put_it_in_a_folder(tmp_path, clip, shared_file):
+def test_a_single_photo_given_as_known_faces_keeps_that_person(tmp_path, clip, shared_file):
+    # GIVEN one photo of the performer, given by itself (it was refused: "put it in a folder")
     photo = tmp_path / "lin.png"
     photo.write_bytes(shared_file("videos/known_faces/hamilton_white_house/lin-manuel-miranda.png").read_bytes())
-    code, _, err = run("anonymize", clip(HAMILTON), "--known-faces", photo, "-o", tmp_path / "x.mp4")
-    assert_one_line_error(code, err, "lin.png")
-    assert "must be a folder of photos, not a file" in err  # it said "folder not found"
+    code, _, err = run("anonymize", clip(HAMILTON), "--known-faces", photo, "-o", tmp_path / "x.mp4",
+                       "--report", tmp_path / "x.json")
+    assert code == 0, err
+    report = json.loads((tmp_path / "x.json").read_text())
+    doc = report["files"][0]
+    # THEN he is kept under the photo's name, and the audience is blurred
+    kept = [t for t in doc["tracks"] if t["decision"] == "kept as lin"]
+    assert kept and max(t["frames"] for t in kept) > 100
+    assert sum(t["decision"] == "blurred" for t in doc["tracks"]) >= 3
+    assert report["settings"]["known_faces"] == {"photos": 1, "persons": 1}
+
+
+@needs_model
+def test_known_faces_that_is_neither_a_photo_nor_a_folder_fails_before_any_output(tmp_path, clip, shared_file):
+    known = tmp_path / "known"
+    known.mkdir()
+    (known / "lin.png").write_bytes(shared_file("videos/known_faces/hamilton_white_house/lin-manuel-miranda.png").read_bytes())
+    notes = tmp_path / "consent.txt"
+    notes.write_text("signed forms\n")
+    # A text file beside a good folder: refused naming it, before any work
+    code, _, err = run("anonymize", clip(HAMILTON), "--known-faces", known, "--known-faces", notes, "-o", tmp_path / "x.mp4")
+    assert_one_line_error(code, err, "consent.txt", "photo or a folder")
+    assert not (tmp_path / "x.mp4").exists()
+    # A path that does not exist
+    code, _, err = run("anonymize", clip(HAMILTON), "--known-faces", tmp_path / "nobody.jpg", "-o", tmp_path / "x.mp4")
+    assert_one_line_error(code, err, "nobody.jpg", "not found")
     assert not (tmp_path / "x.mp4").exists()
 
 

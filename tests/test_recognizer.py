@@ -204,6 +204,40 @@ def test_unreadable_photo_is_refused_naming_it(tmp_path: Path) -> None:
     assert str(tmp_path / "ann.jpg") in str(raised.value)
 
 
+def test_folders_and_single_photos_make_one_gallery(known_faces: Path, tmp_path: Path) -> None:
+    # GIVEN a folder with Obama's two photos in his sub-folder, and Biden's and Lin's photos given
+    # by themselves (Lin's twice)
+    source = known_faces / "hamilton_white_house"
+    folder = linked_folder(
+        tmp_path / "team",
+        {"Barack Obama/a.jpg": source / "obama.jpg", "Barack Obama/b.jpg": source / "obama2.jpg"},
+    )
+    lin = source / "lin-manuel-miranda.png"
+
+    # WHEN one gallery is loaded from all of them
+    gallery = load_gallery(folder, source / "biden.jpg", lin, lin)
+
+    # THEN each single photo is one person named by its stem, the folder's as before, the repeated
+    # photo read once
+    assert gallery.names == ("Barack Obama", "Barack Obama", "biden", "lin-manuel-miranda")
+    assert gallery.sources == ("Barack Obama/a.jpg", "Barack Obama/b.jpg", "biden.jpg", "lin-manuel-miranda.png")
+    # AND a single photo's encoding is that of the same photo in a folder
+    alone = load_gallery(lin)
+    assert alone.names == ("lin-manuel-miranda",)
+    assert np.allclose(alone.encodings[0], gallery.encodings[3])
+
+
+def test_a_known_faces_file_that_is_not_a_photo_is_refused_naming_it(tmp_path: Path) -> None:
+    notes = tmp_path / "consent.pdf"
+    notes.write_bytes(b"%PDF-1.4\n")
+    with pytest.raises(KnownFacesError, match="not a .* photo or a folder") as raised:
+        load_gallery(notes)
+    assert str(notes) in str(raised.value)
+    with pytest.raises(KnownFacesError, match="not found") as raised:
+        load_gallery(tmp_path / "missing.jpg")
+    assert "missing.jpg" in str(raised.value)
+
+
 def test_person_subfolders_group_photos_under_the_folder_name(
     known_faces: Path, tmp_path: Path
 ) -> None:

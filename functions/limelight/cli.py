@@ -140,7 +140,9 @@ def _output_for(src: Path, root: Path, output: Path | None) -> Path:
 
 @main.command()
 @click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
-@click.option("--known-faces", type=click.Path(path_type=Path), help="Folder of photos of people who consented (one sub-folder per person also works).")
+@click.option("--known-faces", type=click.Path(path_type=Path), multiple=True,
+              help="Folder of photos of people who consented (one sub-folder per person also works), or one photo "
+                   "(the person is named by its file name); repeat for more.")
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Output file, or an existing folder to write NAME_anonymized.EXT into (a folder for a folder INPUT). Default: NAME_anonymized.EXT beside the input.")
 @click.option("--mode", type=click.Choice([m.value for m in Mode]), default=Mode.BLUR.value, show_default=True)
 @click.option("--shape", type=click.Choice([s.value for s in Shape]), default=Shape.ELLIPSE.value, show_default=True)
@@ -185,7 +187,7 @@ def _anonymize(input_path, known_faces, output, mode, shape, scale, threshold, d
     except ValueError as e:
         raise InputError(f"--preset/--crf: {e}") from None
     options = AnonymizeOptions(redact=RedactOptions(Mode(mode), Shape(shape), scale), encode=encode, mark_faces=mark_faces)
-    recognizer = Recognizer(load_gallery(known_faces)) if known_faces is not None else None
+    recognizer = Recognizer(load_gallery(*known_faces)) if known_faces else None
     engine = Anonymizer(Detector(detect_size=detect_size, threshold=threshold), recognizer, options)
     reports, failed, started = [], [], time.perf_counter()
     chosen_for_it = input_path.is_dir() or output is None or output.is_dir()  # output containers LimeLight picks

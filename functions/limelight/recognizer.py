@@ -334,31 +334,45 @@ def _gallery_photos(folder: Path) -> list[tuple[str, Path]]:
     return found
 
 
-def load_gallery(folder: str | os.PathLike[str]) -> Gallery:
-    """Build the consent gallery from a folder of photos.
+def load_gallery(*paths: str | os.PathLike[str]) -> Gallery:
+    """Build the consent gallery from folders of photos and / or single photos.
 
-    Layout: `folder/<person>.jpg|.png|.heic|...` (`PHOTO_SUFFIXES`, case-insensitive; the person's name is the
-    file stem) and/or `folder/<person>/<any>.jpg|...` (one sub-folder per person, any number of
-    photos; the name is the sub-folder's). Each photo must show exactly one face or one clearly
-    dominant face (see `encode_photo`). Raises `KnownFacesError` naming the folder when it is
-    missing or holds no photo, and naming the photo when one cannot be used: a consent gallery
-    with a silently skipped photo would blur someone who consented, so nothing is skipped.
+    A folder's layout: `folder/<person>.jpg|.png|.heic|...` (`PHOTO_SUFFIXES`, case-insensitive;
+    the person's name is the file stem) and/or `folder/<person>/<any>.jpg|...` (one sub-folder per
+    person, any number of photos; the name is the sub-folder's). A photo given by itself is one
+    person named by its stem, as in a folder. Several paths make one gallery (a person named in
+    two of them is one person); a path given twice is read once. Each photo must show exactly one
+    face or one clearly dominant face (see `encode_photo`). Raises `KnownFacesError` naming the
+    folder when it is missing or holds no photo, and naming the photo when one cannot be used: a
+    consent gallery with a silently skipped photo would blur someone who consented, so nothing is
+    skipped.
     """
-    folder = Path(folder)
-    if folder.is_file():
-        raise KnownFacesError(f"known-faces must be a folder of photos, not a file: {folder} (put it in a folder)")
-    if not folder.is_dir():
-        raise KnownFacesError(f"known-faces folder not found: {folder}")
-    try:
-        photos = _gallery_photos(folder)
-    except OSError as error:
-        raise KnownFacesError(
-            f"cannot list known-faces folder {folder}: {error.strerror or error}"
-        ) from error
-    if not photos:
-        raise KnownFacesError(f"known-faces folder {folder} contains no {_SUFFIX_LIST} photo")
+    if not paths:
+        raise ValueError("load_gallery needs at least one folder or photo")
+    photos: list[tuple[str, Path, str]] = []  # (person, photo, source as the report names it)
+    seen: set[Path] = set()
+    for path in map(Path, paths):
+        if path.resolve() in seen:
+            continue
+        seen.add(path.resolve())
+        if path.is_file():
+            if path.suffix.lower() not in PHOTO_SUFFIXES:
+                raise KnownFacesError(f"known-faces {path} is not a {_SUFFIX_LIST} photo or a folder of them")
+            photos.append((path.stem, path, path.name))
+            continue
+        if not path.is_dir():
+            raise KnownFacesError(f"known-faces folder or photo not found: {path}")
+        try:
+            found = _gallery_photos(path)
+        except OSError as error:
+            raise KnownFacesError(
+                f"cannot list known-faces folder {path}: {error.strerror or error}"
+            ) from error
+        if not found:
+            raise KnownFacesError(f"known-faces folder {path} contains no {_SUFFIX_LIST} photo")
+        photos.extend((name, photo, photo.relative_to(path).as_posix()) for name, photo in found)
     names, encodings, sources = [], [], []
-    for name, photo in photos:
+    for name, photo, source in photos:
         face = encode_photo(photo)
         if face.detector is not FaceDetector.HOG:
             logger.info(
@@ -367,7 +381,7 @@ def load_gallery(folder: str | os.PathLike[str]) -> Gallery:
             )
         names.append(name)
         encodings.append(face.encoding)
-        sources.append(photo.relative_to(folder).as_posix())
+        sources.append(source)
     gallery = Gallery(names=tuple(names), encodings=np.stack(encodings), sources=tuple(sources))
     logger.info(
         "consent gallery loaded",
