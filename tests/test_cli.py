@@ -136,8 +136,8 @@ def test_a_single_photo_given_as_known_faces_keeps_that_person(tmp_path, clip, s
     # GIVEN one photo of the performer, given by itself (it was refused: "put it in a folder")
     photo = tmp_path / "lin.png"
     photo.write_bytes(shared_file("videos/known_faces/hamilton_white_house/lin-manuel-miranda.png").read_bytes())
-    code, _, err = run("anonymize", clip(HAMILTON), "--known-faces", photo, "-o", tmp_path / "x.mp4",
-                       "--report", tmp_path / "x.json")
+    code, out, err = run("anonymize", clip(HAMILTON), "--known-faces", photo, "-o", tmp_path / "x.mp4",
+                         "--report", tmp_path / "x.json")
     assert code == 0, err
     report = json.loads((tmp_path / "x.json").read_text())
     doc = report["files"][0]
@@ -146,6 +146,10 @@ def test_a_single_photo_given_as_known_faces_keeps_that_person(tmp_path, clip, s
     assert kept and max(t["frames"] for t in kept) > 100
     assert sum(t["decision"] == "blurred" for t in doc["tracks"]) >= 3
     assert report["settings"]["known_faces"] == {"photos": 1, "persons": 1}
+    # AND the report and the summary line say who was shown, and in how many frames
+    assert list(doc["shown"]) == ["lin"]
+    assert doc["shown"]["lin"] == sum(sum(t["shown_as"].values()) for t in doc["tracks"]) > 100
+    assert f"{len(kept)} kept (lin)," in out
 
 
 @needs_model

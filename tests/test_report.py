@@ -21,6 +21,18 @@ def test_boxes_come_back_as_rows_to_a_tenth_of_a_pixel(tmp_path):
     assert json.loads(path.read_text())["files"][0]["tracks"][0]["boxes"] == track["boxes"]
 
 
+def test_the_file_says_how_many_frames_each_consented_person_was_shown_in():
+    report = FileReport("in.mp4", "out.mp4", "video")
+    for frame in range(3):
+        report.add_box(1, frame, [0, 0, 10, 10], blurred=False, shown_as="zoe")
+        report.add_box(2, frame, [20, 0, 30, 10], blurred=frame == 0, shown_as=None if frame == 0 else "ann")
+    report.add_box(5, 9, [0, 0, 10, 10], blurred=False, shown_as="ann")  # the same person on a later track
+    report.add_box(6, 9, [40, 0, 50, 10], blurred=True)
+    assert report.shown == {"ann": 3, "zoe": 3}
+    assert list(report.as_dict()["shown"]) == ["ann", "zoe"]  # by name
+    assert FileReport("a.jpg", "b.jpg", "image").as_dict()["shown"] == {}
+
+
 def test_a_long_crowded_video_holds_its_boxes_in_little_memory():
     # An hour of a crowd at 30 fps and 20 faces a frame is ~2 million boxes: held as Python lists
     # (~250 bytes each) they took ~0.5 GB before the report was even written

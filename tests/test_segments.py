@@ -391,12 +391,15 @@ def test_merge_reports_numbers_frames_and_tracks_for_the_whole_video():
         return {"frames": frames, "seconds": 1.0, "tracks": tracks}
 
     kept = {"track": 0, "first_frame": 0, "last_frame": 1, "frames": 2, "decision": "kept as ada",
-            "boxes": [[0, 1, 2, 3, 4, 0], [1, 1, 2, 3, 4, 0]]}
+            "boxes": [[0, 1, 2, 3, 4, 0], [1, 1, 2, 3, 4, 0]], "shown_as": {"ada": 2}}
     blurred = {"track": 0, "first_frame": 5, "last_frame": 5, "frames": 1, "decision": "blurred",
-               "boxes": [[5, 1, 2, 3, 4, 1]]}
-    merged = merge_reports([(0, part(10, [kept])), (10, part(8, [blurred]))], input_name="s3://in/a.mp4", output_name="s3://out/a.mp4")
-    assert (merged["frames"], merged["faces"], merged["kept"], merged["blurred"], merged["segments"]) == (18, 2, 1, 1, 2)
-    assert [(t["track"], t["segment"], t["first_frame"]) for t in merged["tracks"]] == [(0, 0, 0), (1, 1, 15)]
+               "boxes": [[5, 1, 2, 3, 4, 1]], "shown_as": {}}
+    later = {**kept, "boxes": [[0, 1, 2, 3, 4, 1], [1, 1, 2, 3, 4, 0]], "shown_as": {"ada": 1}}
+    merged = merge_reports([(0, part(10, [kept])), (10, part(8, [blurred, later]))], input_name="s3://in/a.mp4", output_name="s3://out/a.mp4")
+    assert (merged["frames"], merged["faces"], merged["kept"], merged["blurred"], merged["segments"]) == (18, 3, 2, 1, 2)
+    # each consented person's shown frames, summed over the segments' tracks
+    assert merged["shown"] == {"ada": 3}
+    assert [(t["track"], t["segment"], t["first_frame"]) for t in merged["tracks"]] == [(0, 0, 0), (1, 1, 15), (2, 1, 10)]
     assert merged["tracks"][1]["boxes"] == [[15, 1, 2, 3, 4, 1]]
     assert merged["fps"] == 9.0
     # the display rotation (segments keep the original's) tells how the boxes' frames are shown

@@ -245,7 +245,8 @@ def _summary(reports, failed: list[dict], elapsed: float, report_path) -> None:
     kept = sum(r.kept for r in reports)
     for r in reports:
         length = f"{r.frames} frames, " if r.kind == "video" else ""
-        click.echo(f"{r.output}  ({r.kind}, {length}{r.faces} faces: {r.kept} kept, {r.faces - r.kept} blurred)")
+        shown = f" ({', '.join(r.shown)})" if r.shown else ""
+        click.echo(f"{r.output}  ({r.kind}, {length}{r.faces} faces: {r.kept} kept{shown}, {r.faces - r.kept} blurred)")
     done = f"{len(reports)} of {len(reports) + len(failed)} file(s) ({len(failed)} failed, see above)" if failed else f"{len(reports)} file(s)"
     pace = f", {frames} video frames in {elapsed:.1f} s ({frames / max(elapsed, 1e-9):.1f} fps)" if frames else f" in {elapsed:.1f} s"
     click.echo(

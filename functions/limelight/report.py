@@ -103,6 +103,15 @@ class FileReport:
         return sum(1 for t in self.tracks.values() if t.decision is not None and t.decision.kept)
 
     @property
+    def shown(self) -> dict[str, int]:
+        """Consented person -> frames in which their face was left visible (all their tracks), by name."""
+        frames: dict[str, int] = {}
+        for track in self.tracks.values():
+            for name, count in track.shown_as.items():
+                frames[name] = frames.get(name, 0) + count
+        return dict(sorted(frames.items()))
+
+    @property
     def fps(self) -> float:
         return self.frames / self.seconds if self.seconds > 0 else 0.0
 
@@ -111,7 +120,7 @@ class FileReport:
         return {
             "input": self.input, "output": self.output, "kind": self.kind,
             "frames": self.frames, "seconds": round(self.seconds, 3), "fps": round(self.fps, 2),
-            "faces": self.faces, "kept": self.kept, "blurred": self.faces - self.kept,
+            "faces": self.faces, "kept": self.kept, "blurred": self.faces - self.kept, "shown": self.shown,
             "detector_input": None if self.detector_input is None else list(self.detector_input),
             "rotation": self.rotation,
             "pixel_aspect": self.pixel_aspect,

@@ -580,6 +580,10 @@ def merge_reports(parts: Sequence[tuple[int, dict[str, Any]]], *, input_name: st
             moved["boxes"] = [[row[0] + start_frame, *row[1:]] for row in track["boxes"]]
             tracks.append(moved)
     kept = sum(1 for t in tracks if t["decision"] != "blurred")
+    shown: dict[str, int] = {}
+    for track in tracks:
+        for name, count in track.get("shown_as", {}).items():
+            shown[name] = shown.get(name, 0) + count
     damaged = [part["damage"] for _, part in parts if part.get("damage")]
     joined = damage or DecodeDamage()
     damage = DecodeDamage(
@@ -598,6 +602,7 @@ def merge_reports(parts: Sequence[tuple[int, dict[str, Any]]], *, input_name: st
         "faces": len(tracks),
         "kept": kept,
         "blurred": len(tracks) - kept,
+        "shown": dict(sorted(shown.items())),
         "segments": len(parts),
         "rotation": int(parts[0][1].get("rotation", 0)) if parts else 0,
         "pixel_aspect": parts[0][1].get("pixel_aspect", "1:1") if parts else "1:1",
