@@ -25,7 +25,8 @@ def table(meta: dict) -> str:
     for key, label in NAMES.items():
         ap = ev["ap"][key]
         cell = lambda s: " / ".join(f"{ap[s][k]:.3f}" for k in ("easy", "medium", "hard"))  # noqa: E731
-        rows.append(f"| {label} | {cell('640')} | {cell('original')} | {ev['latency_ms'][key]:.1f} |")
+        ms = ev["latency_ms"].get(key)
+        rows.append(f"| {label} | {cell('640')} | {cell('original')} | {'—' if ms is None else f'{ms:.1f}'} |")
     sp = meta["pruning"]["achieved_sparsity"]
     rows.append("")
     rows.append(

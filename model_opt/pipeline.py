@@ -256,18 +256,55 @@ def stage_metadata(data: Path, work: Path, out_dir: Path, settings: list, qat_se
 
 
 def input_convention(model_path: Path) -> dict:
-    """The int8 model's input, read from the file: the runtime feeds decoded RGB frames unchanged only
-    when the input is uint8 with scale 1 and zero point 0 (otherwise it quantizes each frame)."""
+    """The int8 model's input, read from the file, and how the runtime feeds decoded RGB frames to it
+    (`limelight.detector.to_model_input`)."""
     runner = LiteRTRunner(model_path)
     scale, zero_point = runner.input_quantization
-    unchanged = runner.input_dtype == np.uint8 and (scale, zero_point) == (1.0, 0)
+    dtype = np.dtype(runner.input_dtype).name
+    if (dtype, scale, zero_point) == ("int8", 1.0, -128):
+        feed = "0..255 pixels as pixel - 128 (each byte's top bit flipped)"
+    elif (dtype, scale, zero_point) == ("uint8", 1.0, 0):
+        feed = "0..255 pixels unchanged"
+    elif not scale:
+        feed = "0..255 as floats"
+    else:
+        feed = f"pixel v enters as round(v / {scale:.4f} + {zero_point})"
     return {
-        "layout": "NHWC (1, H, W, 3), H and W multiples of 32, dynamic", "dtype": np.dtype(runner.input_dtype).name,
+        "layout": "NHWC (1, H, W, 3), H and W multiples of 32, dynamic", "dtype": dtype,
         "color": "RGB", "scale": scale, "zero_point": zero_point,
-        "range": ("0..255 pixels unchanged" if unchanged else "0..255 as floats" if not scale
-                  else f"pixel v enters as round(v / {scale:.4f} + {zero_point})")
-                 + "; BGR swap and mean (104,117,123) inside the model",
+        "range": feed + "; BGR swap and mean (104,117,123) inside the model",
     }
+
+
+def remeasure(data: Path, work: Path, out_dir: Path) -> Path:
+    """Measure again the shipped model (after `python -m model_opt.graph` rewrote it, or on another
+    machine) beside the float32 baseline, and update its metadata: AP and latency of the models whose
+    files exist (the float32 one is exported again from the source weights when missing), the input
+    convention, hash and size. Models whose files are gone (pruned float, post-training int8: their
+    weights are not kept) keep their AP, which the rewrite does not change, and lose their latency,
+    which was measured on the old graph."""
+    from model_opt.export import to_float_tflite, write_atomically
+
+    int8_path = out_dir / f"{MODEL_NAME}.tflite"
+    meta_path = int8_path.with_suffix(".json")
+    meta = json.loads(meta_path.read_text())
+    float_path = work / "float.tflite"
+    if not float_path.exists():
+        write_atomically(float_path, to_float_tflite(float_model(data)))
+    models = {"float": float_path, "pruned_float": work / "pruned_float.tflite",
+              "pruned_int8_ptq": work / "pruned_int8_ptq.tflite", "pruned_int8": int8_path}
+    present = {name: path for name, path in models.items() if path.exists()}
+    results = measure(data, present)
+    evaluation = meta["evaluation"]
+    evaluation["ap"].update(results["ap"])
+    evaluation["latency_ms"] = {name: results["latency_ms"].get(name) for name in models}
+    evaluation["remeasured"] = sorted(present)
+    evaluation["int8_sha256"] = sha256(int8_path)
+    meta["input"] = input_convention(int8_path)
+    meta["file_bytes"] = int8_path.stat().st_size
+    meta["tool_versions"] = versions()
+    meta_path.write_text(json.dumps(meta, indent=1) + "\n")
+    return meta_path
 
 
 def check_parity(data: Path, images: int = 5) -> float:
@@ -298,8 +335,14 @@ def main(argv: list[str] | None = None) -> None:
                    help="weight of the distillation term towards the float model in both fine-tunes (0: off; default: the settings')")
     p.add_argument("--feature-distill", type=float, default=None,
                    help="weight of the head-feature distillation term in both fine-tunes (0: off; default: the settings')")
+    p.add_argument("--remeasure", action="store_true",
+                   help="only measure the shipped model again beside the float32 one and update its metadata")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if args.remeasure:
+        args.work.mkdir(parents=True, exist_ok=True)
+        log.info("metadata written to %s", remeasure(args.data, args.work, args.out))
+        return
     distill = {} if args.distill is None else {"distill": args.distill}  # --distill sets every fine-tune's
     if args.feature_distill is not None:  # and so does --feature-distill
         distill["feature_distill"] = args.feature_distill

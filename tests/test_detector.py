@@ -142,7 +142,11 @@ def test_boxes_come_back_in_frame_pixels_and_the_frame_is_not_touched():
 
 def test_frames_reach_the_model_as_its_input_quantization_reads_them():
     frame = np.array([[[[0, 38, 255], [100, 101, 102]]]], np.uint8)
-    # the shipped contract: uint8, scale 1, zero point 0 -> the frame itself, no copy per frame
+    # the shipped contract: int8, scale 1, zero point -128 -> pixel - 128, by flipping the top bit
+    shifted = to_model_input(frame, np.int8, (1.0, -128))
+    assert shifted.dtype == np.int8
+    np.testing.assert_array_equal(shifted.astype(int), frame.astype(int) - 128)
+    # a uint8 input of scale 1 and zero point 0 takes the frame itself, no copy per frame
     assert to_model_input(frame, np.uint8, (1.0, 0)) is frame
     # a float export takes the same values
     np.testing.assert_array_equal(to_model_input(frame, np.float32, (0.0, 0)), frame.astype(np.float32))
@@ -151,8 +155,8 @@ def test_frames_reach_the_model_as_its_input_quantization_reads_them():
     q = to_model_input(frame, np.uint8, (scale, zp))
     assert q.dtype == np.uint8
     np.testing.assert_allclose((q.astype(float) - zp) * scale, frame, atol=scale / 2 + 1e-6)
-    q8 = to_model_input(frame, np.int8, (1.0, -128))  # an int8 input of range 0..255
-    np.testing.assert_array_equal(q8.astype(int) + 128, frame)
+    q8 = to_model_input(frame, np.int8, (2.0, -128))  # an int8 input of range 0..510
+    np.testing.assert_array_equal(q8.astype(int), np.rint(frame / 2) - 128)
 
 
 def test_the_shipped_model_is_what_its_metadata_says():
@@ -164,9 +168,12 @@ def test_the_shipped_model_is_what_its_metadata_says():
     assert path.stat().st_size == meta["file_bytes"] <= 1_000_000
     assert meta["pruning"]["achieved_sparsity"]["prunable_kernels"] >= 0.5
     runner = LiteRTRunner(path)
-    # decoded frames go in unchanged: uint8 pixels, scale 1, zero point 0 (no per-frame conversion)
-    assert runner.input_dtype == np.uint8 and runner.input_quantization == (1.0, 0)
-    assert (meta["input"]["scale"], meta["input"]["zero_point"]) == runner.input_quantization
+    # decoded frames go in as pixel - 128: int8, scale 1, zero point -128 (each byte's top bit flipped)
+    assert runner.input_dtype == np.int8 and runner.input_quantization == (1.0, -128)
+    assert (meta["input"]["dtype"], meta["input"]["scale"], meta["input"]["zero_point"]) == ("int8", 1.0, -128)
+    # and its graph is the rewritten one (model_opt/graph.py): no input QUANTIZE, no run-time upsampling size
+    ops = [op["op_name"] for op in runner.interpreter._get_ops_details()]
+    assert ops[0] == "CONV_2D" and "SHAPE" not in ops and ops.count("DEPTH_TO_SPACE") == 2
 
 
 def test_the_features_the_heads_read_use_all_256_int8_levels():
@@ -179,7 +186,8 @@ def test_the_features_the_heads_read_use_all_256_int8_levels():
     interpreter = Interpreter(model_path=str(default_model_path()))
     tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
     ssh = [tensors[op["outputs"][0]] for op in interpreter._get_ops_details()
-           if op["op_name"] == "CONCATENATION" and len(tensors[op["outputs"][0]]["shape"]) == 4]
+           if op["op_name"] == "CONCATENATION" and len(tensors[op["outputs"][0]]["shape"]) == 4
+           and len(set(op["inputs"])) > 1]  # not the upsampling's copies of one tensor
     assert len(ssh) == 3
     # THEN each holds values >= 0 only (its ReLU before the concat, fused into the convolutions), so
     # real 0 is the lowest int8 level and no level is spent on negatives (a ReLU after the concat left

@@ -9,7 +9,8 @@ import tf_keras as keras  # noqa: E402
 
 from limelight.detector import Detector, LiteRTRunner  # noqa: E402
 from model_opt.data import augment, match_targets, read_bbx_gt  # noqa: E402
-from model_opt.export import CalibrationError, to_int8_tflite, write_atomically  # noqa: E402
+from model_opt.export import CalibrationError, to_float_tflite, to_int8_tflite, write_atomically  # noqa: E402
+from model_opt.graph import optimize  # noqa: E402
 from model_opt.retinaface import RetinaFaceConfig, build_core, copy_weights_by_name  # noqa: E402
 from model_opt.qat import QatSettings, float_kernels, load_qat, qat_finetune, quantize_aware  # noqa: E402
 from model_opt.train import (  # noqa: E402
@@ -62,7 +63,7 @@ def test_pruned_tiny_model_reaches_target_sparsity(tiny_pruned):
 
 
 @pytest.mark.slow
-def test_int8_export_runs_in_litert_with_uint8_input(tiny_pruned, tmp_path):
+def test_int8_export_runs_in_litert_with_int8_input(tiny_pruned, tmp_path):
     model, _, _ = tiny_pruned
     rng = np.random.default_rng(0)
     calib = lambda: (rng.integers(0, 256, (128, 160, 3)).astype(np.uint8) for _ in range(4))  # noqa: E731
@@ -70,7 +71,8 @@ def test_int8_export_runs_in_litert_with_uint8_input(tiny_pruned, tmp_path):
     assert count == 4
     path = write_atomically(tmp_path / "tiny_int8.tflite", data)
     runner = LiteRTRunner(path)
-    assert runner.input_dtype == np.uint8
+    # pixels enter as pixel - 128 (the converter's uint8 input and its QUANTIZE op rewritten away)
+    assert runner.input_dtype == np.int8 and runner.input_quantization == (1.0, -128)
     # GIVEN a non-square frame WHEN detected THEN raw outputs cover every anchor and detections are (N, 5)
     loc, score = runner(np.zeros((1, 96, 160, 3), np.uint8))
     assert loc.shape == (len(prior_boxes(96, 160)), 4) and score.shape == (len(prior_boxes(96, 160)),)
@@ -78,6 +80,38 @@ def test_int8_export_runs_in_litert_with_uint8_input(tiny_pruned, tmp_path):
     dets = Detector(runner, detect_size=160, threshold=0.0)(rng.integers(0, 256, (90, 150, 3), dtype=np.uint8))
     assert dets.ndim == 2 and dets.shape[1] == 5 and len(dets) > 0
     assert dets[:, [0, 2]].max() <= 150 and dets[:, [1, 3]].max() <= 90
+
+
+def _ops(path):
+    from ai_edge_litert.interpreter import Interpreter
+
+    return [op["op_name"] for op in Interpreter(model_path=str(path))._get_ops_details()]
+
+
+@pytest.mark.slow
+def test_the_graph_rewrites_give_the_same_outputs_from_a_faster_graph(tiny_pruned, tmp_path):
+    model, _, _ = tiny_pruned
+    rng = np.random.default_rng(3)
+    calib = lambda: (rng.integers(0, 256, (96, 160, 3)).astype(np.uint8) for _ in range(3))  # noqa: E731
+    frames = rng.integers(0, 256, (2, 1, 96, 160, 3), dtype=np.uint8)
+    for kind, raw in (("float", to_float_tflite(model, optimize_graph=False)),
+                      ("int8", to_int8_tflite(model, calib, optimize_graph=False)[0])):
+        before = write_atomically(tmp_path / f"{kind}_raw.tflite", raw)
+        after = write_atomically(tmp_path / f"{kind}.tflite", optimize(raw))
+        # GIVEN the converter's graph: the FPN's x2 upsampling computes its size at run time
+        assert {"SHAPE", "RESIZE_NEAREST_NEIGHBOR"} <= set(_ops(before))
+        # THEN the rewritten graph has none of that, and no input QUANTIZE op
+        ops = _ops(after)
+        assert "SHAPE" not in ops and "RESIZE_NEAREST_NEIGHBOR" not in ops
+        assert ops.count("DEPTH_TO_SPACE") == 2 and "QUANTIZE" not in ops[:1]
+        # AND it answers the same (int8: the same integers; float: the same arithmetic)
+        old, new = LiteRTRunner(before), LiteRTRunner(after)
+        for frame in frames:
+            (loc_a, score_a), (loc_b, score_b) = old(frame), new(frame)
+            np.testing.assert_array_equal(loc_b, loc_a)
+            np.testing.assert_array_equal(score_b, score_a)
+    # AND a model already rewritten is left as it is
+    assert optimize(after.read_bytes()) == optimize(optimize(after.read_bytes()))
 
 
 def test_empty_calibration_set_is_refused():
@@ -237,8 +271,8 @@ def test_qat_int8_export_follows_the_qat_model(tiny_qat, tmp_path):
     calib = lambda: (rng.integers(0, 256, (96, 160, 3)).astype(np.uint8) for _ in range(2))  # noqa: E731
     data, _ = to_int8_tflite(reloaded, calib)
     runner = LiteRTRunner(write_atomically(tmp_path / "qat_int8.tflite", data))
-    # the input range stayed the pixels' own through the fine-tune: frames go in unchanged
-    assert runner.input_dtype == np.uint8 and runner.input_quantization == (1.0, 0)
+    # the input range stayed the pixels' own through the fine-tune: frames go in as pixel - 128
+    assert runner.input_dtype == np.int8 and runner.input_quantization == (1.0, -128)
     loc, score = runner(image)
     expected = np.exp(logits_q[0, :, 1]) / np.exp(logits_q[0]).sum(-1)
     # fake quantization in training == integer arithmetic in LiteRT, up to a few int8 steps

@@ -23,6 +23,7 @@ from typing import Protocol
 import cv2
 import numpy as np
 
+from limelight.amx import keep_xnnpack_off_amx
 from limelight.anchors import AnchorConfig, nms, postprocess, prior_boxes
 from limelight.errors import LimeLightError
 
@@ -99,6 +100,7 @@ class LiteRTRunner:
         self.model_path = path
         if not path.is_file():
             raise ModelError(f"{path}: detector model not found")
+        keep_xnnpack_off_amx()  # before the first interpreter: see limelight/amx.py
         try:
             self.interpreter = _interpreter_class()(model_path=str(path), num_threads=num_threads)
         except (ValueError, RuntimeError) as e:
@@ -157,11 +159,14 @@ def _without_delegate_notice() -> Iterator[None]:
 
 
 def to_model_input(batch: np.ndarray, dtype, quantization: tuple[float, int]) -> np.ndarray:
-    """RGB uint8 pixels -> the model's input tensor. The shipped int8 model takes them unchanged (uint8,
-    scale 1, zero point 0); a float32 export takes the same 0..255 values as floats; any other integer
-    input is quantized with its own scale and zero point, so a model with another input range still
-    sees the real image."""
+    """RGB uint8 pixels -> the model's input tensor. The shipped int8 model takes int8 with scale 1 and
+    zero point -128, i.e. pixel - 128, which is the pixel's byte with its top bit flipped (one cheap
+    pass, no arithmetic); a uint8 input of scale 1 and zero point 0 takes the frame unchanged; a
+    float32 export takes the same 0..255 values as floats; any other integer input is quantized with
+    its own scale and zero point, so a model with another input range still sees the real image."""
     scale, zero_point = quantization
+    if dtype == np.int8 and (scale, zero_point) == (1.0, -128):
+        return np.bitwise_xor(batch, np.uint8(0x80)).view(np.int8)
     if dtype == np.uint8 and (scale, zero_point) in ((1.0, 0), (0.0, 0)):
         return batch
     if not np.issubdtype(dtype, np.integer):
