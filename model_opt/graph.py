@@ -118,7 +118,7 @@ def static_upsampling(m: schema.ModelT) -> int:
         # The size must be the input's own height and width times 2.
         made = {out: j for j, op in enumerate(graph.operators) for out in op.outputs}
         chain, t = [], size
-        while t in made and _code(m, graph.operators[made[t]]) in (OP.MUL, OP.SLICE, OP.STRIDED_SLICE, OP.SHAPE):
+        while t in made and _code(m, graph.operators[made[t]]) in (OP.MUL, OP.SLICE, OP.SHAPE):
             op = graph.operators[made[t]]
             chain.append(made[t])
             if _code(m, op) == OP.MUL and not np.array_equal(_array(m, graph, op.inputs[1]), [2, 2]):
@@ -127,7 +127,9 @@ def static_upsampling(m: schema.ModelT) -> int:
                 raise GraphError("the upsampling's size is not its input's height and width")
             t = op.inputs[0]
         # ... of x itself, or of the tensor x was requantized from (same shape)
-        same = {x} | ({graph.operators[made[x]].inputs[0]} if x in made and _code(m, graph.operators[made[x]]) == OP.QUANTIZE else set())
+        same = {x}
+        if x in made and _code(m, graph.operators[made[x]]) == OP.QUANTIZE:
+            same.add(graph.operators[made[x]].inputs[0])
         if t not in same or not chain or _code(m, graph.operators[chain[-1]]) != OP.SHAPE:
             raise GraphError("the upsampling's size is not computed from its input's shape")
         t_x = graph.tensors[x]
