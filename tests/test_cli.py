@@ -150,6 +150,20 @@ def test_a_single_photo_given_as_known_faces_keeps_that_person(tmp_path, clip, s
     assert list(doc["shown"]) == ["lin"]
     assert doc["shown"]["lin"] == sum(sum(t["shown_as"].values()) for t in doc["tracks"]) > 100
     assert f"{len(kept)} kept (lin)," in out
+    assert "not recognised" not in err
+
+
+@needs_model
+def test_a_consent_photo_that_matches_nobody_is_pointed_out(tmp_path, clip, shared_file):
+    # GIVEN a photo of someone who is not in the clip (a user's wrong or outdated photo)
+    photo = tmp_path / "paul.png"
+    photo.write_bytes(shared_file("videos/known_faces/distractors/paul_rudd.aligned.png").read_bytes())
+    code, out, err = run("anonymize", clip(HAMILTON), "--known-faces", photo, "-o", tmp_path / "x.mp4")
+    # THEN the video is anonymized as always (everyone blurred) and a note says nobody was recognised
+    assert code == 0 and (tmp_path / "x.mp4").exists()
+    assert " 0 kept, " in out
+    notes = [line for line in err.splitlines() if line.startswith("limelight: note:")]
+    assert len(notes) == 1 and "paul not recognised in" in notes[0] and HAMILTON in notes[0]
 
 
 @needs_model

@@ -234,12 +234,12 @@ def _anonymize(input_path, known_faces, output, mode, shape, scale, threshold, d
                 raise
             written = "the anonymized file is" if len(reports) == 1 else f"the {len(reports)} anonymized files are"
             raise OutputError(f"{e}; {written} complete") from None
-    _summary(reports, failed, elapsed, report_path)
+    _summary(reports, failed, elapsed, report_path, consented=None if recognizer is None else recognizer.gallery.persons)
     if failed:
         sys.exit(1)
 
 
-def _summary(reports, failed: list[dict], elapsed: float, report_path) -> None:
+def _summary(reports, failed: list[dict], elapsed: float, report_path, consented: tuple[str, ...] | None = None) -> None:
     frames = sum(r.frames for r in reports if r.kind == "video")
     faces = sum(r.faces for r in reports)
     kept = sum(r.kept for r in reports)
@@ -247,6 +247,12 @@ def _summary(reports, failed: list[dict], elapsed: float, report_path) -> None:
         length = f"{r.frames} frames, " if r.kind == "video" else ""
         shown = f" ({', '.join(r.shown)})" if r.shown else ""
         click.echo(f"{r.output}  ({r.kind}, {length}{r.faces} faces: {r.kept} kept{shown}, {r.faces - r.kept} blurred)")
+    if consented and len(reports) == 1 and reports[0].faces and not reports[0].shown:
+        # One file with faces, consent photos given, nobody recognised: most often a photo that does
+        # not match (old, sunglasses, another person), which the user should hear of before publishing.
+        who = consented[0] if len(consented) == 1 else f"any of the {len(consented)} consented people"
+        click.echo(f"limelight: note: {who} not recognised in {reports[0].input}: all its faces are blurred "
+                   "(check the --known-faces photos)", err=True)
     done = f"{len(reports)} of {len(reports) + len(failed)} file(s) ({len(failed)} failed, see above)" if failed else f"{len(reports)} file(s)"
     pace = f", {frames} video frames in {elapsed:.1f} s ({frames / max(elapsed, 1e-9):.1f} fps)" if frames else f" in {elapsed:.1f} s"
     click.echo(
