@@ -1,25 +1,32 @@
 """Rewrites of the converted TFLite graph that make it faster in LiteRT and compute exactly the same.
 
-The TFLite converter writes the Keras graph as it is; two parts of it cost the int8 model time for
-nothing (measured at 640x384 with XNNPACK on its VNNI kernels, see `limelight/amx.py`; two threads:
-5.06 -> 4.41 ms, float32 7.86 -> 7.75 ms; the outputs are bit-identical on the WIDER FACE images):
+The TFLite converter writes the Keras graph as it is; three parts of it cost the int8 model time for
+nothing (measured at 640x384 with XNNPACK on its VNNI kernels, see `limelight/amx.py`; two threads,
+invoke only: 5.06 -> 4.41 -> 3.89 ms against float32's 7.86 -> 7.75 ms; the outputs are
+bit-identical on the WIDER FACE images, and tested so on the tiny pipeline):
 
 1. **uint8 input**: a QUANTIZE op turns the uint8 frame into int8 (v - 128) over every input pixel,
    0.5 ms. The input becomes that int8 tensor (scale 1, zero point -128) and the runtime feeds
    `pixel ^ 0x80` (`limelight.detector.to_model_input`), the same numbers, in 0.02 ms.
-2. **Dynamic upsampling**: the FPN's x2 nearest-neighbour upsampling was SHAPE -> SLICE -> MUL ->
+2. **Stem on 2x2 blocks** (int8 only): XNNPACK's int8 convolutions cost about the same per output
+   pixel whatever their few channels, and the full-size input had two (the fixed BGR-swap-and-mean
+   1x1 convolution, 0.85 ms, then the 3x3 stride-2 stem). After a SPACE_TO_DEPTH(2) both run on a
+   quarter of the pixels with 4x the channels: the preprocessing as a block-diagonal 1x1 convolution,
+   the stem as a 2x2 stride-1 one holding the same int8 weights (`space_to_depth_stem`). Float32
+   runs it no faster (7.87 vs 7.80 ms), so its graph keeps the plain stem.
+3. **Dynamic upsampling**: the FPN's x2 nearest-neighbour upsampling was SHAPE -> SLICE -> MUL ->
    RESIZE_NEAREST_NEIGHBOR, ops XNNPACK does not take, which cut the graph into several delegate
    partitions. It becomes CONCATENATION(x, x, x, x) -> DEPTH_TO_SPACE(2), the same values, both in
    XNNPACK (0.1 ms).
 
-Tried and left out: replacing the fixed BGR-swap-and-mean convolution over the full-size input
-(0.85 ms in int8) by a per-channel ADD with the swap moved into the stem's kernel (exact, but the
-int8 ADD over 3 channels costs about as much), or folding the mean into the stem's bias as well
-(no full-size op left, 3.6 ms, but the stem then reads exact pixels instead of the values rounded
-to the preprocessing output's scale, and the int8 model's answers move: -0.9 / -0.5 / -0.5 AP at 640).
+Tried and left out: the preprocessing as a per-channel ADD with the swap moved into the stem's kernel
+(exact, but the int8 ADD over 3 channels costs about as much as the convolution), or folded into the
+stem's bias as well (no full-size op left, but the stem then reads exact pixels instead of the
+values rounded to the preprocessing output's scale, and the int8 model's answers move: -0.9 / -0.5 /
+-0.5 AP at 640).
 
-`optimize` applies both to float32 and int8 exports alike (the latency baseline gets the same
-graph). `python -m model_opt.graph MODEL.tflite [OUT.tflite]` rewrites an already exported model.
+`optimize` applies them to float32 and int8 exports (each rewrite where it applies).
+`python -m model_opt.graph MODEL.tflite [OUT.tflite]` rewrites an already exported model.
 """
 
 from __future__ import annotations
@@ -44,9 +51,10 @@ class GraphError(ValueError):
 
 
 def optimize(model: bytes) -> bytes:
-    """Both rewrites (see the module docstring); a rewrite whose pattern is absent is skipped."""
+    """The rewrites (see the module docstring); a rewrite whose pattern is absent is skipped."""
     m = schema.ModelT.InitFromPackedBuf(bytearray(model), 0)
     int8_input(m)
+    space_to_depth_stem(m)
     static_upsampling(m)
     builder = flatbuffers.Builder(len(model) + 4096)
     builder.Finish(m.Pack(builder), file_identifier=b"TFL3")
@@ -97,6 +105,96 @@ def int8_input(m: schema.ModelT) -> bool:
         for io in signature.inputs:
             if io.tensorIndex == source:
                 io.tensorIndex = target
+    return True
+
+
+def _tensor(m: schema.ModelT, graph: schema.SubGraphT, like: schema.TensorT, name: bytes, shape: list[int],
+            data: np.ndarray | None = None, quantization=None) -> int:
+    """A new tensor of `like`'s type (and quantization, unless given), constant when `data` is given;
+    a variable one keeps a dynamic height and width."""
+    t = schema.TensorT()
+    t.name, t.type, t.shape = name, like.type, list(shape)
+    t.quantization = like.quantization if quantization is None else quantization
+    if data is None:
+        t.shapeSignature = [1, -1, -1, shape[3]]
+    buffer = schema.BufferT()
+    if data is not None:
+        buffer.data = np.ascontiguousarray(data).tobytes()
+    m.buffers.append(buffer)
+    t.buffer = len(m.buffers) - 1
+    graph.tensors.append(t)
+    return len(graph.tensors) - 1
+
+
+def _per_channel(scales: list[float], times: int) -> schema.QuantizationParametersT:
+    q = schema.QuantizationParametersT()
+    q.scale = [float(v) for v in scales] * times
+    q.zeroPoint = [0] * len(q.scale)
+    return q
+
+
+def space_to_depth_stem(m: schema.ModelT) -> bool:
+    """int8 input -> 1x1 CONV_2D (preprocessing) -> PAD 1 -> 3x3 CONV_2D stride 2 (stem)  =>
+    SPACE_TO_DEPTH(2) -> 1x1 CONV_2D (the preprocessing 4 times over, block-diagonal) -> PAD top and
+    left 1 -> 2x2 CONV_2D stride 1. Stem output row i reads input rows 2i-1, 2i, 2i+1, i.e. rows i-1
+    (its odd half) and i (both halves) of the space-to-depth tensor; the kernel holds the same int8
+    weights at those places and zeros elsewhere, so every accumulator is the same sum. The input's
+    height and width are even (multiples of 32), so the stem never read the bottom and right padding.
+    For int8 only: float32 runs it no faster."""
+    graph = m.subgraphs[0]
+    if len(graph.operators) < 3 or [_code(m, op) for op in graph.operators[:3]] != [OP.CONV_2D, OP.PAD, OP.CONV_2D]:
+        return False
+    pre, pad, stem = graph.operators[:3]
+    source = pre.inputs[0]
+    if source not in graph.inputs or graph.tensors[source].type != schema.TensorType.INT8:
+        return False
+    w_pre, w_stem = _array(m, graph, pre.inputs[1]), _array(m, graph, stem.inputs[1])
+    channels = w_pre.shape[3]
+    options = stem.builtinOptions
+    if (w_pre.shape[1:3] != (1, 1) or w_pre.shape[0] != channels or w_stem.shape[1:] != (3, 3, channels)
+            or (options.strideH, options.strideW) != (2, 2) or options.padding != schema.Padding.VALID
+            or (options.dilationHFactor, options.dilationWFactor) not in ((1, 1), (0, 0))
+            or _array(m, graph, pad.inputs[1]).tolist() != [[0, 0], [1, 1], [1, 1], [0, 0]]
+            or _readers(graph, pre.outputs[0]) != [1] or _readers(graph, pad.outputs[0]) != [2]):
+        return False
+    t_source, t_wp, t_bp = graph.tensors[source], graph.tensors[pre.inputs[1]], graph.tensors[pre.inputs[2]]
+    wide = 4 * channels
+    # space to depth: channel (dy * 2 + dx) * C + c holds pixel (2i + dy, 2j + dx), channel c
+    s2d = _tensor(m, graph, t_source, t_source.name + b"/space_to_depth", [1, 1, 1, wide])
+    to_depth = schema.OperatorT()
+    to_depth.opcodeIndex = _opcode(m, OP.SPACE_TO_DEPTH)
+    to_depth.inputs, to_depth.outputs = [source], [s2d]
+    to_depth.builtinOptionsType = schema.BuiltinOptions.SpaceToDepthOptions
+    to_depth.builtinOptions = schema.SpaceToDepthOptionsT()
+    to_depth.builtinOptions.blockSize = 2
+    # the preprocessing on each of the 4 pixels of a block
+    kernel = np.zeros((wide, 1, 1, wide), w_pre.dtype)
+    for block in range(4):
+        kernel[block * channels:(block + 1) * channels, :, :, block * channels:(block + 1) * channels] = w_pre
+    bias = np.tile(_array(m, graph, pre.inputs[2]), 4)
+    t_pre_out = graph.tensors[pre.outputs[0]]
+    pre.inputs = [s2d,
+                  _tensor(m, graph, t_wp, t_wp.name + b"/x4", list(kernel.shape), kernel,
+                          _per_channel(t_wp.quantization.scale, 4)),
+                  _tensor(m, graph, t_bp, t_bp.name + b"/x4", list(bias.shape), bias,
+                          _per_channel(t_bp.quantization.scale, 4))]
+    pre.outputs = [_tensor(m, graph, t_pre_out, t_pre_out.name + b"/x4", [1, 1, 1, wide])]
+    t_pad_out = graph.tensors[pad.outputs[0]]
+    top_left = np.array([[0, 0], [1, 0], [1, 0], [0, 0]], np.int32)
+    pad.inputs = [pre.outputs[0], _tensor(m, graph, graph.tensors[pad.inputs[1]], b"pad_top_left", [4, 2], top_left)]
+    pad.outputs = [_tensor(m, graph, t_pad_out, t_pad_out.name + b"/x4", [1, 1, 1, wide])]
+    # stem tap k (0..2) over rows (and columns) -> (space-to-depth tap: row i - 1 or i, half of the block)
+    taps = {0: (0, 1), 1: (1, 0), 2: (1, 1)}
+    stem_kernel = np.zeros((w_stem.shape[0], 2, 2, wide), w_stem.dtype)
+    for kh, (th, dy) in taps.items():
+        for kw, (tw, dx) in taps.items():
+            block = dy * 2 + dx
+            stem_kernel[:, th, tw, block * channels:(block + 1) * channels] = w_stem[:, kh, kw, :]
+    t_ws = graph.tensors[stem.inputs[1]]
+    stem.inputs = [pad.outputs[0], _tensor(m, graph, t_ws, t_ws.name + b"/space_to_depth", list(stem_kernel.shape),
+                                           stem_kernel), stem.inputs[2]]
+    options.strideH = options.strideW = 1
+    graph.operators.insert(0, to_depth)
     return True
 
 

@@ -171,9 +171,10 @@ def test_the_shipped_model_is_what_its_metadata_says():
     # decoded frames go in as pixel - 128: int8, scale 1, zero point -128 (each byte's top bit flipped)
     assert runner.input_dtype == np.int8 and runner.input_quantization == (1.0, -128)
     assert (meta["input"]["dtype"], meta["input"]["scale"], meta["input"]["zero_point"]) == ("int8", 1.0, -128)
-    # and its graph is the rewritten one (model_opt/graph.py): no input QUANTIZE, no run-time upsampling size
+    # and its graph is the rewritten one (model_opt/graph.py): no input QUANTIZE, the stem on 2x2 blocks,
+    # no run-time upsampling size
     ops = [op["op_name"] for op in runner.interpreter._get_ops_details()]
-    assert ops[0] == "CONV_2D" and "SHAPE" not in ops and ops.count("DEPTH_TO_SPACE") == 2
+    assert ops[:2] == ["SPACE_TO_DEPTH", "CONV_2D"] and "SHAPE" not in ops and ops.count("DEPTH_TO_SPACE") == 2
 
 
 def test_the_features_the_heads_read_use_all_256_int8_levels():

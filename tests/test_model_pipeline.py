@@ -100,10 +100,12 @@ def test_the_graph_rewrites_give_the_same_outputs_from_a_faster_graph(tiny_prune
         after = write_atomically(tmp_path / f"{kind}.tflite", optimize(raw))
         # GIVEN the converter's graph: the FPN's x2 upsampling computes its size at run time
         assert {"SHAPE", "RESIZE_NEAREST_NEIGHBOR"} <= set(_ops(before))
-        # THEN the rewritten graph has none of that, and no input QUANTIZE op
+        # THEN the rewritten graph has none of that, and no input QUANTIZE op; the int8 one's stem
+        # works on 2x2 blocks of pixels (the float one's runs no faster so)
         ops = _ops(after)
         assert "SHAPE" not in ops and "RESIZE_NEAREST_NEIGHBOR" not in ops
         assert ops.count("DEPTH_TO_SPACE") == 2 and "QUANTIZE" not in ops[:1]
+        assert (ops[0] == "SPACE_TO_DEPTH") == (kind == "int8") and "SPACE_TO_DEPTH" not in _ops(before)
         # AND it answers the same (int8: the same integers; float: the same arithmetic)
         old, new = LiteRTRunner(before), LiteRTRunner(after)
         for frame in frames:
