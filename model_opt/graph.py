@@ -231,24 +231,16 @@ def static_upsampling(m: schema.ModelT) -> int:
         if t not in same or not chain or _code(m, graph.operators[chain[-1]]) != OP.SHAPE:
             raise GraphError("the upsampling's size is not computed from its input's shape")
         t_x = graph.tensors[x]
-        tiled = schema.TensorT()
-        tiled.name = t_x.name + b"/tiled"
-        tiled.type, tiled.quantization = t_x.type, t_x.quantization
-        tiled.shape = [*t_x.shape[:3], t_x.shape[3] * 4]
-        if t_x.shapeSignature is not None:
-            tiled.shapeSignature = [*t_x.shapeSignature[:3], t_x.shapeSignature[3] * 4]
-        m.buffers.append(schema.BufferT())
-        tiled.buffer = len(m.buffers) - 1
-        graph.tensors.append(tiled)
+        tiled = _tensor(m, graph, t_x, t_x.name + b"/tiled", [1, 1, 1, t_x.shape[3] * 4])
         concat = schema.OperatorT()
         concat.opcodeIndex = _opcode(m, OP.CONCATENATION)
-        concat.inputs, concat.outputs = [x] * 4, [len(graph.tensors) - 1]
+        concat.inputs, concat.outputs = [x] * 4, [tiled]
         concat.builtinOptionsType = schema.BuiltinOptions.ConcatenationOptions
         concat.builtinOptions = schema.ConcatenationOptionsT()
         concat.builtinOptions.axis = 3
         to_space = schema.OperatorT()
         to_space.opcodeIndex = _opcode(m, OP.DEPTH_TO_SPACE)
-        to_space.inputs, to_space.outputs = [len(graph.tensors) - 1], list(resize.outputs)
+        to_space.inputs, to_space.outputs = [tiled], list(resize.outputs)
         to_space.builtinOptionsType = schema.BuiltinOptions.DepthToSpaceOptions
         to_space.builtinOptions = schema.DepthToSpaceOptionsT()
         to_space.builtinOptions.blockSize = 2

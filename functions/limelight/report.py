@@ -10,6 +10,7 @@ import json
 import os
 import tempfile
 from array import array
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -105,11 +106,7 @@ class FileReport:
     @property
     def shown(self) -> dict[str, int]:
         """Consented person -> frames in which their face was left visible (all their tracks), by name."""
-        frames: dict[str, int] = {}
-        for track in self.tracks.values():
-            for name, count in track.shown_as.items():
-                frames[name] = frames.get(name, 0) + count
-        return dict(sorted(frames.items()))
+        return dict(sorted(sum((Counter(track.shown_as) for track in self.tracks.values()), Counter()).items()))
 
     @property
     def fps(self) -> float:

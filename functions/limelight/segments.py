@@ -25,6 +25,7 @@ import itertools
 import math
 import os
 from array import array
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -580,10 +581,7 @@ def merge_reports(parts: Sequence[tuple[int, dict[str, Any]]], *, input_name: st
             moved["boxes"] = [[row[0] + start_frame, *row[1:]] for row in track["boxes"]]
             tracks.append(moved)
     kept = sum(1 for t in tracks if t["decision"] != "blurred")
-    shown: dict[str, int] = {}
-    for track in tracks:
-        for name, count in track.get("shown_as", {}).items():
-            shown[name] = shown.get(name, 0) + count
+    shown = sum((Counter(track.get("shown_as", {})) for track in tracks), Counter())
     damaged = [part["damage"] for _, part in parts if part.get("damage")]
     joined = damage or DecodeDamage()
     damage = DecodeDamage(
