@@ -1,10 +1,11 @@
 """Keras RetinaFace -> TFLite (float32 reference, or full int8 with a calibration set).
 
 The exported graph has a dynamic (1, H, W, 3) RGB input (H, W multiples of 32) so the runtime sizes
-it once per video, and two float outputs: box offsets (1, A, 4) and face scores (1, A). In the int8
-model every weight and activation is int8 and the input is int8 with scale 1 and zero point -128
-(pixel - 128, which the runtime feeds as `pixel ^ 0x80`). Both exports go through
-`model_opt.graph.optimize` (the same results from a faster graph).
+it once per video, and two float outputs: box offsets (1, A, 4) and class logits (1, A, 2), whose
+softmax the runtime takes (`limelight.detector.face_probability`). In the int8 model every weight
+and activation is int8 and the input is int8 with scale 1 and zero point -128 (pixel - 128, which
+the runtime feeds as `pixel ^ 0x80`). Both exports go through `model_opt.graph.optimize` (the same
+results from a faster graph).
 """
 
 from __future__ import annotations

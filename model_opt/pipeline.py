@@ -42,6 +42,11 @@ LATENCY_RUNS = 60
 EVAL_SIZES = {"640": 640, "original": None}  # original = the image's own size, long side capped at 1600
 
 
+OUTPUTS = {"loc": "(1, A, 4) float offsets, variances (0.1, 0.2)",
+           "logits": "(1, A, 2) float background / face class logits; the face score is their softmax, "
+                     "taken by the runtime (limelight.detector.face_probability)"}
+
+
 def sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
@@ -242,7 +247,7 @@ def stage_metadata(data: Path, work: Path, out_dir: Path, settings: list, qat_se
                                  "(tfmot Default8BitPrunePreserveQuantizeScheme, depthwise kernels per channel)",
                          "qat": asdict(qat_settings), **export_info},
         "input": input_convention(int8_path),
-        "outputs": {"loc": "(1, A, 4) offsets, variances (0.1, 0.2)", "score": "(1, A) face probability"},
+        "outputs": OUTPUTS,
         "anchors": {"min_sizes": [[16, 32], [64, 128], [256, 512]], "steps": [8, 16, 32], "variances": [0.1, 0.2]},
         "evaluation": {"protocol": "official WIDER FACE (IoU 0.5, easy/medium/hard keep lists, VOC AP)",
                        "images": "local val subset: 315 images of 3 events (Parade, Interview, Family_Group)",
@@ -301,6 +306,7 @@ def remeasure(data: Path, work: Path, out_dir: Path) -> Path:
     evaluation["remeasured"] = sorted(present)
     evaluation["int8_sha256"] = sha256(int8_path)
     meta["input"] = input_convention(int8_path)
+    meta["outputs"] = OUTPUTS
     meta["file_bytes"] = int8_path.stat().st_size
     meta["tool_versions"] = versions()
     meta_path.write_text(json.dumps(meta, indent=1) + "\n")

@@ -1,11 +1,13 @@
 """The runtime detector's geometry and input conditioning (no model needed)."""
 
+import warnings
+
 import numpy as np
 import pytest
 
 from limelight.anchors import prior_boxes
-from limelight.detector import (AUTO, TARGET_MEAN, Detector, InputGeometry, _brighten, auto_detect_size, photo_detect_sizes,
-                                to_model_input)
+from limelight.detector import (AUTO, TARGET_MEAN, Detector, InputGeometry, _brighten, auto_detect_size, face_probability,
+                                photo_detect_sizes, to_model_input)
 
 
 def test_input_is_scaled_to_the_long_side_and_padded_to_multiples_of_32():
@@ -175,6 +177,22 @@ def test_the_shipped_model_is_what_its_metadata_says():
     # no run-time upsampling size
     ops = [op["op_name"] for op in runner.interpreter._get_ops_details()]
     assert ops[:2] == ["SPACE_TO_DEPTH", "CONV_2D"] and "SHAPE" not in ops and ops.count("DEPTH_TO_SPACE") == 2
+    # and it ends at the class logits, whose softmax the runtime takes (scores are not rounded to 1/256)
+    assert "SOFTMAX" not in ops and runner._logits
+    loc, score = runner(np.zeros((1, 64, 96, 3), np.uint8))
+    assert loc.shape == (len(score), 4) and score.dtype == np.float32 and 0 <= score.min() <= score.max() <= 1
+
+
+def test_the_face_score_is_the_two_class_softmax_of_the_logits():
+    logits = np.array([[0.0, 0.0], [1.5, -2.0], [-3.0, 4.0], [200.0, -200.0], [-200.0, 200.0]], np.float32)
+    e = np.exp(logits.astype(np.float64) - logits.max(axis=1, keepdims=True))  # softmax, stably in float64
+    expected = e[:, 1] / e.sum(axis=1)
+    with warnings.catch_warnings():  # a sure background or face gives 0 or 1, without a warning
+        warnings.simplefilter("error")
+        score = face_probability(logits)
+    assert score.dtype == np.float32
+    np.testing.assert_allclose(score, expected, atol=1e-7)
+    assert score[3] == 0.0 and score[4] == 1.0
 
 
 def test_the_features_the_heads_read_use_all_256_int8_levels():

@@ -110,6 +110,7 @@ class LiteRTRunner:
         self.input_quantization = self._input["quantization"]
         self._shape: tuple[int, ...] | None = None
         self._loc = self._score = None
+        self._logits = False
         # The runtime creates its XNNPACK delegate at the first allocation and says so on stderr
         # (C++ logging Python cannot configure): allocate once here, with that line kept off the
         # user's terminal, rather than in the middle of a progress bar.
@@ -124,9 +125,11 @@ class LiteRTRunner:
         self.interpreter.resize_tensor_input(self._input["index"], list(shape))
         self.interpreter.allocate_tensors()
         outputs = self.interpreter.get_output_details()
-        # Outputs are told apart by rank: loc is (1, A, 4), the face score (1, A).
-        self._loc = next(o["index"] for o in outputs if len(o["shape"]) == 3)
-        self._score = next(o["index"] for o in outputs if len(o["shape"]) == 2)
+        # Outputs are told apart by shape: loc is (1, A, 4); the face score (1, A), or the class logits
+        # (1, A, 2) of a graph whose softmax was left to the runtime (model_opt/graph.py: softmax_to_runtime).
+        self._loc = next(o["index"] for o in outputs if len(o["shape"]) == 3 and o["shape"][-1] == 4)
+        score = next(o for o in outputs if o["index"] != self._loc)
+        self._score, self._logits = score["index"], len(score["shape"]) == 3
         self._shape = shape
 
     def __call__(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -134,7 +137,8 @@ class LiteRTRunner:
             self._resize(batch.shape)
         self.interpreter.set_tensor(self._input["index"], to_model_input(batch, self.input_dtype, self.input_quantization))
         self.interpreter.invoke()
-        return self.interpreter.get_tensor(self._loc)[0], self.interpreter.get_tensor(self._score)[0]
+        loc, score = self.interpreter.get_tensor(self._loc)[0], self.interpreter.get_tensor(self._score)[0]
+        return loc, face_probability(score) if self._logits else score
 
 
 _DELEGATE_NOTICE = "INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
@@ -156,6 +160,12 @@ def _without_delegate_notice() -> Iterator[None]:
             for line in captured.read().decode(errors="replace").splitlines(keepends=True):
                 if line.strip() != _DELEGATE_NOTICE:
                     sys.stderr.write(line)
+
+
+def face_probability(logits: np.ndarray) -> np.ndarray:
+    """(A, 2) background / face logits -> (A,) softmax face probability, 1 / (1 + e^(background - face))."""
+    with np.errstate(over="ignore"):  # e^x overflows to inf for a sure background: probability 0, rightly
+        return 1.0 / (1.0 + np.exp(logits[:, 0] - logits[:, 1]))
 
 
 def to_model_input(batch: np.ndarray, dtype, quantization: tuple[float, int]) -> np.ndarray:
