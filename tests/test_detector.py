@@ -183,6 +183,25 @@ def test_the_shipped_model_is_what_its_metadata_says():
     assert loc.shape == (len(score), 4) and score.dtype == np.float32 and 0 <= score.min() <= score.max() <= 1
 
 
+def test_a_model_of_another_form_is_refused_naming_it(tmp_path):
+    import flatbuffers
+
+    from limelight.detector import LiteRTRunner, ModelError, default_model_path
+    from model_opt.graph import schema
+
+    # GIVEN the shipped model with its face-score output taken away (a model of another form)
+    m = schema.ModelT.InitFromPackedBuf(bytearray(default_model_path().read_bytes()), 0)
+    m.subgraphs[0].outputs = m.subgraphs[0].outputs[:1]
+    m.signatureDefs = []
+    builder = flatbuffers.Builder(1 << 20)
+    builder.Finish(m.Pack(builder), file_identifier=b"TFL3")
+    path = tmp_path / "boxes_only.tflite"
+    path.write_bytes(bytes(builder.Output()))
+    # THEN loading it fails with an error naming the file and what the runtime expects
+    with pytest.raises(ModelError, match=r"boxes_only\.tflite: not a face detector .*\(1, A, 4\)"):
+        LiteRTRunner(path)
+
+
 def test_the_face_score_is_the_two_class_softmax_of_the_logits():
     logits = np.array([[0.0, 0.0], [1.5, -2.0], [-3.0, 4.0], [200.0, -200.0], [-200.0, 200.0]], np.float32)
     e = np.exp(logits.astype(np.float64) - logits.max(axis=1, keepdims=True))  # softmax, stably in float64
