@@ -54,6 +54,11 @@ _NUMPY = {schema.TensorType.FLOAT32: np.float32, schema.TensorType.INT32: np.int
           schema.TensorType.INT8: np.int8, schema.TensorType.UINT8: np.uint8}
 
 
+# What `optimize` applies, in order; part of the export stage's cache key (model_opt/pipeline.py),
+# so a work dir exported before a rewrite changed is exported again.
+REWRITES = ("int8_input", "space_to_depth_stem", "static_upsampling", "softmax_to_runtime")
+
+
 class GraphError(ValueError):
     """The graph does not have the shape a rewrite expects (another network, or already rewritten)."""
 
@@ -61,10 +66,8 @@ class GraphError(ValueError):
 def optimize(model: bytes) -> bytes:
     """The rewrites (see the module docstring); a rewrite whose pattern is absent is skipped."""
     m = schema.ModelT.InitFromPackedBuf(bytearray(model), 0)
-    int8_input(m)
-    space_to_depth_stem(m)
-    static_upsampling(m)
-    softmax_to_runtime(m)
+    for name in REWRITES:
+        globals()[name](m)
     builder = flatbuffers.Builder(len(model) + 4096)
     builder.Finish(m.Pack(builder), file_identifier=b"TFL3")
     return bytes(builder.Output())

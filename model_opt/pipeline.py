@@ -26,6 +26,7 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 from limelight.detector import MODEL_NAME, InputGeometry, LiteRTRunner  # noqa: E402
+from model_opt.graph import REWRITES  # noqa: E402
 from model_opt.retinaface import GRAPH_VERSION, RetinaFaceConfig, build_core, load_torch_state  # noqa: E402
 from model_opt.torch_legacy import load_state_dict  # noqa: E402
 
@@ -155,7 +156,8 @@ def stage_export(data: Path, work: Path, out_dir: Path, pruned_weights: Path, qa
 
     int8_path = out_dir / f"{MODEL_NAME}.tflite"
     info_path = work / "export.json"
-    source = {"pruned_weights_sha256": sha256(pruned_weights), "weights_sha256": sha256(qat_weights)}
+    source = {"pruned_weights_sha256": sha256(pruned_weights), "weights_sha256": sha256(qat_weights),
+              "graph_rewrites": list(REWRITES)}
     if int8_path.exists() and info_path.exists() and all(json.loads(info_path.read_text()).get(k) == v for k, v in source.items()):
         return json.loads(info_path.read_text())
     write_atomically(work / "float.tflite", to_float_tflite(float_model(data)))
@@ -166,7 +168,8 @@ def stage_export(data: Path, work: Path, out_dir: Path, pruned_weights: Path, qa
     chosen = [train[i] for i in sorted(rng.choice(len(train), CALIBRATION_COUNT, replace=False))]
     ptq, _ = to_int8_tflite(pruned, calibration_images(chosen))
     write_atomically(work / "pruned_int8_ptq.tflite", ptq)
-    # The QAT model carries its learnt ranges; the calibration set only sets the ops after it (softmax).
+    # The QAT model carries its learnt ranges; the calibration set only sets the ops after it (the
+    # softmax, which graph.py then leaves to the runtime).
     model, count = to_int8_tflite(load_qat(qat_weights), calibration_images(chosen))
     write_atomically(int8_path, model)
     info = {"calibration_images": count, "calibration_source": "WIDER FACE train subset, long side 640", **source}
@@ -248,6 +251,7 @@ def stage_metadata(data: Path, work: Path, out_dir: Path, settings: list, qat_se
                          "qat": asdict(qat_settings), **export_info},
         "input": input_convention(int8_path),
         "outputs": OUTPUTS,
+        "graph_rewrites": list(REWRITES),
         "anchors": {"min_sizes": [[16, 32], [64, 128], [256, 512]], "steps": [8, 16, 32], "variances": [0.1, 0.2]},
         "evaluation": {"protocol": "official WIDER FACE (IoU 0.5, easy/medium/hard keep lists, VOC AP)",
                        "images": "local val subset: 315 images of 3 events (Parade, Interview, Family_Group)",
@@ -307,6 +311,7 @@ def remeasure(data: Path, work: Path, out_dir: Path) -> Path:
     evaluation["int8_sha256"] = sha256(int8_path)
     meta["input"] = input_convention(int8_path)
     meta["outputs"] = OUTPUTS
+    meta["graph_rewrites"] = list(REWRITES)
     meta["file_bytes"] = int8_path.stat().st_size
     meta["tool_versions"] = versions()
     meta_path.write_text(json.dumps(meta, indent=1) + "\n")

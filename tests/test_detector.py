@@ -179,6 +179,9 @@ def test_the_shipped_model_is_what_its_metadata_says():
     assert ops[:2] == ["SPACE_TO_DEPTH", "CONV_2D"] and "SHAPE" not in ops and ops.count("DEPTH_TO_SPACE") == 2
     # and it ends at the class logits, whose softmax the runtime takes (scores are not rounded to 1/256)
     assert "SOFTMAX" not in ops and runner._logits
+    from model_opt.graph import REWRITES
+
+    assert meta["graph_rewrites"] == list(REWRITES)  # every rewrite graph.py has now was applied to it
     loc, score = runner(np.zeros((1, 64, 96, 3), np.uint8))
     assert loc.shape == (len(score), 4) and score.dtype == np.float32 and 0 <= score.min() <= score.max() <= 1
 
