@@ -182,6 +182,9 @@ def test_the_shipped_model_is_what_its_metadata_says():
     from model_opt.graph import REWRITES
 
     assert meta["graph_rewrites"] == list(REWRITES)  # every rewrite graph.py has now was applied to it
+    # and XNNPACK takes it in one piece: one delegate node (the graph's own softmax made it two)
+    nodes = runner.interpreter._interpreter.NumNodes()
+    assert [runner.interpreter._get_op_details(i)["op_name"] for i in range(nodes)].count("DELEGATE") == 1
     loc, score = runner(np.zeros((1, 64, 96, 3), np.uint8))
     assert loc.shape == (len(score), 4) and score.dtype == np.float32 and 0 <= score.min() <= score.max() <= 1
 
