@@ -290,17 +290,19 @@ def softmax_to_runtime(m: schema.ModelT) -> bool:
         if len(after) != 1 or _code(m, dequantize) != OP.DEQUANTIZE:
             raise GraphError("the face score goes on to more than a DEQUANTIZE")
         dequantize.inputs = [logits]
-        t = graph.tensors[dequantize.outputs[0]]
+        output = dequantize.outputs[0]
+        t = graph.tensors[output]
         t.shape, t.shapeSignature = [*t.shape, 2], [*graph.tensors[logits].shapeSignature]
     else:  # float32: the logits themselves become the output
         if out not in graph.outputs:
             raise GraphError("the face score is not an output")
         graph.outputs = [logits if o == out else o for o in graph.outputs]
         graph.tensors[logits].name = graph.tensors[out].name
-        for signature in m.signatureDefs or []:
-            for io in signature.outputs:
-                if io.tensorIndex == out:
-                    io.tensorIndex = logits
+        output = logits
+    for signature in m.signatureDefs or []:  # the signature's "score" output is now "logits"
+        for io in signature.outputs:
+            if io.tensorIndex in (out, output):
+                io.tensorIndex, io.name = output, b"logits"
     for i in sorted((k, j), reverse=True):
         graph.operators.pop(i)
     return True

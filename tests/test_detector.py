@@ -179,6 +179,7 @@ def test_the_shipped_model_is_what_its_metadata_says():
     assert ops[:2] == ["SPACE_TO_DEPTH", "CONV_2D"] and "SHAPE" not in ops and ops.count("DEPTH_TO_SPACE") == 2
     # and it ends at the class logits, whose softmax the runtime takes (scores are not rounded to 1/256)
     assert "SOFTMAX" not in ops and runner._logits
+    assert sorted(runner.interpreter.get_signature_list()["serving_default"]["outputs"]) == ["loc", "logits"]
     from model_opt.graph import REWRITES
 
     assert meta["graph_rewrites"] == list(REWRITES)  # every rewrite graph.py has now was applied to it

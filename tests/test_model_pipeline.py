@@ -108,6 +108,9 @@ def test_the_graph_rewrites_give_the_same_outputs_from_a_faster_graph(tiny_prune
         assert (ops[0] == "SPACE_TO_DEPTH") == (kind == "int8") and "SPACE_TO_DEPTH" not in _ops(before)
         # AND it ends at the class logits: the runtime takes the softmax
         assert "SOFTMAX" in _ops(before) and "SOFTMAX" not in ops and "STRIDED_SLICE" not in ops
+        from ai_edge_litert.interpreter import Interpreter
+
+        assert set(Interpreter(model_path=str(after)).get_signature_list()["serving_default"]["outputs"]) == {"loc", "logits"}
         # AND it answers the same: boxes exactly (int8: the same integers; float: the same arithmetic),
         # face scores to float precision, or in int8 within the 1/256 steps the graph's softmax rounded to
         old, new = LiteRTRunner(before), LiteRTRunner(after)
