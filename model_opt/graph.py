@@ -20,18 +20,18 @@ leaves the softmax to the runtime, which computes it unrounded):
    partitions. It becomes CONCATENATION(x, x, x, x) -> DEPTH_TO_SPACE(2), the same values, both in
    XNNPACK (0.1 ms).
 
-Tried and left out: the preprocessing as a per-channel ADD with the swap moved into the stem's kernel
-(exact, but the int8 ADD over 3 channels costs about as much as the convolution), or folded into the
-stem's bias as well (no full-size op left, but the stem then reads exact pixels instead of the
-values rounded to the preprocessing output's scale, and the int8 model's answers move: -0.9 / -0.5 /
--0.5 AP at 640).
-
 4. **The softmax**: the score output was SOFTMAX over the two class logits and a slice of its face
    channel, quantized in the int8 model to steps of 1/256 and run outside XNNPACK (a second delegate
    partition). The graph now ends at the logits (dequantized in int8) and the runtime takes the
    two-class softmax, 1 / (1 + e^(background - face)), over (A, 2) values as it decodes the boxes
    (`limelight.detector.face_probability`): one partition, 0.1 ms less, and the scores are no longer
    rounded to 1/256 (int8 AP on WIDER FACE: +0.0 at long side 640, +0.3 to +0.7 points at original size).
+
+Tried and left out: the preprocessing as a per-channel ADD with the swap moved into the stem's kernel
+(exact, but the int8 ADD over 3 channels costs about as much as the convolution), or folded into the
+stem's bias as well (no full-size op left, but the stem then reads exact pixels instead of the
+values rounded to the preprocessing output's scale, and the int8 model's answers move: -0.9 / -0.5 /
+-0.5 AP at 640).
 
 `optimize` applies them to float32 and int8 exports (each rewrite where it applies).
 `python -m model_opt.graph MODEL.tflite [OUT.tflite]` rewrites an already exported model.
@@ -54,11 +54,6 @@ _NUMPY = {schema.TensorType.FLOAT32: np.float32, schema.TensorType.INT32: np.int
           schema.TensorType.INT8: np.int8, schema.TensorType.UINT8: np.uint8}
 
 
-# What `optimize` applies, in order; part of the export stage's cache key (model_opt/pipeline.py),
-# so a work dir exported before a rewrite changed is exported again.
-REWRITES = ("int8_input", "space_to_depth_stem", "static_upsampling", "softmax_to_runtime")
-
-
 class GraphError(ValueError):
     """The graph does not have the shape a rewrite expects (another network, or already rewritten)."""
 
@@ -66,9 +61,14 @@ class GraphError(ValueError):
 def optimize(model: bytes) -> bytes:
     """The rewrites (see the module docstring); a rewrite whose pattern is absent is skipped."""
     m = schema.ModelT.InitFromPackedBuf(bytearray(model), 0)
-    for name in REWRITES:
-        globals()[name](m)
-    builder = flatbuffers.Builder(len(model) + 4096)
+    for rewrite in _REWRITES:
+        rewrite(m)
+    return pack(m)
+
+
+def pack(m: schema.ModelT) -> bytes:
+    """The model as a .tflite file's bytes."""
+    builder = flatbuffers.Builder(1 << 20)
     builder.Finish(m.Pack(builder), file_identifier=b"TFL3")
     return bytes(builder.Output())
 
@@ -100,8 +100,8 @@ def _readers(graph: schema.SubGraphT, tensor: int) -> list[int]:
 def int8_input(m: schema.ModelT) -> bool:
     """uint8 input -> QUANTIZE -> int8 (scale 1, zero point -128)  =>  that int8 tensor is the input."""
     graph = m.subgraphs[0]
-    first = graph.operators[0]
-    if _code(m, first) != OP.QUANTIZE or list(first.inputs) != list(graph.inputs):
+    first = graph.operators[0] if graph.operators else None
+    if first is None or _code(m, first) != OP.QUANTIZE or list(first.inputs) != list(graph.inputs):
         return False
     source, target = first.inputs[0], first.outputs[0]
     s, t = graph.tensors[source], graph.tensors[target]
@@ -306,6 +306,12 @@ def softmax_to_runtime(m: schema.ModelT) -> bool:
     for i in sorted((k, j), reverse=True):
         graph.operators.pop(i)
     return True
+
+
+# What `optimize` applies, in order. Their names are part of the export stage's cache key
+# (model_opt/pipeline.py), so a work dir exported before a rewrite changed is exported again.
+_REWRITES = (int8_input, space_to_depth_stem, static_upsampling, softmax_to_runtime)
+REWRITES = tuple(rewrite.__name__ for rewrite in _REWRITES)
 
 
 def main() -> None:

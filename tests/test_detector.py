@@ -191,19 +191,15 @@ def test_the_shipped_model_is_what_its_metadata_says():
 
 
 def test_a_model_of_another_form_is_refused_naming_it(tmp_path):
-    import flatbuffers
-
     from limelight.detector import LiteRTRunner, ModelError, default_model_path
-    from model_opt.graph import schema
+    from model_opt.graph import pack, schema
 
     # GIVEN the shipped model with its face-score output taken away (a model of another form)
     m = schema.ModelT.InitFromPackedBuf(bytearray(default_model_path().read_bytes()), 0)
     m.subgraphs[0].outputs = m.subgraphs[0].outputs[:1]
     m.signatureDefs = []
-    builder = flatbuffers.Builder(1 << 20)
-    builder.Finish(m.Pack(builder), file_identifier=b"TFL3")
     path = tmp_path / "boxes_only.tflite"
-    path.write_bytes(bytes(builder.Output()))
+    path.write_bytes(pack(m))
     # THEN loading it fails with an error naming the file and what the runtime expects
     with pytest.raises(ModelError, match=r"boxes_only\.tflite: not a face detector .*\(1, A, 4\)"):
         LiteRTRunner(path)

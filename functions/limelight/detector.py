@@ -128,14 +128,13 @@ class LiteRTRunner:
         # Outputs are told apart by shape: loc is (1, A, 4); the face score (1, A), or the class logits
         # (1, A, 2) of a graph whose softmax was left to the runtime (model_opt/graph.py: softmax_to_runtime).
         shapes = {o["index"]: tuple(o["shape"]) for o in outputs}
-        loc = [i for i, s in shapes.items() if len(s) == 3 and s[0] == 1 and s[2] == 4]
-        score = [i for i, s in shapes.items() if i not in loc and s[:2] == shapes[loc[0]][:2] and s[2:] in ((), (2,))] \
-            if len(loc) == 1 else []
-        if len(shapes) != 2 or len(score) != 1:
+        loc = next((i for i, s in shapes.items() if len(s) == 3 and s[0] == 1 and s[2] == 4), None)
+        score = next((i for i in shapes if i != loc), None)
+        if len(shapes) != 2 or loc is None or shapes[score][:2] != shapes[loc][:2] or shapes[score][2:] not in ((), (2,)):
             raise ModelError(f"{self.model_path}: not a face detector of this runtime's form (outputs "
                              f"{sorted(shapes.values())}; expected box offsets (1, A, 4) and face scores (1, A) or class "
                              "logits (1, A, 2))")
-        self._loc, self._score, self._logits = loc[0], score[0], len(shapes[score[0]]) == 3
+        self._loc, self._score, self._logits = loc, score, len(shapes[score]) == 3
         self._shape = shape
 
     def __call__(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
