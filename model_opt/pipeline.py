@@ -346,6 +346,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--qat-steps", type=int, default=None, help="quantization-aware training steps (default: QatSettings)")
     p.add_argument("--allocation", choices=["uniform", "lamp"], default=None,
                    help="how the target sparsity is shared among the kernels (default: PruneSettings')")
+    p.add_argument("--reconstruct-images", type=int, default=None,
+                   help="crops for the one-shot sparse reconstruction before the fine-tune (0: off, magnitude "
+                        "pruning ramped up during it; default: PruneSettings')")
     p.add_argument("--distill", type=float, default=None,
                    help="weight of the distillation term towards the float model in both fine-tunes (0: off; default: the settings')")
     p.add_argument("--feature-distill", type=float, default=None,
@@ -366,6 +369,8 @@ def main(argv: list[str] | None = None) -> None:
         settings = replace(settings, steps=args.steps)
     if args.allocation is not None:
         settings = replace(settings, allocation=args.allocation)
+    if args.reconstruct_images is not None:
+        settings = replace(settings, reconstruct_images=args.reconstruct_images)
     args.work.mkdir(parents=True, exist_ok=True)
     log.info("parity with the reference ONNX: max score difference %.2e", check_parity(args.data))
     weights = stage_finetune(args.data, args.work, settings)

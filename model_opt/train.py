@@ -53,6 +53,13 @@ class PruneSettings:
     # "uniform": every pruned kernel at target_sparsity; "lamp": layer-adaptive (`lamp_sparsities`), the
     # same share of all pruned weights, spread by each weight's importance within its layer.
     allocation: str = "lamp"
+    # One-shot sparse reconstruction before the fine-tune (`reconstruct.py`): the float model is pruned to
+    # the allocation's shares at once, the kept weights re-solved by least squares on this many crops of
+    # `reconstruct_size` px, and the fine-tune holds those masks from step 0 (schedule "constant"); 0: the
+    # fine-tune starts from the dense weights and ramps the sparsity up (`schedule`). `--reconstruct-images 24`
+    # is the measured setting (model_opt/README.md); off by default until a full `make model` shows it pays.
+    reconstruct_images: int = 0
+    reconstruct_size: int = 640
 
 
 # Optional recovery fine-tune of the pruned model (`--recover`): full-size crops, batch norm re-learnt
@@ -61,7 +68,7 @@ class PruneSettings:
 # end at 48.8% sparsity and int8 gains nothing at 640, so the shipped model skips it.
 RECOVERY = PruneSettings(
     target_sparsity=0.52, steps=400, image_size=640, learning_rate=2e-4, seed=1,
-    schedule="constant", min_layer_params=4096, freeze_bn=False,
+    schedule="constant", min_layer_params=4096, freeze_bn=False, reconstruct_images=0,
 )
 
 
@@ -150,12 +157,16 @@ def lamp_sparsities(kernels: dict[str, np.ndarray], target: float) -> dict[str, 
     return {name: float(np.sum(s <= threshold) / s.size) for name, s in scores.items()}
 
 
-def build_prunable(float_core: keras.Model, config: RetinaFaceConfig, settings: PruneSettings, size: int) -> keras.Model:
-    """A fresh copy of `float_core` whose backbone/FPN/SSH convolutions are wrapped for pruning.
+def build_prunable(float_core: keras.Model, config: RetinaFaceConfig, settings: PruneSettings, size: int,
+                   samples: list[Sample] | None = None) -> keras.Model:
+    """A fresh copy of `float_core` whose backbone/FPN/SSH convolutions are wrapped for pruning; with
+    `settings.reconstruct_images`, already pruned and reconstructed from crops of `samples`.
 
     Built from scratch (not `clone_model`) so no layer is shared with the float model."""
+    reconstructed = settings.reconstruct_images > 0
+
     def schedule(sparsity: float):
-        if settings.schedule == "constant":
+        if settings.schedule == "constant" or reconstructed:
             return tfmot.sparsity.keras.ConstantSparsity(sparsity, begin_step=0, frequency=settings.prune_frequency)
         end = max(1, int(settings.steps * settings.prune_end_fraction))
         return tfmot.sparsity.keras.PolynomialDecay(
@@ -173,13 +184,24 @@ def build_prunable(float_core: keras.Model, config: RetinaFaceConfig, settings: 
     else:
         raise ValueError(f"unknown sparsity allocation {settings.allocation!r}")
 
+    source = float_core
+    if reconstructed:
+        from model_opt.reconstruct import ReconstructSettings, reconstruct
+
+        if samples is None:
+            raise ValueError("the sparse reconstruction needs training samples")
+        source = build_core(config)
+        copy_weights_by_name(float_core, source)
+        reconstruct(float_core, source, {n: s for n, s in share.items() if s > 0}, samples, config,
+                    ReconstructSettings(images=settings.reconstruct_images, image_size=settings.reconstruct_size))
+
     def wrap(layer):
         if layer.name not in share or share[layer.name] <= 0.0:
             return layer
         return tfmot.sparsity.keras.prune_low_magnitude(layer, pruning_schedule=schedule(share[layer.name]))
 
     pruned = build_core(config, (size, size), wrap=wrap)
-    copy_weights_by_name(float_core, pruned)
+    copy_weights_by_name(source, pruned)
     for layer in pruned.layers:
         if settings.freeze_bn and isinstance(getattr(layer, "layer", layer), keras.layers.BatchNormalization):
             layer.trainable = False
@@ -293,7 +315,7 @@ def prune_and_finetune(
 ) -> keras.Model:
     """Prune + fine-tune, resuming from `work_dir` checkpoints; returns the stripped (plain) core model.
     `teacher` (the unpruned float model) is distilled into it when `settings.distill` > 0."""
-    model = build_prunable(float_core, config, settings, settings.image_size)
+    model = build_prunable(float_core, config, settings, settings.image_size, samples)
     fit_resumable(model, samples, config, settings, work_dir, [tfmot.sparsity.keras.UpdatePruningStep()], teacher)
     stripped = tfmot.sparsity.keras.strip_pruning(model)
     plain = build_core(config)  # input size free again

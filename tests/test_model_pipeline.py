@@ -36,6 +36,7 @@ def tiny_pruned(shared_file, tmp_path_factory):
     settings = PruneSettings(
         target_sparsity=0.5, steps=4, prune_end_fraction=0.5, prune_frequency=1,
         batch_size=2, image_size=128, checkpoint_every=2, feature_distill=0.0,
+        reconstruct_images=2, reconstruct_size=128,  # the default path: one-shot reconstruction, masks held
     )
     work = tmp_path_factory.mktemp("finetune")
     teacher = build_core(config)  # the distillation path (teacher outputs joined to the targets) runs too
@@ -212,7 +213,7 @@ def test_feature_distillation_trains_both_terms(shared_file, tmp_path):
     samples = read_bbx_gt(shared_file(TRAIN_GT), shared_file(TRAIN_IMAGES))[:4]
     config = RetinaFaceConfig.tiny()
     settings = PruneSettings(target_sparsity=0.5, steps=2, prune_frequency=1, batch_size=2, image_size=128,
-                             checkpoint_every=2, feature_distill=5.0)
+                             checkpoint_every=2, feature_distill=5.0, reconstruct_images=0)  # the ramp path
     keras.utils.set_random_seed(3)  # fixed tiny weights (see tiny_pruned); 2 steps keep the term finite
     teacher = build_core(config)
     model = prune_and_finetune(build_core(config), samples, config, settings, tmp_path, teacher)
