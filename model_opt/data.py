@@ -129,13 +129,37 @@ def match_targets(boxes: np.ndarray, priors: np.ndarray, config: AnchorConfig) -
     return targets
 
 
-def training_examples(samples: list[Sample], size: int, config: AnchorConfig, seed: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Endless shuffled stream of (image (size, size, 3) float32 RGB, targets (A, 5))."""
+def mosaic(rng: np.random.Generator, parts: list[tuple[np.ndarray, np.ndarray]], size: int):
+    """Four (image (size/2 square), boxes) tiles -> one (size x size image, boxes): a 2x2 mosaic, whose
+    faces are half the size they had in their tiles (more of the small faces that hard WIDER faces are)."""
+    half = size // 2
+    image = np.zeros((size, size, 3), np.float32)
+    boxes = []
+    for (tile, tile_boxes), (y, x) in zip(parts, ((0, 0), (0, half), (half, 0), (half, half))):
+        image[y:y + half, x:x + half] = tile
+        boxes.append(tile_boxes + np.array([x, y, x, y], np.float32))
+    return image, np.concatenate(boxes).reshape(-1, 4)
+
+
+def training_examples(samples: list[Sample], size: int, config: AnchorConfig, seed: int,
+                      mosaic_share: float = 0.0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Endless shuffled stream of (image (size, size, 3) float32 RGB, targets (A, 5)); `mosaic_share` of
+    them are 2x2 mosaics of four augmented crops (`mosaic`)."""
     rng = np.random.default_rng(seed)
     priors = prior_boxes(size, size, config)
+
+    def shuffled():
+        while True:
+            yield from (samples[i] for i in rng.permutation(len(samples)))
+
+    def example(s: Sample, side: int):
+        image = cv2.cvtColor(cv2.imread(str(s.path)), cv2.COLOR_BGR2RGB)
+        return augment(rng, image, s.boxes, side)
+
+    order = shuffled()
     while True:
-        for idx in rng.permutation(len(samples)):
-            s = samples[idx]
-            image = cv2.cvtColor(cv2.imread(str(s.path)), cv2.COLOR_BGR2RGB)
-            img, boxes = augment(rng, image, s.boxes, size)
-            yield img, match_targets(boxes, priors, config)
+        if mosaic_share > 0 and rng.random() < mosaic_share:
+            img, boxes = mosaic(rng, [example(next(order), size // 2) for _ in range(4)], size)
+        else:
+            img, boxes = example(next(order), size)
+        yield img, match_targets(boxes, priors, config)

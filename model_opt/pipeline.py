@@ -349,6 +349,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--reconstruct-images", type=int, default=None,
                    help="crops for the one-shot sparse reconstruction before the fine-tune (0: off, magnitude "
                         "pruning ramped up during it; default: PruneSettings')")
+    p.add_argument("--mosaic", type=float, default=None,
+                   help="share of 2x2 mosaic crops in both fine-tunes (default: the settings')")
     p.add_argument("--distill", type=float, default=None,
                    help="weight of the distillation term towards the float model in both fine-tunes (0: off; default: the settings')")
     p.add_argument("--feature-distill", type=float, default=None,
@@ -364,6 +366,8 @@ def main(argv: list[str] | None = None) -> None:
     distill = {} if args.distill is None else {"distill": args.distill}  # --distill sets every fine-tune's
     if args.feature_distill is not None:  # and so does --feature-distill
         distill["feature_distill"] = args.feature_distill
+    if args.mosaic is not None:  # and --mosaic
+        distill["mosaic"] = args.mosaic
     settings = replace(PruneSettings(), **distill)
     if args.steps is not None:
         settings = replace(settings, steps=args.steps)

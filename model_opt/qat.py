@@ -41,6 +41,7 @@ class QatSettings:
     range_batches: int = 20  # batches that set the initial activation ranges
     distill: float = 1.0  # weight of the distillation term towards the float teacher (train.distillation_loss)
     feature_distill: float = 10.0  # weight of the head-feature term (train.feature_loss; 0: off)
+    mosaic: float = 0.0  # share of the training crops that are 2x2 mosaics (data.mosaic); 0: none
 
 
 # Activation-range variables of tfmot's quantizers, by the suffix of their names.

@@ -60,6 +60,7 @@ class PruneSettings:
     # is the measured setting (model_opt/README.md); off by default until a full `make model` shows it pays.
     reconstruct_images: int = 0
     reconstruct_size: int = 640
+    mosaic: float = 0.0  # share of the training crops that are 2x2 mosaics (data.mosaic); 0: none
 
 
 # Optional recovery fine-tune of the pruned model (`--recover`): full-size crops, batch norm re-learnt
@@ -234,7 +235,8 @@ def _dataset(samples: list[Sample], config: RetinaFaceConfig, settings: PruneSet
     """Augmented training batches; with a `teacher`, its [loc, logits] are appended to each target
     (and with `teacher_features` its head features are a second target)."""
     size = settings.image_size
-    gen = lambda: training_examples(samples, size, config.anchors, settings.seed + start_step)  # noqa: E731
+    gen = lambda: training_examples(samples, size, config.anchors, settings.seed + start_step,  # noqa: E731
+                                    getattr(settings, "mosaic", 0.0))
     n_anchors = len(prior_boxes(size, size, config.anchors))
     ds = tf.data.Dataset.from_generator(
         gen,

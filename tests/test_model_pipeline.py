@@ -8,7 +8,7 @@ pytest.importorskip("tensorflow_model_optimization", reason="model_opt needs the
 import tf_keras as keras  # noqa: E402
 
 from limelight.detector import Detector, LiteRTRunner  # noqa: E402
-from model_opt.data import augment, match_targets, read_bbx_gt  # noqa: E402
+from model_opt.data import augment, match_targets, mosaic, read_bbx_gt, training_examples  # noqa: E402
 from model_opt.export import CalibrationError, to_float_tflite, to_int8_tflite, write_atomically  # noqa: E402
 from model_opt.graph import optimize  # noqa: E402
 from model_opt.retinaface import RetinaFaceConfig, build_core, copy_weights_by_name  # noqa: E402
@@ -178,6 +178,35 @@ def test_augmented_images_hold_pixel_values_only():
         out, _ = augment(rng, image, boxes, 96)
         assert out.dtype == np.float32 and out.min() >= 0 and out.max() <= 255
         np.testing.assert_array_equal(out, np.rint(out))
+
+
+def test_a_mosaic_puts_each_tile_and_its_faces_in_its_quadrant():
+    rng = np.random.default_rng(0)
+    tiles = [(np.full((32, 32, 3), 60.0 * k, np.float32), np.array([[2, 4, 10, 12]], np.float32) + k) for k in range(4)]
+    image, boxes = mosaic(rng, tiles, 64)
+    assert image.shape == (64, 64, 3) and len(boxes) == 4
+    for k, (y, x) in enumerate(((0, 0), (0, 32), (32, 0), (32, 32))):
+        assert np.all(image[y:y + 32, x:x + 32] == 60.0 * k)
+        np.testing.assert_array_equal(boxes[k], np.array([2 + x, 4 + y, 10 + x, 12 + y], np.float32) + k)
+    empty = [(np.zeros((32, 32, 3), np.float32), np.zeros((0, 4), np.float32))] * 4
+    assert mosaic(rng, empty, 64)[1].shape == (0, 4)
+
+
+def test_mosaic_crops_hold_smaller_faces(shared_file):
+    samples = read_bbx_gt(shared_file(TRAIN_GT), shared_file(TRAIN_IMAGES))[:8]
+    anchors = RetinaFaceConfig().anchors
+    priors = prior_boxes(128, 128, anchors)
+
+    def face_sizes(share):
+        stream = training_examples(samples, 128, anchors, 3, mosaic_share=share)
+        sizes = []
+        for _ in range(8):
+            image, targets = next(stream)
+            assert image.shape == (128, 128, 3) and image.min() >= 0 and image.max() <= 255
+            sizes.extend(priors[targets[:, 4] == 1, 2])  # the matched anchors' widths
+        return np.array(sizes)
+    plain, mosaics = face_sizes(0.0), face_sizes(1.0)
+    assert len(mosaics) and np.median(mosaics) < np.median(plain)
 
 
 def test_head_features_are_what_the_box_head_reads():
