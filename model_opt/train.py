@@ -56,11 +56,12 @@ class PruneSettings:
     # One-shot sparse reconstruction before the fine-tune (`reconstruct.py`): the float model is pruned to
     # the allocation's shares at once, the kept weights re-solved by least squares on this many crops of
     # `reconstruct_size` px, and the fine-tune holds those masks from step 0 (schedule "constant"); 0: the
-    # fine-tune starts from the dense weights and ramps the sparsity up (`schedule`). `--reconstruct-images 24`
-    # is the measured setting (model_opt/README.md); off by default until a full `make model` shows it pays.
+    # fine-tune starts from the dense weights and ramps the sparsity up (`schedule`). Measured with 24
+    # (model_opt/README.md): better in one shot, the same after the fine-tune and QAT, so off by default.
     reconstruct_images: int = 0
     reconstruct_size: int = 640
-    mosaic: float = 0.0  # share of the training crops that are 2x2 mosaics (data.mosaic); 0: none
+    # share of the training crops that are 2x2 mosaics (data.mosaic); 0: none (0.5 measured no better)
+    mosaic: float = 0.0
 
 
 # Optional recovery fine-tune of the pruned model (`--recover`): full-size crops, batch norm re-learnt
