@@ -159,6 +159,15 @@ def lamp_sparsities(kernels: dict[str, np.ndarray], target: float) -> dict[str, 
     return {name: float(np.sum(s <= threshold) / s.size) for name, s in scores.items()}
 
 
+def prunable_kernels(core: keras.Model) -> dict[str, np.ndarray]:
+    """The kernels pruning may thin, by layer name: every non-depthwise convolution of the backbone, FPN
+    and SSH. Heads stay dense (0.6% of the weights, and they decide every score and box), and so do the
+    depthwise kernels and the fixed preprocessing."""
+    return {l.name: l.kernel.numpy() for l in core.layers
+            if isinstance(l, keras.layers.Conv2D) and not isinstance(l, keras.layers.DepthwiseConv2D)
+            and l.name != "preprocess" and "Head" not in l.name}
+
+
 def build_prunable(float_core: keras.Model, config: RetinaFaceConfig, settings: PruneSettings, size: int,
                    samples: list[Sample] | None = None) -> keras.Model:
     """A fresh copy of `float_core` whose backbone/FPN/SSH convolutions are wrapped for pruning; with
@@ -175,10 +184,7 @@ def build_prunable(float_core: keras.Model, config: RetinaFaceConfig, settings: 
             initial_sparsity=0.0, final_sparsity=sparsity, begin_step=0, end_step=end, frequency=settings.prune_frequency,
         )
 
-    kernels = {l.name: l.kernel.numpy() for l in float_core.layers
-               if isinstance(l, keras.layers.Conv2D) and not isinstance(l, keras.layers.DepthwiseConv2D)
-               # Heads stay dense: they are 0.6% of the weights and decide every score and box.
-               and l.name != "preprocess" and "Head" not in l.name and l.kernel.shape.num_elements() >= settings.min_layer_params}
+    kernels = {name: k for name, k in prunable_kernels(float_core).items() if k.size >= settings.min_layer_params}
     if settings.allocation == "lamp":
         share = lamp_sparsities(kernels, settings.target_sparsity)
     elif settings.allocation == "uniform":

@@ -10,7 +10,7 @@ import tf_keras as keras  # noqa: E402
 from model_opt.data import read_bbx_gt, training_examples  # noqa: E402
 from model_opt.reconstruct import ReconstructSettings, input_patches, magnitude_mask, reconstruct, solve_kept  # noqa: E402
 from model_opt.retinaface import RetinaFaceConfig, build_core, copy_weights_by_name  # noqa: E402
-from model_opt.train import lamp_sparsities  # noqa: E402
+from model_opt.train import lamp_sparsities, prunable_kernels  # noqa: E402
 
 TRAIN_GT = "widerface/train/wider_face_train_bbx_gt.subset.txt"
 TRAIN_IMAGES = "widerface/train/WIDER_train/images"
@@ -54,8 +54,7 @@ def test_reconstruct_prunes_to_the_shares_and_stays_closer_to_the_dense_model(sh
     config = RetinaFaceConfig.tiny()
     keras.utils.set_random_seed(5)
     dense = build_core(config)
-    kernels = {l.name: l.kernel.numpy() for l in dense.layers if isinstance(l, keras.layers.Conv2D)
-               and not isinstance(l, keras.layers.DepthwiseConv2D) and l.name != "preprocess" and "Head" not in l.name}
+    kernels = prunable_kernels(dense)
     shares = lamp_sparsities(kernels, 0.5)
     settings = ReconstructSettings(images=2, image_size=128, positions=5000)
 
