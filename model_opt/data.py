@@ -129,7 +129,7 @@ def match_targets(boxes: np.ndarray, priors: np.ndarray, config: AnchorConfig) -
     return targets
 
 
-def mosaic(rng: np.random.Generator, parts: list[tuple[np.ndarray, np.ndarray]], size: int):
+def mosaic(parts: list[tuple[np.ndarray, np.ndarray]], size: int):
     """Four (image (size/2 square), boxes) tiles -> one (size x size image, boxes): a 2x2 mosaic, whose
     faces are half the size they had in their tiles (more of the small faces that hard WIDER faces are)."""
     half = size // 2
@@ -159,7 +159,7 @@ def training_examples(samples: list[Sample], size: int, config: AnchorConfig, se
     order = shuffled()
     while True:
         if mosaic_share > 0 and rng.random() < mosaic_share:
-            img, boxes = mosaic(rng, [example(next(order), size // 2) for _ in range(4)], size)
+            img, boxes = mosaic([example(next(order), size // 2) for _ in range(4)], size)
         else:
             img, boxes = example(next(order), size)
         yield img, match_targets(boxes, priors, config)

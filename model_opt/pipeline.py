@@ -363,12 +363,10 @@ def main(argv: list[str] | None = None) -> None:
         args.work.mkdir(parents=True, exist_ok=True)
         log.info("metadata written to %s", remeasure(args.data, args.work, args.out))
         return
-    distill = {} if args.distill is None else {"distill": args.distill}  # --distill sets every fine-tune's
-    if args.feature_distill is not None:  # and so does --feature-distill
-        distill["feature_distill"] = args.feature_distill
-    if args.mosaic is not None:  # and --mosaic
-        distill["mosaic"] = args.mosaic
-    settings = replace(PruneSettings(), **distill)
+    # --distill, --feature-distill and --mosaic set every fine-tune's (pruning, recovery, QAT)
+    shared = {name: value for name, value in (("distill", args.distill), ("feature_distill", args.feature_distill),
+                                              ("mosaic", args.mosaic)) if value is not None}
+    settings = replace(PruneSettings(), **shared)
     if args.steps is not None:
         settings = replace(settings, steps=args.steps)
     if args.allocation is not None:
@@ -382,14 +380,14 @@ def main(argv: list[str] | None = None) -> None:
         return
     stages = [settings]
     if args.recover:
-        recovery = replace(RECOVERY, **distill)
+        recovery = replace(RECOVERY, **shared)
         if args.steps is not None:
             recovery = replace(recovery, steps=max(1, args.steps // 2))
         weights = stage_recover(args.data, args.work, weights, recovery)
         stages.append(recovery)
     weights = stage_batch_norm(args.data, args.work, weights, BatchNormSettings())
     stages.append(BatchNormSettings())
-    qat_settings = replace(QatSettings(), **distill)
+    qat_settings = replace(QatSettings(), **shared)
     if args.qat_steps is not None:
         qat_settings = replace(qat_settings, steps=args.qat_steps)
     qat_weights = stage_qat(args.data, args.work, weights, qat_settings)

@@ -243,7 +243,7 @@ def _dataset(samples: list[Sample], config: RetinaFaceConfig, settings: PruneSet
     (and with `teacher_features` its head features are a second target)."""
     size = settings.image_size
     gen = lambda: training_examples(samples, size, config.anchors, settings.seed + start_step,  # noqa: E731
-                                    getattr(settings, "mosaic", 0.0))
+                                    settings.mosaic)
     n_anchors = len(prior_boxes(size, size, config.anchors))
     ds = tf.data.Dataset.from_generator(
         gen,
@@ -270,7 +270,7 @@ def fit_resumable(model: keras.Model, samples: list[Sample], config: RetinaFaceC
     """Fine-tune `model` ([loc, logits] outputs) with the multibox loss for `settings.steps` steps, saving
     a checkpoint every `settings.checkpoint_every` steps in `work_dir` and resuming from the last one
     when the settings are unchanged. `settings` needs steps, batch_size, image_size, learning_rate,
-    seed, checkpoint_every and distill; with a `teacher` and `settings.distill` > 0 the loss adds
+    seed, checkpoint_every, distill and mosaic; with a `teacher` and `settings.distill` > 0 the loss adds
     `distillation_loss`'s term towards it."""
     work_dir.mkdir(parents=True, exist_ok=True)
     features = getattr(settings, "feature_distill", 0.0) if teacher is not None and settings.distill > 0 else 0.0

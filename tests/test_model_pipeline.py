@@ -36,7 +36,7 @@ def tiny_pruned(shared_file, tmp_path_factory):
     settings = PruneSettings(
         target_sparsity=0.5, steps=4, prune_end_fraction=0.5, prune_frequency=1,
         batch_size=2, image_size=128, checkpoint_every=2, feature_distill=0.0,
-        reconstruct_images=2, reconstruct_size=128,  # the default path: one-shot reconstruction, masks held
+        reconstruct_images=2, reconstruct_size=128,  # the one-shot reconstruction path, masks held (off in make model)
     )
     work = tmp_path_factory.mktemp("finetune")
     teacher = build_core(config)  # the distillation path (teacher outputs joined to the targets) runs too
@@ -181,15 +181,14 @@ def test_augmented_images_hold_pixel_values_only():
 
 
 def test_a_mosaic_puts_each_tile_and_its_faces_in_its_quadrant():
-    rng = np.random.default_rng(0)
     tiles = [(np.full((32, 32, 3), 60.0 * k, np.float32), np.array([[2, 4, 10, 12]], np.float32) + k) for k in range(4)]
-    image, boxes = mosaic(rng, tiles, 64)
+    image, boxes = mosaic(tiles, 64)
     assert image.shape == (64, 64, 3) and len(boxes) == 4
     for k, (y, x) in enumerate(((0, 0), (0, 32), (32, 0), (32, 32))):
         assert np.all(image[y:y + 32, x:x + 32] == 60.0 * k)
         np.testing.assert_array_equal(boxes[k], np.array([2 + x, 4 + y, 10 + x, 12 + y], np.float32) + k)
     empty = [(np.zeros((32, 32, 3), np.float32), np.zeros((0, 4), np.float32))] * 4
-    assert mosaic(rng, empty, 64)[1].shape == (0, 4)
+    assert mosaic(empty, 64)[1].shape == (0, 4)
 
 
 def test_mosaic_crops_hold_smaller_faces(shared_file):
@@ -242,7 +241,7 @@ def test_feature_distillation_trains_both_terms(shared_file, tmp_path):
     samples = read_bbx_gt(shared_file(TRAIN_GT), shared_file(TRAIN_IMAGES))[:4]
     config = RetinaFaceConfig.tiny()
     settings = PruneSettings(target_sparsity=0.5, steps=2, prune_frequency=1, batch_size=2, image_size=128,
-                             checkpoint_every=2, feature_distill=5.0, reconstruct_images=0)  # the ramp path
+                             checkpoint_every=2, feature_distill=5.0, reconstruct_images=0)  # the ramp path (make model's)
     keras.utils.set_random_seed(3)  # fixed tiny weights (see tiny_pruned); 2 steps keep the term finite
     teacher = build_core(config)
     model = prune_and_finetune(build_core(config), samples, config, settings, tmp_path, teacher)
