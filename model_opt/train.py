@@ -70,7 +70,8 @@ class PruneSettings:
 # end at 48.8% sparsity and int8 gains nothing at 640, so the shipped model skips it.
 RECOVERY = PruneSettings(
     target_sparsity=0.52, steps=400, image_size=640, learning_rate=2e-4, seed=1,
-    schedule="constant", min_layer_params=4096, freeze_bn=False, reconstruct_images=0,
+    schedule="constant", min_layer_params=4096, freeze_bn=False,
+    reconstruct_images=0,  # never: it starts from weights already pruned
 )
 
 
