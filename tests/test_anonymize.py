@@ -1,6 +1,7 @@
 """The engine end to end on real clips: selective blurring that keeps sound and timing."""
 
 import json
+from dataclasses import replace
 from fractions import Fraction
 
 import av
@@ -133,7 +134,7 @@ def test_without_known_faces_everyone_is_blurred(clip, tmp_path):
 
 
 @pytest.mark.slow
-def test_consented_person_who_turns_away_is_shown_again_when_facing_back(clip, shared_file, tmp_path):
+def test_consented_person_who_turns_away_is_shown_for_her_whole_track(clip, shared_file, tmp_path):
     # GIVEN the friends clip and all six friends as consented people, one photo each
     src = clip("friends_yakhyo_in_video.mp4")
     gallery_dir = tmp_path / "known"
@@ -145,13 +146,15 @@ def test_consented_person_who_turns_away_is_shown_again_when_facing_back(clip, s
     dst = tmp_path / "friends_anonymized.mp4"
     doc = engine.video(src, dst).as_dict()
 
-    # WHEN Phoebe turns away (frames ~290-355: no sample matches her) and faces the camera again
+    # WHEN Phoebe turns away mid-shot (frames ~290-355: no sample matches her) and faces the camera again
     phoebe = [t for t in doc["tracks"] if t["first_frame"] <= 300 and t["last_frame"] >= 395
               and t["decision"] == "kept as Phoebe"]
     assert len(phoebe) == 1
     shown = {b[0]: b[5] == 0 for b in phoebe[0]["boxes"]}
-    # THEN she is shown before, blurred while turned away, and shown again after
-    assert shown[275] and not shown[340] and shown[395]
+    # THEN she is shown in every frame of her track, turned or not, from its first frame (the
+    # one-pass engine blurred her while turned, and for up to a second after each shot cut)
+    assert shown[275] and shown[340] and shown[395] and all(shown.values())
+    assert phoebe[0]["first_frame"] == 270 and phoebe[0]["frames_blurred"] == 0
     # AND the report names her for every frame she was shown
     assert phoebe[0]["shown_as"] == {"Phoebe": phoebe[0]["frames"] - phoebe[0]["frames_blurred"]}
     assert all(sum(t["shown_as"].values()) == t["frames"] - t["frames_blurred"] for t in doc["tracks"])
@@ -229,13 +232,13 @@ def test_faster_video_samples_faces_as_often_per_second(tmp_path, monkeypatch):
     src, known = demo_clip(tmp_path, monkeypatch, seconds=1, fps=60)
     recognizer, detector = Recognizer(load_gallery(known)), Detector()
     asked = []
-    submit = pipeline.FaceEncoder.submit
-    monkeypatch.setattr(pipeline.FaceEncoder, "submit", lambda self, frame, box, turns=0, sar=1.0: asked.append(1) or submit(self, frame, box, turns, sar))
+    submit = pipeline.FaceEncoder.submit_crop
+    monkeypatch.setattr(pipeline.FaceEncoder, "submit_crop", lambda self, job: asked.append(1) or submit(self, job))
 
     def samples(base_fps: float) -> tuple[int, dict]:
         asked.clear()
         options = AnonymizeOptions()
-        options = replace(options, recognition=replace(options.recognition, base_fps=base_fps, worker_process=False))
+        options = replace(options, recognition=replace(options.recognition, base_fps=base_fps), worker_process=False)
         report = Anonymizer(detector, recognizer, options).video(src, tmp_path / f"out_{base_fps}.mp4")
         return len(asked), {t["decision"] for t in report.as_dict()["tracks"]}
 
@@ -243,7 +246,7 @@ def test_faster_video_samples_faces_as_often_per_second(tmp_path, monkeypatch):
     stretched, kept = samples(30.0)
     as_written, kept_too = samples(120.0)
     # THEN the 60 fps video asks for fewer encodings, and she is kept either way
-    # (11 vs 15 here: the first 3 samples of each track are counted in samples, not frames)
+    # (the sampling windows are written in frames at 30 fps and stretched for faster video)
     assert stretched < as_written
     assert "kept as grace_hopper" in kept and "kept as grace_hopper" in kept_too
 
@@ -353,7 +356,10 @@ def test_faces_in_an_interlaced_crowd_are_found_as_in_progressive_video(clip, tm
     # GIVEN the 50 fps street crowd as a 25i camera records it, and the same moments progressive
     src = clip("street_crowd_openpose.avi")
     woven, plain = _woven(src, tmp_path / "i.mp4", 100), _woven(src, tmp_path / "p.mp4", 100, interlaced=False)
-    engine = Anonymizer(Detector(), None, AnonymizeOptions())
+    # Fragments are not linked here: the boxes interpolated between them are a guess that the two
+    # runs make differently (with linking, 67% of the progressive run's boxes are matched)
+    options = AnonymizeOptions()
+    engine = Anonymizer(Detector(), None, replace(options, recognition=replace(options.recognition, link_gap=0)))
     fields, frames = (engine.video(v, tmp_path / f"out_{v.name}").as_dict() for v in (woven, plain))
 
     def blurred(doc):
@@ -365,7 +371,7 @@ def test_faces_in_an_interlaced_crowd_are_found_as_in_progressive_video(clip, tm
         return found
 
     # THEN most faces blurred in the progressive video are blurred in the interlaced one too: seen
-    # whole, each moving face combed and doubled, 58% were; seen by one field, 76%
+    # whole, each moving face combed and doubled, 58% were; seen by one field, 72-76%
     theirs, mine = blurred(frames), blurred(fields)
     wanted = [(f, box) for f, boxes in theirs.items() for box in boxes]
     hit = sum(1 for f, box in wanted if f in mine and iou_matrix(np.array([box]), np.array(mine[f])).max() > 0.3)

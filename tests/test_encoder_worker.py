@@ -76,7 +76,7 @@ def test_video_is_the_same_whether_encodings_run_in_a_worker_or_in_process(tmp_p
     reports = []
     for in_worker in (True, False):
         options = AnonymizeOptions()
-        options = replace(options, recognition=replace(options.recognition, worker_process=in_worker))
+        options = replace(options, worker_process=in_worker)
         report = Anonymizer(detector, recognizer, options).video(src, tmp_path / f"out_{in_worker}.mp4")
         doc = report.as_dict()
         reports.append([(t["decision"], t["boxes"], t.get("shown_as")) for t in doc["tracks"]])

@@ -138,21 +138,37 @@ def _output_for(src: Path, root: Path, output: Path | None) -> Path:
     return output or default_output(src)
 
 
+def _engine_options(f):
+    """The options `analyze` shares with `anonymize`."""
+    f = click.option("--detect-size", type=DetectSize(), default=AUTO, show_default=True,
+                     help=f"Long side in pixels the detector sees; auto: {AUTO_MIN} up to 1280-px-wide video, half the long side above, at most {AUTO_MAX}.")(f)
+    f = click.option("--threshold", type=click.FloatRange(0.01, 0.99), default=DEFAULT_THRESHOLD, show_default=True,
+                     help="Detection score threshold (lower = more recall).")(f)
+    return f
+
+
+def _redact_options(f):
+    """The options `render` shares with `anonymize`."""
+    for option in reversed([
+        click.option("--mode", type=click.Choice([m.value for m in Mode]), default=Mode.BLUR.value, show_default=True),
+        click.option("--shape", type=click.Choice([s.value for s in Shape]), default=Shape.ELLIPSE.value, show_default=True),
+        click.option("--scale", type=click.FloatRange(1.0, 3.0), default=1.3, show_default=True, help="Redacted area relative to the detected box."),
+        click.option("--crf", type=click.IntRange(0, 51), default=18, show_default=True, help="H.264 quality (lower = better)."),
+        click.option("--preset", default="veryfast", show_default=True, help="libx264 preset."),
+        click.option("--mark-faces", is_flag=True, help="Draw boxes: green = kept (consented), red = blurred."),
+    ]):
+        f = option(f)
+    return f
+
+
 @main.command()
 @click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
 @click.option("--known-faces", type=click.Path(path_type=Path), multiple=True,
               help="Folder of photos of people who consented (one sub-folder per person also works), or one photo "
                    "(the person is named by its file name); repeat for more.")
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Output file, or an existing folder to write NAME_anonymized.EXT into (a folder for a folder INPUT). Default: NAME_anonymized.EXT beside the input.")
-@click.option("--mode", type=click.Choice([m.value for m in Mode]), default=Mode.BLUR.value, show_default=True)
-@click.option("--shape", type=click.Choice([s.value for s in Shape]), default=Shape.ELLIPSE.value, show_default=True)
-@click.option("--scale", type=click.FloatRange(1.0, 3.0), default=1.3, show_default=True, help="Redacted area relative to the detected box.")
-@click.option("--threshold", type=click.FloatRange(0.01, 0.99), default=DEFAULT_THRESHOLD, show_default=True, help="Detection score threshold (lower = more recall).")
-@click.option("--detect-size", type=DetectSize(), default=AUTO, show_default=True,
-              help=f"Long side in pixels the detector sees; auto: {AUTO_MIN} up to 1280-px-wide video, half the long side above, at most {AUTO_MAX}.")
-@click.option("--crf", type=click.IntRange(0, 51), default=18, show_default=True, help="H.264 quality (lower = better).")
-@click.option("--preset", default="veryfast", show_default=True, help="libx264 preset.")
-@click.option("--mark-faces", is_flag=True, help="Draw boxes: green = kept (consented), red = blurred.")
+@_redact_options
+@_engine_options
 @click.option("--report", "report_path", type=click.Path(path_type=Path), help="Write a JSON audit report here.")
 @click.option("-r", "--recursive", is_flag=True, help="With a folder INPUT, search its sub-folders too (the output folder mirrors them).")
 def anonymize(input_path, known_faces, output, mode, shape, scale, threshold, detect_size, crf, preset, mark_faces, report_path, recursive):
@@ -211,7 +227,8 @@ def _anonymize(input_path, known_faces, output, mode, shape, scale, threshold, d
                 # problem, so a folder's other files still go on.
                 raise InputError(f"{src}: its sound ({', '.join(audio_codecs(src))}) fits none of MP4, Matroska and "
                                  "QuickTime bit-exact; convert the sound first (ffmpeg -i IN -c:v copy -c:a aac OUT.mkv)")
-            with tqdm(total=info.frame_count or None, unit="frame", desc=src.name, disable=None, leave=False) as bar:
+            # Two passes over the frames: analyze, then render.
+            with tqdm(total=2 * info.frame_count or None, unit="frame", desc=src.name, disable=None, leave=False) as bar:
                 reports.append(engine.video(src, dst, progress=lambda n: bar.update(n - bar.n), info=info))
             damage = reports[-1].damage
             if damage:
@@ -258,6 +275,119 @@ def _summary(reports, failed: list[dict], elapsed: float, report_path, consented
     click.echo(
         f"done: {done}{pace}; faces {faces}: kept {kept}, blurred {faces - kept}" + (f"; report {report_path}" if report_path else "")
     )
+
+
+def _video_input(path: Path) -> Path:
+    """`analyze`, `render` and `review` take one video file."""
+    from limelight.pipeline import VIDEO_SUFFIXES, is_photo
+
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+    if not path.is_file():
+        raise InputError(f"{path}: not a regular file (give one video)")
+    if is_photo(path) or path.suffix.lower() not in VIDEO_SUFFIXES:
+        raise InputError(f"{path}: not a video ({', '.join(sorted(s[1:] for s in VIDEO_SUFFIXES))}); a photo needs no plan: use anonymize")
+    return path
+
+
+@main.command()
+@click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
+@click.option("--known-faces", type=click.Path(path_type=Path), multiple=True,
+              help="Folder of photos of people who consented, or one photo; repeat for more.")
+@click.option("-o", "--output", "plan_path", type=click.Path(path_type=Path), help="Plan file (JSON). Default: NAME.plan.json beside the input.")
+@_engine_options
+def analyze(input_path, known_faces, plan_path, threshold, detect_size):
+    """Find and decide every face track of a video; write the plan (no video is written).
+
+    Review it (limelight review), change decisions if needed ("show" / "blur" per track, or add
+    "regions" to blur), then limelight render."""
+    try:
+        with _terminate_as_exit():
+            from limelight.detector import Detector
+            from limelight.pipeline import Anonymizer
+            from limelight.recognizer import Recognizer, load_gallery
+            from limelight.video import probe
+
+            src = _video_input(input_path)
+            plan_path = plan_path or src.with_name(f"{src.stem}.plan.json")
+            if plan_path.is_dir():
+                plan_path = plan_path / f"{src.stem}.plan.json"
+            if not plan_path.parent.is_dir():
+                raise OutputError(f"{plan_path}: folder does not exist")
+            recognizer = Recognizer(load_gallery(*known_faces)) if known_faces else None
+            engine = Anonymizer(Detector(detect_size=detect_size, threshold=threshold), recognizer)
+            plan = engine.analyze(src, probe(src))
+            plan.write(plan_path)
+            shown = sorted({t.person for t in plan.tracks if t.decision == "show"})
+            kept = sum(t.decision == "show" for t in plan.tracks)
+            click.echo(f"{plan_path}  ({plan.input['frames']} frames, {len(plan.tracks)} tracks: {kept} shown"
+                       f"{' (' + ', '.join(shown) + ')' if shown else ''}, {len(plan.tracks) - kept} blurred)")
+    except LimeLightError as e:
+        _fail(str(e))
+
+
+@main.command()
+@click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
+@click.option("--plan", "plan_path", required=True, type=click.Path(path_type=Path), help="The plan from limelight analyze (edited or not).")
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="Output video. Default: NAME_anonymized.EXT beside the input.")
+@click.option("--report", "report_path", type=click.Path(path_type=Path), help="Write a JSON audit report here.")
+@_redact_options
+def render(input_path, plan_path, output, report_path, mode, shape, scale, crf, preset, mark_faces):
+    """Write INPUT anonymized as its plan says: every box of a "blur" track and every region blurred,
+    no box of a "show" track."""
+    try:
+        with _terminate_as_exit():
+            from limelight.detector import model_metadata
+            from limelight.pipeline import AnonymizeOptions, Anonymizer
+            from limelight.plan import Plan
+            from limelight.report import check_report_path, write_report
+            from limelight.video import EncodeOptions
+
+            src = _video_input(input_path)
+            plan = Plan.load(plan_path)
+            plan.check_input(src)
+            dst = _output_for(src, src, output)
+            if dst.resolve() == src.resolve():
+                raise OutputError(f"{dst}: output would overwrite the input")
+            if report_path is not None:
+                check_report_path(report_path)
+            try:
+                encode = EncodeOptions(crf=crf, preset=preset)
+            except ValueError as e:
+                raise InputError(f"--preset/--crf: {e}") from None
+            options = AnonymizeOptions(redact=RedactOptions(Mode(mode), Shape(shape), scale), encode=encode, mark_faces=mark_faces)
+            started = time.perf_counter()
+            report = Anonymizer(None, None, options).render(src, dst, plan)
+            if report_path is not None:
+                write_report(report_path, {**options.settings(), "plan": str(plan_path)}, model_metadata(), [report])
+            _summary([report], [], time.perf_counter() - started, report_path)
+    except LimeLightError as e:
+        _fail(str(e))
+
+
+@main.command()
+@click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
+@click.option("--plan", "plan_path", required=True, type=click.Path(path_type=Path), help="The plan from limelight analyze.")
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Contact sheet (PNG).")
+def review(input_path, plan_path, output):
+    """Draw a contact sheet of a plan: one thumbnail per track (its best face, unblurred: keep the
+    sheet private) with its id, decision, name and frames."""
+    try:
+        with _terminate_as_exit():
+            from limelight.plan import Plan
+            from limelight.review import contact_sheet, write_sheet
+
+            src = _video_input(input_path)
+            plan = Plan.load(plan_path)
+            plan.check_input(src)
+            if output.suffix.lower() != ".png":
+                raise OutputError(f"{output}: the contact sheet is a PNG; give it a .png name")
+            if not output.parent.is_dir():
+                raise OutputError(f"{output}: folder does not exist")
+            write_sheet(output, contact_sheet(src, plan))
+            click.echo(f"{output}  ({len(plan.tracks)} tracks)")
+    except LimeLightError as e:
+        _fail(str(e))
 
 
 @main.command()

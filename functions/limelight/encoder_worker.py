@@ -4,7 +4,7 @@ An encoding is ~90 ms of dlib, which holds Python's GIL all along: computed on t
 thread it stalls decoding, tracking and the encoder feed while the cores wait (friends 720p with
 its six consented people: recognition was 52% of the wall time, 18 fps instead of 35). A worker
 process computes them while the engine goes on. The engine claims each result a fixed number of
-frames after asking for it (`RecognitionSchedule.result_lag`), so the video it writes does not
+frames after asking for it (`SamplingOptions.result_lag`), so the video it writes does not
 depend on how fast the worker was: it is the same as with encodings computed in-process, which is
 the fallback where no worker can be started (or where one dies).
 
@@ -103,8 +103,10 @@ class FaceEncoder:
         recognise (`face_crop`; `turns` quarter turns show the frame upright, `sar` is its sample
         aspect ratio)."""
         job = face_crop(frame, box, turns=turns, sar=sar)
-        if job is None:
-            return None
+        return None if job is None else self.submit_crop(job)
+
+    def submit_crop(self, job: tuple[np.ndarray, tuple[int, int, int, int]]) -> int:
+        """Ask for the encoding of a face already cut out (`face_crop`'s crop and location)."""
         ticket, self._next = self._next, self._next + 1
         if not self._want_process or not self.start():
             self._done[ticket] = encode_crop(*job)

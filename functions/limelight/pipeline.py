@@ -1,10 +1,13 @@
-"""The anonymization engine: decode -> detect -> track -> recognise -> redact -> encode.
+"""The anonymization engine: analyze -> plan -> render.
 
-One streaming function serves the CLI and the per-segment Lambda. Frames are held in a look-ahead
-buffer until the tracker has settled their boxes and a recognition decision has had
-`RecognitionSchedule.decision_delay` frames (1 s at 24 fps) to reach them, so memory does not grow
-with the video's length. A face is left unblurred only when its track's votes say it is a
-consented person; everything else, including faces too small to recognise, is blurred.
+`Anonymizer.analyze` decodes a video (no encoding), detects and tracks faces over the whole of it
+and decides each track as a whole from its best recognition samples: the result is a `Plan`
+(boxes and decisions only). `Anonymizer.render` decodes it again and encodes it with the plan's
+"blur" boxes redacted, audio copied. `Anonymizer.video` runs both; the CLI's `analyze` / `render`
+run them apart so that a person can review and edit the plan in between. No frame is held
+between the passes, so memory does not grow with the video's length. A face is left unblurred
+only when its track's samples confidently say it is a consented person; everything else,
+including faces too small to recognise, is blurred.
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ import tempfile
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field, replace
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
@@ -26,19 +30,23 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps, ImageSequence
 
+from limelight.analyze import Analysis, SamplingOptions, link, plan_tracks
+from limelight.consent import DecisionOptions
 from limelight.detector import Detector
 from limelight.encoder_worker import FaceEncoder, usable_cpus
 from limelight.errors import InputError, OutputError
-from limelight.recognizer import Decision, IdentityVote, Recognizer, encode_face
+from limelight.plan import Plan, PlanError, fingerprint
+from limelight.recognizer import Decision, Recognizer, encode_face
 from limelight.redact import RedactOptions, mark, redact, redact_planes
 from limelight.report import FileReport
-from limelight.tracker import Tracker, TrackerOptions
+from limelight.tracker import TrackerOptions
 from limelight.formats import CONTAINER_SUFFIXES, IMAGE_SUFFIXES, KEEP_CONTAINER, photo_output_suffix
 from limelight.video import (
     EncodeOptions,
     Frame,
     VideoInfo,
     coded_boxes,
+    decode,
     output_container,
     probe,
     quarter_turns,
@@ -48,75 +56,6 @@ from limelight.video import (
 # An animated GIF is a video too: written as MP4, as the web shows GIFs.
 VIDEO_SUFFIXES = CONTAINER_SUFFIXES | {".gif"}
 MAX_DETECT_WORKERS = 4
-
-
-@dataclass(frozen=True)
-class RecognitionSchedule:
-    """When a track's face is encoded (an encoding costs ~80 ms, so a handful per track).
-
-    A track is sampled every `interval` frames until it has `max_samples`; a track that is kept
-    (consented) goes on being checked every `verify_interval` frames for as long as it lasts, and
-    `revoke_after` consecutive checks that do not match its person suspend it (blurred): a tracker
-    mistake must not carry one person's consent over to a stranger. A suspended track is still
-    checked every `verify_interval` frames and shown again only after `min_matches` consecutive
-    confident matches of one consented person, the evidence a new track needs: a consented person
-    who turns away for a moment is blurred while turned, not for the rest of the shot.
-
-    Frame counts are meant for videos of up to `base_fps`; `at_rate` stretches them for faster
-    ones, so that recognition runs as often per second (a 60 fps video would otherwise pay twice
-    the encodings for the same evidence) and the decision delay still spans 1 s.
-    """
-
-    # The first samples are taken `first_interval` apart, so a decision exists within the look-ahead.
-    # Not closer: frames 2 apart are near duplicates whose distances err together, and three that
-    # miss as a consented person moves into the shot outvote his next four matches (hamilton: 50
-    # frames blurred at first_interval 2, 4 at 4).
-    first_samples: int = 3
-    first_interval: int = 4
-    interval: int = 10
-    max_samples: int = 7  # then one sample every `late_interval` frames...
-    late_interval: int = 30
-    window: int = 7  # ...and the decision is the majority of the last `window` samples
-    min_matches: int = 2  # one lucky sample never unblurs a video face
-    verify_interval: int = 15
-    revoke_after: int = 2
-    min_score: float = 0.6  # only confident detections are worth a sample
-    # A frame is redacted only once `decision_delay` newer frames have been seen, so a decision
-    # reached then (a face moving into the shot is often matched only after a few samples) still
-    # applies to it: a consented person is not blurred for the first half second of every shot, and
-    # a suspension reaches back as far. Costs that many decoded frames of memory (held as 4:2:0 YUV,
-    # 1 s of 1080p at 24 fps: ~75 MB, ~95 MB with `result_lag`), at most `max_held_bytes` of them (4K: 20).
-    decision_delay: int = 24
-    max_held_bytes: int = 256 * 2**20
-    # Encodings run in a worker process (`encoder_worker`) while the video goes on; a sample's result
-    # is claimed (waited for) `result_lag` frames after it was asked for, and frames are held that much
-    # longer, so that decisions still reach back `decision_delay` frames. Fixed in frames, not in time,
-    # so the output does not depend on the worker's speed. Short, because the schedule learns of a
-    # decision that late (a kept track is then checked less often): 6 frames cover an encoding at
-    # 24 fps, and on 2 cores a longer lag gained nothing (the cores are busy either way).
-    # `worker_process` False: in-process.
-    result_lag: int = 6
-    worker_process: bool = True
-    base_fps: float = 30.0
-
-    def at_rate(self, fps: float) -> "RecognitionSchedule":
-        """This schedule for a video of `fps` frames per second (itself up to `base_fps`)."""
-        if not fps or fps <= self.base_fps:
-            return self
-        k = fps / self.base_fps
-
-        def stretch(frames: int) -> int:
-            return max(1, round(frames * k))
-
-        return replace(
-            self,
-            first_interval=stretch(self.first_interval),
-            interval=stretch(self.interval),
-            late_interval=stretch(self.late_interval),
-            verify_interval=stretch(self.verify_interval),
-            decision_delay=stretch(self.decision_delay),
-            result_lag=stretch(self.result_lag),
-        )
 
 
 class ShotChangeDetector:
@@ -151,15 +90,15 @@ class AnonymizeOptions:
     redact: RedactOptions = field(default_factory=RedactOptions)
     tracker: TrackerOptions = field(default_factory=TrackerOptions)
     encode: EncodeOptions = field(default_factory=EncodeOptions)
-    recognition: RecognitionSchedule = field(default_factory=RecognitionSchedule)
+    recognition: SamplingOptions = field(default_factory=SamplingOptions)
+    decisions: DecisionOptions = field(default_factory=DecisionOptions)
     mark_faces: bool = False
     # Video frames detected at once, each by its own single-threaded interpreter on its own thread;
-    # None: one per usable CPU (at most MAX_DETECT_WORKERS). Two frames on two 1-thread interpreters
-    # beat one frame on a 2-thread interpreter (paired runs on 2 cores: 720p 0.42x vs 0.36x a pure
-    # transcode, 1080p 0.58x vs 0.54x): no thread waits for the other's half of a layer while x264
-    # wants the core. Detections do not depend on it: every interpreter runs the same integer model
-    # on the same input.
+    # None: one per usable CPU (at most MAX_DETECT_WORKERS). Detections do not depend on it: every
+    # interpreter runs the same integer model on the same input.
     detect_workers: int | None = None
+    # Face encodings in a worker process beside the analysis (`encoder_worker`); False: in-process.
+    worker_process: bool = True
 
     def __post_init__(self) -> None:
         if self.detect_workers is not None and (isinstance(self.detect_workers, bool) or not isinstance(self.detect_workers, int)
@@ -173,6 +112,7 @@ class AnonymizeOptions:
             "tracker": asdict(self.tracker),
             "encode": asdict(self.encode),
             "recognition": asdict(self.recognition),
+            "decisions": asdict(self.decisions),
             "mark_faces": self.mark_faces,
             "detect_workers": self.detect_workers,
         }
@@ -199,38 +139,6 @@ def _one_field(frame: Frame, lines: int) -> bool:
     return frame.interlaced and frame.height // 2 >= lines
 
 
-class _TrackState:
-    __slots__ = ("vote", "samples", "in_flight", "last_sample", "suspended", "start")
-
-    def __init__(self, vote: IdentityVote | None):
-        self.vote, self.samples, self.last_sample = vote, 0, -(10**9)
-        self.in_flight = 0  # samples asked for whose encodings are not yet in the vote
-        self.suspended = False
-        self.start = 0  # after a resumption only the samples from this one on count
-
-    def decision(self, min_matches: int = 1, window: int | None = None) -> Decision | None:
-        if self.vote is None:
-            return None
-        if self.start:
-            window = min(window or self.samples, self.samples - self.start)
-        d = self.vote.decision(window)
-        if d.kept and (self.suspended or d.matches < min_matches):
-            return Decision(False, None, d.votes, d.matches, d.best_distance)
-        return d
-
-    def record(self, kept_as: str | None, schedule: RecognitionSchedule) -> None:
-        """After a sample was added to the vote (and counted in `samples`): suspend a track kept as
-        `kept_as` whose last `revoke_after` samples all missed that person; resume a
-        suspended one whose last `min_matches` samples all matched one person, judged from then on
-        by the samples since that run began (a new track needs the same evidence)."""
-        if kept_as is not None:
-            last = self.vote.last_names(schedule.revoke_after)
-            self.suspended = len(last) == schedule.revoke_after and kept_as not in last
-        elif self.suspended:
-            last = self.vote.last_names(schedule.min_matches)
-            if len(last) == schedule.min_matches and last[0] is not None and len(set(last)) == 1:
-                self.suspended, self.start = False, self.samples - schedule.min_matches
-
 
 class Anonymizer:
     """Holds the expensive objects (detector, recognizer) and anonymizes files with them."""
@@ -252,66 +160,28 @@ class Anonymizer:
             self._replicas = [self.detector] if None in replicas else replicas
         return self._replicas
 
-    # -- per-track identity ---------------------------------------------------------------------
-    def _sample(self, state: _TrackState, frame: Frame, index: int, det: np.ndarray, encoder: FaceEncoder,
-                pending: deque, turns: int = 0, sar: float = 1.0) -> None:
-        """Ask `encoder` for an encoding of the track's face when its schedule says so; the result
-        joins the vote in `_apply`."""
-        sched = self.options.recognition
-        if state.vote is None or det[4] < sched.min_score:
-            return
-        current = state.decision(sched.min_matches, sched.window)
-        gap = index - state.last_sample
-        taken = state.samples + state.in_flight
-        if current.kept or state.suspended:  # keep verifying a consented track for as long as it lasts
-            wait = sched.verify_interval
-        elif taken < sched.first_samples:
-            wait = sched.first_interval
-        else:
-            wait = sched.interval if taken < sched.max_samples else sched.late_interval
-        if gap < wait:
-            return
-        state.last_sample = index
-        ticket = encoder.submit(frame, det[:4], turns, sar)
-        if ticket is not None:  # None: too small to recognise
-            state.in_flight += 1
-            pending.append((index, state, ticket))
-
-    def _apply(self, encoder: FaceEncoder, pending: deque, upto: int | None) -> None:
-        """Add the encodings of the samples taken at frames <= `upto` (all with None) to their
-        tracks' votes, in the order they were taken (waiting for the worker where needed)."""
-        sched = self.options.recognition
-        while pending and (upto is None or pending[0][0] <= upto):
-            _, state, ticket = pending.popleft()
-            encoding = encoder.result(ticket)
-            state.in_flight -= 1
-            current = state.decision(sched.min_matches, sched.window)
-            state.vote.add(encoding)
-            state.samples += 1
-            state.record(current.name if current.kept else None, sched)
-
-    def _kept(self, state: _TrackState | None, min_matches: int) -> tuple[bool, str | None]:
-        d = state.decision(min_matches, self.options.recognition.window) if state is not None else None
-        return (d.kept, d.name) if d is not None else (False, None)
-
-    def _emit(self, frame: Frame, boxes: list[tuple[int, np.ndarray]], states, report: FileReport, min_matches: int) -> None:
-        index = frame.index
-        blur, kept_flags, labels = [], [], []
-        for tid, box in boxes:
-            kept, name = self._kept(states.get(tid), min_matches)
-            report.add_box(tid, index, box, blurred=not kept, shown_as=name if kept else None)
-            if not kept:
+    def _redact(self, frame: Frame, entries: Iterable[tuple[int, np.ndarray, bool, str | None]], report: FileReport) -> None:
+        """Redact the "blur" boxes of one frame (on the decoded planes when it is YUV: no colour
+        conversion of the frame) and record every box in the report; regions (id < 0) are counted."""
+        blur, marks, kept_flags, labels = [], [], [], []
+        for tid, box, blurred, person in entries:
+            if tid >= 0:
+                report.add_box(tid, frame.index, box, blurred=blurred, shown_as=None if blurred else person)
+            else:
+                report.region_boxes += 1
+            if blurred:
                 blur.append(box)
-            kept_flags.append(kept)
-            labels.append(name or f"#{tid}")
+            marks.append(box)
+            kept_flags.append(not blurred)
+            labels.append(person if not blurred else (f"#{tid}" if tid >= 0 else "region"))
         if blur:
-            if frame.yuv is not None:  # on the decoded planes: no colour conversion of the frame
+            if frame.yuv is not None:
                 redact_planes(*frame.planes(), np.asarray(blur, np.float32), self.options.redact,
                               black=0 if frame.full_range else 16)
             else:
                 redact(frame.rgb, np.asarray(blur, np.float32), self.options.redact)
-        if self.options.mark_faces and boxes:
-            mark(frame.rgb, np.asarray([b for _, b in boxes], np.float32), kept_flags, labels)
+        if self.options.mark_faces and marks:
+            mark(frame.rgb, np.asarray(marks, np.float32), kept_flags, labels)
 
     @staticmethod
     def _detect(detector: Detector, frame: Frame, turns: int = 0, sar: float = 1.0) -> np.ndarray:
@@ -344,88 +214,122 @@ class Anonymizer:
         return None if geo is None else (geo.resized[1], geo.resized[0])
 
     # -- video ----------------------------------------------------------------------------------
-    def _transform(self, report: FileReport, states: dict[int, _TrackState], turns: int = 0,
-                   sar: float = 1.0) -> Callable[[Iterator[Frame]], Iterable[Frame]]:
-        def run(frames: Iterator[Frame]) -> Iterator[Frame]:
-            tracker = Tracker(self.options.tracker)
-            shots = ShotChangeDetector()
-            buffer: deque[Frame] = deque()
+    def analyze(self, src: Path, info: VideoInfo | None = None, progress: Callable[[int], None] | None = None) -> Plan:
+        """The plan for one video: decode (no encoding) -> detect -> track over the whole video ->
+        recognise each track from its best samples -> one decision per track (or per stretch of a
+        track whose samples show another person). `progress(n)`: frames analyzed so far."""
+        src = Path(src)
+        info = info or probe(src)
+        started = time.perf_counter()
+        sampling = self.options.recognition.at_rate(float(info.fps))
+        analysis, tracks = self.analyze_frames(decode(src, self.options.encode), sampling, quarter_turns(info.rotation),
+                                               float(info.sample_aspect_ratio or 1), progress)
+        sar = info.sample_aspect_ratio
+        di = self._detector_input(self._detectors())
+        return Plan(
+            input={"path": str(src), "size": src.stat().st_size, "fingerprint": fingerprint(src),
+                   "frames": analysis.frames, "width": analysis.size[0], "height": analysis.size[1],
+                   "rotation": info.rotation, "pixel_aspect": f"{sar.numerator}:{sar.denominator}" if sar else "1:1"},
+            tracks=tracks,
+            meta={"analysis": {**analysis.figures(), "tracks": len(tracks), "seconds": round(time.perf_counter() - started, 3)},
+                  "detector_input": None if di is None else list(di)},
+        )
 
-            sched = self.options.recognition
-            finished = False
-            encoder = FaceEncoder(processes=sched.worker_process)
-            if self.recognizer is not None:
-                encoder.start()  # before the detection thread: the worker forks from a quiet process
-            pending: deque = deque()  # (frame index, track state, ticket) of samples not yet in a vote
-            # Held with or without consented people: a weak track confirmed after the tracker's own
-            # look-ahead is still blurred back to its start in the frames held (street_crowd: 3,349
-            # blurred boxes instead of 3,320 when frames were released at the look-ahead).
-            hold = sched.decision_delay + sched.result_lag
+    def analyze_frames(self, frames: Iterable[Frame], sampling: SamplingOptions, turns: int = 0, sar: float = 1.0,
+                       progress: Callable[[int], None] | None = None) -> tuple[Analysis, list]:
+        """`analyze` on decoded frames: the finished `Analysis` and the plan's tracks."""
+        detectors = self._detectors()
+        idle: queue.SimpleQueue[Detector] = queue.SimpleQueue()
+        for d in detectors:
+            idle.put(d)
 
-            def ready() -> Iterator[Frame]:
-                delay = min(hold, sched.max_held_bytes // max(buffer[0].nbytes, 1)) if buffer else 0
-                while buffer and tracker.is_final(buffer[0].index) and (
-                        finished or buffer[-1].index - buffer[0].index >= delay):
-                    f = buffer.popleft()
-                    self._emit(f, tracker.boxes_at(f.index), states, report, self.options.recognition.min_matches)
-                    tracker.release(f.index)
-                    yield f
-
-            def track(f: Frame, dets: np.ndarray, cut: bool) -> Iterator[Frame]:
-                self._apply(encoder, pending, f.index - sched.result_lag)
-                for a in tracker.update(f.index, dets, new_shot=cut):
-                    state = states.get(a.track_id)
-                    if state is None:
-                        state = states[a.track_id] = _TrackState(self.recognizer.vote() if self.recognizer else None)
-                    self._sample(state, f, f.index, a.detection, encoder, pending, turns, sar)
-                buffer.append(f)
-                yield from ready()
-
-            # Detection of frames t..t+k-1 runs on k worker threads (LiteRT releases the GIL), one
-            # interpreter each, while frame t-1 is tracked and earlier frames are redacted and
-            # encoded; frames are tracked in order.
-            detectors = self._detectors()
-            idle: queue.SimpleQueue[Detector] = queue.SimpleQueue()
-            for d in detectors:
+        def detect(f: Frame) -> np.ndarray:
+            d = idle.get()
+            try:
+                return self._detect(d, f, turns, sar)
+            finally:
                 idle.put(d)
 
-            def detect(f: Frame) -> np.ndarray:
-                d = idle.get()
-                try:
-                    return self._detect(d, f, turns, sar)
-                finally:
-                    idle.put(d)
-
-            with encoder, ThreadPoolExecutor(max_workers=len(detectors), thread_name_prefix="detect") as pool:
-                jobs: deque = deque()  # (frame, its detection, whether it starts a shot), in frame order
-                for f in frames:
-                    jobs.append((f, pool.submit(detect, f), shots(f)))
-                    if len(jobs) > len(detectors):
-                        f0, job, cut = jobs.popleft()
-                        yield from track(f0, job.result(), cut)
-                while jobs:
+        with ExitStack() as stack:
+            encoder = None
+            if self.recognizer is not None:
+                encoder = stack.enter_context(FaceEncoder(processes=self.options.worker_process))
+                encoder.start()  # before the detection threads: the worker forks from a quiet process
+            analysis = Analysis(self.options.tracker, sampling, encoder, self.recognizer, turns, sar)
+            shots = ShotChangeDetector()
+            pool = stack.enter_context(ThreadPoolExecutor(max_workers=len(detectors), thread_name_prefix="detect"))
+            # Frames t..t+k-1 are detected on k threads (LiteRT releases the GIL) while the next is
+            # decoded; they are tracked in order.
+            jobs: deque = deque()
+            for f in frames:
+                jobs.append((f, pool.submit(detect, f), shots(f)))
+                while len(jobs) > len(detectors) or (jobs and jobs[0][1].done() and len(jobs) > 1):
                     f0, job, cut = jobs.popleft()
-                    yield from track(f0, job.result(), cut)
-                self._apply(encoder, pending, None)
-            tracker.finish()
-            finished = True
-            yield from ready()
+                    analysis.add(f0, job.result(), cut)
+                    if progress is not None:
+                        progress(analysis.frames)
+            while jobs:
+                f0, job, cut = jobs.popleft()
+                analysis.add(f0, job.result(), cut)
+            if progress is not None:
+                progress(analysis.frames)
+            raw = analysis.finish()
+            chains = link(raw, sampling)
+            tracks = plan_tracks(chains, self.recognizer, self.options.decisions, analysis.shot_starts)
+        analysis.raw_tracks, analysis.linked_tracks = len(raw), len(chains)
+        return analysis, tracks
 
-        return run
+    def render(self, src: Path, dst: Path, plan: Plan, progress: Callable[[int], None] | None = None) -> FileReport:
+        """Encode `src` into `dst` with the plan's "blur" boxes and regions redacted, audio copied
+        (written under a temporary name, renamed when complete). A plan made for another file, or
+        whose frame count the video does not have, is refused with a PlanError; nothing is written."""
+        src, dst = Path(src), Path(dst)
+        plan.check_input(src)
+        total = plan.input["frames"]
+        report = FileReport(str(src), str(dst), "video", rotation=int(plan.input.get("rotation", 0)))
+        report.pixel_aspect = str(plan.input.get("pixel_aspect", "1:1"))
+        boxes_at = plan.frames()
+        started = time.perf_counter()
+
+        def run(frames: Iterator[Frame]) -> Iterator[Frame]:
+            n = 0
+            for f in frames:
+                if f.index >= total:
+                    raise PlanError(f"{src}: the video has more frames than the plan's {total}")
+                self._redact(f, boxes_at(f.index), report)
+                n += 1
+                yield f
+            if n != total:
+                raise PlanError(f"{src}: the plan covers {total} frames, the video has {n}")
+
+        stats = transcode(src, dst, options=self.options.encode, progress=progress, transform=run)
+        report.frames, report.seconds = stats.frames, time.perf_counter() - started
+        report.dropped_streams = list(stats.dropped_streams)
+        report.damage = stats.damage
+        di = plan.meta.get("detector_input")
+        report.detector_input = tuple(di) if di else None
+        report.analysis = plan.meta.get("analysis")
+        report.regions = len(plan.regions)
+        for t in plan.tracks:
+            rec = report.tracks.get(t.id)
+            if rec is None:
+                continue
+            r = t.evidence.get("recognition") or {}
+            rec.decision = Decision(t.decision == "show", t.person if t.decision == "show" else None,
+                                    r.get("samples", 0), r.get("matches", 0), r.get("best_distance"))
+            rec.evidence = {k: v for k, v in t.evidence.items() if k != "recognition"}
+        return report
 
     def video(self, src: Path, dst: Path, progress: Callable[[int], None] | None = None,
               info: VideoInfo | None = None) -> FileReport:
-        """Anonymize one video into `dst` (written under a temporary name, renamed when complete).
-        `info`: `probe(src)` when the caller has it already (probing a container without a frame
-        count reads the whole file)."""
-        engine, info = self, info or probe(src)
-        if self.recognizer is not None:
-            sched = self.options.recognition.at_rate(float(info.fps))
-            if sched != self.options.recognition:  # a faster video: the schedule in its frames
-                engine = Anonymizer(self.detector, self.recognizer, replace(self.options, recognition=sched))
-        report = engine._video(src, dst, progress, info.rotation, float(info.sample_aspect_ratio or 1))
-        if info.sample_aspect_ratio:
-            report.pixel_aspect = f"{info.sample_aspect_ratio.numerator}:{info.sample_aspect_ratio.denominator}"
+        """Anonymize one video into `dst`: `analyze`, then `render` its plan. `progress(n)` counts
+        the frames of both passes (2 x the frame count in all). `info`: `probe(src)` when the caller
+        has it already (probing a container without a frame count reads the whole file)."""
+        started = time.perf_counter()
+        plan = self.analyze(src, info, progress)
+        done = plan.input["frames"]
+        report = self.render(src, dst, plan, None if progress is None else (lambda n: progress(done + n)))
+        report.seconds = time.perf_counter() - started
         return report
 
     def _animation(self, src: Path, dst: Path) -> FileReport:
@@ -437,49 +341,35 @@ class Anonymizer:
         report.input = str(src)
         return report
 
-    def _video(self, src: Path, dst: Path, progress: Callable[[int], None] | None, rotation: int,
-               sar: float = 1.0) -> FileReport:
-        report = FileReport(str(src), str(dst), "video", rotation=rotation)
-        states: dict[int, _TrackState] = {}
-        start = time.perf_counter()
-        # Frames stay as stored (the display rotation and pixel aspect are kept for the player);
-        # detection and recognition see them as shown: upright, in square pixels.
-        turns = quarter_turns(rotation)
-        transform = self._transform(report, states, turns, sar)
-        stats = transcode(src, dst, options=self.options.encode, progress=progress, transform=transform)
-        report.frames, report.seconds = stats.frames, time.perf_counter() - start
-        report.dropped_streams = list(stats.dropped_streams)
-        report.damage = stats.damage
-        report.detector_input = self._detector_input(self._detectors())
-        for tid, rec in report.tracks.items():
-            rec.decision = states[tid].decision(self.options.recognition.min_matches, self.options.recognition.window) if tid in states else None
-        return report
-
     # -- image ----------------------------------------------------------------------------------
     def image(self, src: Path, dst: Path) -> FileReport:
-        """Anonymize one photo: every detected face is its own one-frame track. An animated WebP /
-        PNG is a video: anonymized as one into `dst`, which must then be a video (`default_output`
-        names an .mp4)."""
+        """Anonymize one photo: every detected face is its own one-frame track, kept when its one
+        sample confidently matches a consented person. An animated WebP / PNG is a video:
+        anonymized as one into `dst`, which must then be a video (`default_output` names an .mp4)."""
         if animation_frames(src) > 1:
             return self._animation(src, dst)
         start = time.perf_counter()
         rgb = read_image(src)
         report = FileReport(str(src), str(dst), "image", frames=1)
-        states: dict[int, _TrackState] = {}
-        boxes = []
+        decisions: dict[int, Decision | None] = {}
+        entries = []
         # A photo is detected at several sizes (`Detector.detect_photo`); a custom detector without
         # that method is called once, as for a video frame.
         detect = getattr(self.detector, "detect_photo", self.detector)
         for tid, det in enumerate(detect(rgb)):
-            state = states[tid] = _TrackState(self.recognizer.vote() if self.recognizer else None)
-            if state.vote is not None:
+            decision = None
+            if self.recognizer is not None:
+                vote = self.recognizer.vote()
                 encoding = encode_face(rgb, det[:4])
                 if encoding is not None:
-                    state.vote.add(encoding)
-            boxes.append((tid, det[:4]))
-        self._emit(Frame(0, 0, 0.0, rgb=rgb), boxes, states, report, min_matches=1)  # a photo has one sample per face
+                    vote.add(encoding)
+                decision = vote.decision()
+            decisions[tid] = decision
+            kept = decision is not None and decision.kept
+            entries.append((tid, det[:4], not kept, decision.name if kept else None))
+        self._redact(Frame(0, 0, 0.0, rgb=rgb), entries, report)
         for tid, rec in report.tracks.items():
-            rec.decision = states[tid].decision()
+            rec.decision = decisions[tid]
         _write_image(dst, rgb[..., ::-1], _icc_profile(src), _alpha(src, rgb.shape[:2]))
         sized = getattr(self.detector, "photo_input_size", None)
         if sized is not None:
@@ -491,8 +381,6 @@ class Anonymizer:
         return report
 
 
-# Photo formats that may hold an animation (Pillow reads them frame by frame; FFmpeg does not
-# decode animated WebP), and GIF, which may hold a still.
 _ANIMATED_SUFFIXES = frozenset({".webp", ".png", ".gif"})
 
 

@@ -582,6 +582,24 @@ class Recognizer:
             return Match(self._persons[best], distance)
         return Match(None, distance)
 
+    def same_person(self, a: str, b: str) -> bool:
+        """Whether two gallery names are one face as far as the gallery can tell (loose photos
+        `ross.jpg` and `ross2.jpg`): not rivals in `match`."""
+        if a == b:
+            return True
+        index = {name: i for i, name in enumerate(self._persons)}
+        if a not in index or b not in index:
+            return False
+        return not bool(self._rivals[index[a], index[b]])
+
+    def distance_to(self, encoding: np.ndarray, person: str) -> float:
+        """Distance from one encoding to the nearest photo of `person` or of a name that is the same
+        face (`same_person`); inf for an unknown name."""
+        rows = self.gallery.encodings[[self.same_person(n, person) for n in self.gallery.names]]
+        if not len(rows):
+            return float("inf")
+        return float(np.min(np.linalg.norm(rows - np.asarray(encoding, np.float64), axis=1)))
+
     def vote(self) -> IdentityVote:
         """A fresh vote for one face track."""
         return IdentityVote(self)

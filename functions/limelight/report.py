@@ -38,6 +38,7 @@ class TrackRecord:
     _frames: array = field(default_factory=lambda: array("I"), repr=False)
     _coords: array = field(default_factory=lambda: array("f"), repr=False)  # x1 y1 x2 y2 per box
     _blurred: array = field(default_factory=lambda: array("B"), repr=False)
+    evidence: dict[str, Any] = field(default_factory=dict)  # from the plan: best sample, fragments
 
     def add(self, frame: int, box, blurred: bool) -> None:
         self._frames.append(frame)
@@ -64,6 +65,7 @@ class TrackRecord:
                 "samples": d.votes, "matches": d.matches,
                 "best_distance": None if d.best_distance is None else round(d.best_distance, 3),
             },
+            **self.evidence,
             "frames_blurred": sum(self._blurred),
             "shown_as": dict(self.shown_as),
             "boxes": self.boxes,
@@ -85,6 +87,9 @@ class FileReport:
     pixel_aspect: str = "1:1"  # width of a stored pixel as shown (a video's sample aspect ratio; HDV's is 4:3)
     dropped_streams: list[str] = field(default_factory=list)  # input streams the output leaves out (subtitles, ...)
     damage: DecodeDamage | None = None  # what a damaged video lost: undecodable frames, malformed audio packets
+    analysis: dict[str, Any] | None = None  # the plan's analysis figures: tracks before and after linking, samples, shots
+    regions: int = 0  # regions the plan blurs whatever the tracks say (added by a reviewer)
+    region_boxes: int = 0  # frames x regions blurred
 
     def add_box(self, track_id: int, frame: int, box, blurred: bool, shown_as: str | None = None) -> None:
         """One frame of a track; a box left unblurred names the consented person it was shown as."""
@@ -123,6 +128,8 @@ class FileReport:
             "pixel_aspect": self.pixel_aspect,
             "dropped_streams": list(self.dropped_streams),
             "damage": self.damage.as_dict() if self.damage else None,
+            "analysis": self.analysis,
+            "regions": self.regions,
         }
 
     def ordered_tracks(self) -> list[TrackRecord]:

@@ -606,5 +606,8 @@ def merge_reports(parts: Sequence[tuple[int, dict[str, Any]]], *, input_name: st
         "pixel_aspect": parts[0][1].get("pixel_aspect", "1:1") if parts else "1:1",
         "dropped_streams": list(dropped_streams),
         "damage": damage.as_dict() if damage else None,
+        # Each segment was analyzed (tracks over the segment, decided from their samples) then rendered.
+        "analysis": {key: sum(int((part.get("analysis") or {}).get(key, 0)) for _, part in parts)
+                     for key in ("tracker_tracks", "linked_tracks", "tracks", "samples")},
         "tracks": tracks,
     }

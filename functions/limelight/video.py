@@ -482,6 +482,16 @@ def iter_frames(
             yield frame.index, frame.time, frame.rgb
 
 
+def decode(src: str | os.PathLike[str], options: EncodeOptions = EncodeOptions()) -> Iterator[Frame]:
+    """The `Frame`s `transcode(src, ..., options)` would pass its transform, with the same indices
+    and timestamps (damaged frames stood in for alike), decoded only: the analyze pass."""
+    p = Path(src)
+    _check_input_file(p)
+    with _open_input(p) as container:
+        yield from _frames(container, p, exact_rgb=options.exact_rgb, size=options.size, start_pts=options.start_pts,
+                           damage=DecodeDamage(), whole_file=options.whole_file)
+
+
 def transcode(
     src: str | os.PathLike[str],
     dst: str | os.PathLike[str],

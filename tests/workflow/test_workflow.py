@@ -65,6 +65,9 @@ def test_hamilton_upload_gives_one_output_with_original_timing_audio_and_only_li
     assert set(decisions) == {"kept as lin-manuel-miranda", "blurred"}
     assert decisions.count("blurred") >= 5
     assert merged["kept"] == decisions.count("kept as lin-manuel-miranda")
+    # ...each segment analyzed whole before it was rendered: tracks linked, decided from their samples
+    assert merged["analysis"]["tracker_tracks"] >= merged["analysis"]["linked_tracks"] > 0
+    assert merged["analysis"]["samples"] > 0 and merged["analysis"]["tracks"] == len(merged["tracks"])
 
 
 def test_segment_failing_once_is_retried_and_the_output_is_identical(cloud, synthetic_clip, tmp_path):
