@@ -13,11 +13,12 @@ RUNTIME_STAMP := $(VENV)/.runtime-installed
 DEV_STAMP := $(VENV)/.dev-installed
 DEMO_STAMP := $(VENV)/.demo-installed
 
-.PHONY: help install install-dev demo test model bench lint cloud-demo sam-build clean
+.PHONY: help install install-dev demo test fuzz model bench lint cloud-demo sam-build clean
 
 help:
 	@echo "make demo   - install and anonymize a demo video (demo/)"
 	@echo "make test   - install everything and run the test suite"
+	@echo "make fuzz N=1000 - mutated clips and photos through the CLI (docs/limits.md)"
 	@echo "make model  - rebuild the int8 detector from the shared data (model_opt/)"
 	@echo "make bench  - print the detector AP/latency table (bench/)"
 	@echo "make lint   - cfn-lint the SAM template"
@@ -53,6 +54,12 @@ demo: $(DEMO_STAMP)
 
 test: $(DEV_STAMP)
 	$(BIN)/python -m pytest -q
+
+# Mutated real clips and photos through the CLI (tests/fuzz.py); N cases, SEED for another set.
+N ?= 1000
+SEED ?= 1
+fuzz: $(DEV_STAMP)
+	$(BIN)/python -m tests.fuzz --cases $(N) --seed $(SEED) --data $(LIMELIGHT_DATA)
 
 model: $(DEV_STAMP)
 	$(BIN)/python -m model_opt.pipeline --data $(LIMELIGHT_DATA)

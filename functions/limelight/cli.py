@@ -6,7 +6,9 @@ import json
 import logging
 import signal
 import sys
+import functools
 import time
+import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,6 +17,7 @@ import click
 
 from limelight.detector import AUTO, AUTO_MAX, AUTO_MIN, DEFAULT_THRESHOLD
 from limelight.errors import InputError, LimeLightError, OutputError
+from limelight.formats import NAME_MAX
 from limelight.redact import Mode, RedactOptions, Shape
 
 
@@ -51,14 +54,73 @@ def _terminate_as_exit() -> Iterator[None]:
 
 
 def _fail(message: str) -> None:
-    click.echo(f"limelight: error: {message}", err=True)
+    click.echo(f"limelight: error: {_one_line(message)}", err=True)
     sys.exit(1)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def _one_line(message: str) -> str:
+    return " ".join(str(message).split())
+
+
+def unexpected(error: BaseException, subject: Path | str | None = None) -> str:
+    """The one line for an error LimeLight did not raise on purpose (a library's, a bug): what it
+    was, on which file; `--debug` shows the traceback."""
+    where = f"{subject}: " if subject is not None else ""
+    return _one_line(f"{where}unexpected {type(error).__name__}: {error or 'no message'} (run with --debug for the details)")
+
+
+class _Boundary(click.Group):
+    """Every command ends in its output or in one `limelight: error:` line and a non-zero exit:
+    a LimeLightError gives its message, any other exception one line naming it (`--debug` prints
+    the traceback too), Ctrl-C exit status 130 and SIGTERM 143 (`_terminate_as_exit`)."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except KeyboardInterrupt:
+            click.echo("limelight: interrupted", err=True)
+            sys.exit(130)
+        except LimeLightError as error:
+            _fail(str(error))
+        except Exception as error:  # the boundary: a traceback is never what a user gets
+            if ctx.obj and ctx.obj.get("debug"):
+                traceback.print_exc()
+            _fail(unexpected(error))
+
+
+def _guarded(subject: str = "input_path"):
+    """A command's body under the boundary: SIGTERM unwinds like Ctrl-C, and an unexpected error
+    becomes a LimeLightError naming the command's INPUT (its traceback printed with --debug)."""
+    def wrap(command):
+        @functools.wraps(command)
+        def run(*args, **kwargs):
+            try:
+                with _terminate_as_exit():
+                    return command(*args, **kwargs)
+            except LimeLightError:
+                raise
+            except Exception as error:
+                if _debug():
+                    traceback.print_exc()
+                raise LimeLightError(unexpected(error, kwargs.get(subject))) from error
+        return run
+    return wrap
+
+
+def _debug() -> bool:
+    ctx = click.get_current_context(silent=True)
+    return bool(ctx and ctx.find_root().obj and ctx.find_root().obj.get("debug"))
+
+
+@click.group(cls=_Boundary, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="limelight")
-def main() -> None:
+@click.option("--debug", is_flag=True, envvar="LIMELIGHT_DEBUG", help="Print the traceback of an unexpected error.")
+@click.pass_context
+def main(ctx: click.Context, debug: bool) -> None:
     """LimeLight: blur every face except those of people who consented."""
+    ctx.obj = {"debug": debug}
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
 
@@ -81,7 +143,12 @@ def _media(folder: Path, recursive: bool, skip: Path | None) -> Iterator[Path]:
 def _inputs(src: Path, recursive: bool = False, output: Path | None = None) -> list[Path]:
     if not src.exists():
         raise InputError(f"{src}: no such file or folder")
+    if not src.is_dir() and not src.is_file():
+        # A FIFO, device or socket: opening it may block forever (nothing is opened before this).
+        raise InputError(f"{src}: not a regular file or folder (a pipe, device or socket); give a video or photo file")
     if src.is_dir():
+        if output is not None and output.exists() and not output.is_dir():
+            raise OutputError(f"{output}: is a file; with a folder INPUT, -o names the folder to write into")
         skip = _output_folder(src, output).resolve()
         files = list(_media(src, recursive, skip))
         if not files:
@@ -131,11 +198,18 @@ def _output_for(src: Path, root: Path, output: Path | None) -> Path:
 
     if root.is_dir():
         folder = _output_folder(root, output) / src.parent.relative_to(root)  # sub-folders mirrored
-        folder.mkdir(parents=True, exist_ok=True)
-        return folder / default_output(src).name
-    if output is not None and output.is_dir():  # an existing folder: the default name, in it
-        return output / default_output(src).name
-    return output or default_output(src)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise OutputError(f"{folder}: cannot make the output folder ({error.strerror or error})") from None
+        dst = folder / default_output(src).name
+    elif output is not None and output.is_dir():  # an existing folder: the default name, in it
+        dst = output / default_output(src).name
+    else:
+        dst = output or default_output(src)
+    if len(dst.name.encode()) > NAME_MAX:
+        raise OutputError(f"{src}: the output's name would be longer than {NAME_MAX} bytes; give a shorter one with -o")
+    return dst
 
 
 def _engine_options(f):
@@ -171,14 +245,11 @@ def _redact_options(f):
 @_engine_options
 @click.option("--report", "report_path", type=click.Path(path_type=Path), help="Write a JSON audit report here.")
 @click.option("-r", "--recursive", is_flag=True, help="With a folder INPUT, search its sub-folders too (the output folder mirrors them).")
+@_guarded()
 def anonymize(input_path, known_faces, output, mode, shape, scale, threshold, detect_size, crf, preset, mark_faces, report_path, recursive):
     """Blur every face in INPUT (video, image, or folder of them) except consented ones."""
-    try:
-        with _terminate_as_exit():
-            _anonymize(input_path, known_faces, output, mode, shape, scale, threshold, detect_size, crf, preset, mark_faces,
-                       report_path, recursive)
-    except LimeLightError as e:
-        _fail(str(e))
+    _anonymize(input_path, known_faces, output, mode, shape, scale, threshold, detect_size, crf, preset, mark_faces,
+               report_path, recursive)
 
 
 def _anonymize(input_path, known_faces, output, mode, shape, scale, threshold, detect_size, crf, preset, mark_faces, report_path,
@@ -233,13 +304,18 @@ def _anonymize(input_path, known_faces, output, mode, shape, scale, threshold, d
             damage = reports[-1].damage
             if damage:
                 click.echo(f"limelight: warning: {src}: {damage.describe()}", err=True)
-        except InputError as e:
-            # One unusable file of a folder (truncated, not really a video) does not stop the batch:
-            # its line is printed now, it gets no output, and the run still exits non-zero.
+        except Exception as e:
+            # One file of a folder that fails (truncated, not really a video, an output its container
+            # cannot take, or an error of a library) does not stop the batch: its line is printed
+            # now, it gets no output, and the run still exits non-zero. KnownFacesError and the
+            # like come before the loop; Ctrl-C and SIGTERM stop the whole run.
             if not input_path.is_dir():
-                raise
-            click.echo(f"limelight: error: {e}", err=True)
-            failed.append({"input": str(src), "error": str(e)})
+                raise  # the command's boundary (`_guarded`) names the file
+            message = str(e) if isinstance(e, LimeLightError) else unexpected(e, src)
+            if not isinstance(e, LimeLightError) and _debug():
+                traceback.print_exc()
+            click.echo(f"limelight: error: {_one_line(message)}", err=True)
+            failed.append({"input": str(src), "error": _one_line(message)})
     elapsed = time.perf_counter() - started
     if report_path is not None:
         settings = {**options.settings(), "threshold": threshold, "detect_size": detect_size,
@@ -296,34 +372,31 @@ def _video_input(path: Path) -> Path:
               help="Folder of photos of people who consented, or one photo; repeat for more.")
 @click.option("-o", "--output", "plan_path", type=click.Path(path_type=Path), help="Plan file (JSON). Default: NAME.plan.json beside the input.")
 @_engine_options
+@_guarded()
 def analyze(input_path, known_faces, plan_path, threshold, detect_size):
     """Find and decide every face track of a video; write the plan (no video is written).
 
     Review it (limelight review), change decisions if needed ("show" / "blur" per track, or add
     "regions" to blur), then limelight render."""
-    try:
-        with _terminate_as_exit():
-            from limelight.detector import Detector
-            from limelight.pipeline import Anonymizer
-            from limelight.recognizer import Recognizer, load_gallery
-            from limelight.video import probe
+    from limelight.detector import Detector
+    from limelight.pipeline import Anonymizer
+    from limelight.recognizer import Recognizer, load_gallery
+    from limelight.video import probe
 
-            src = _video_input(input_path)
-            plan_path = plan_path or src.with_name(f"{src.stem}.plan.json")
-            if plan_path.is_dir():
-                plan_path = plan_path / f"{src.stem}.plan.json"
-            if not plan_path.parent.is_dir():
-                raise OutputError(f"{plan_path}: folder does not exist")
-            recognizer = Recognizer(load_gallery(*known_faces)) if known_faces else None
-            engine = Anonymizer(Detector(detect_size=detect_size, threshold=threshold), recognizer)
-            plan = engine.analyze(src, probe(src))
-            plan.write(plan_path)
-            shown = sorted({t.person for t in plan.tracks if t.decision == "show"})
-            kept = sum(t.decision == "show" for t in plan.tracks)
-            click.echo(f"{plan_path}  ({plan.input['frames']} frames, {len(plan.tracks)} tracks: {kept} shown"
-                       f"{' (' + ', '.join(shown) + ')' if shown else ''}, {len(plan.tracks) - kept} blurred)")
-    except LimeLightError as e:
-        _fail(str(e))
+    src = _video_input(input_path)
+    plan_path = plan_path or src.with_name(f"{src.stem}.plan.json")
+    if plan_path.is_dir():
+        plan_path = plan_path / f"{src.stem}.plan.json"
+    if not plan_path.parent.is_dir():
+        raise OutputError(f"{plan_path}: folder does not exist")
+    recognizer = Recognizer(load_gallery(*known_faces)) if known_faces else None
+    engine = Anonymizer(Detector(detect_size=detect_size, threshold=threshold), recognizer)
+    plan = engine.analyze(src, probe(src))
+    plan.write(plan_path)
+    shown = sorted({t.person for t in plan.tracks if t.decision == "show"})
+    kept = sum(t.decision == "show" for t in plan.tracks)
+    click.echo(f"{plan_path}  ({plan.input['frames']} frames, {len(plan.tracks)} tracks: {kept} shown"
+               f"{' (' + ', '.join(shown) + ')' if shown else ''}, {len(plan.tracks) - kept} blurred)")
 
 
 @main.command()
@@ -332,62 +405,56 @@ def analyze(input_path, known_faces, plan_path, threshold, detect_size):
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Output video. Default: NAME_anonymized.EXT beside the input.")
 @click.option("--report", "report_path", type=click.Path(path_type=Path), help="Write a JSON audit report here.")
 @_redact_options
+@_guarded()
 def render(input_path, plan_path, output, report_path, mode, shape, scale, crf, preset, mark_faces):
     """Write INPUT anonymized as its plan says: every box of a "blur" track and every region blurred,
     no box of a "show" track."""
-    try:
-        with _terminate_as_exit():
-            from limelight.detector import model_metadata
-            from limelight.pipeline import AnonymizeOptions, Anonymizer
-            from limelight.plan import Plan
-            from limelight.report import check_report_path, write_report
-            from limelight.video import EncodeOptions
+    from limelight.detector import model_metadata
+    from limelight.pipeline import AnonymizeOptions, Anonymizer
+    from limelight.plan import Plan
+    from limelight.report import check_report_path, write_report
+    from limelight.video import EncodeOptions
 
-            src = _video_input(input_path)
-            plan = Plan.load(plan_path)
-            plan.check_input(src)
-            dst = _output_for(src, src, output)
-            if dst.resolve() == src.resolve():
-                raise OutputError(f"{dst}: output would overwrite the input")
-            if report_path is not None:
-                check_report_path(report_path)
-            try:
-                encode = EncodeOptions(crf=crf, preset=preset)
-            except ValueError as e:
-                raise InputError(f"--preset/--crf: {e}") from None
-            options = AnonymizeOptions(redact=RedactOptions(Mode(mode), Shape(shape), scale), encode=encode, mark_faces=mark_faces)
-            started = time.perf_counter()
-            report = Anonymizer(None, None, options).render(src, dst, plan)
-            if report_path is not None:
-                write_report(report_path, {**options.settings(), "plan": str(plan_path)}, model_metadata(), [report])
-            _summary([report], [], time.perf_counter() - started, report_path)
-    except LimeLightError as e:
-        _fail(str(e))
+    src = _video_input(input_path)
+    plan = Plan.load(plan_path)
+    plan.check_input(src)
+    dst = _output_for(src, src, output)
+    if dst.resolve() == src.resolve():
+        raise OutputError(f"{dst}: output would overwrite the input")
+    if report_path is not None:
+        check_report_path(report_path)
+    try:
+        encode = EncodeOptions(crf=crf, preset=preset)
+    except ValueError as e:
+        raise InputError(f"--preset/--crf: {e}") from None
+    options = AnonymizeOptions(redact=RedactOptions(Mode(mode), Shape(shape), scale), encode=encode, mark_faces=mark_faces)
+    started = time.perf_counter()
+    report = Anonymizer(None, None, options).render(src, dst, plan)
+    if report_path is not None:
+        write_report(report_path, {**options.settings(), "plan": str(plan_path)}, model_metadata(), [report])
+    _summary([report], [], time.perf_counter() - started, report_path)
 
 
 @main.command()
 @click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
 @click.option("--plan", "plan_path", required=True, type=click.Path(path_type=Path), help="The plan from limelight analyze.")
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Contact sheet (PNG).")
+@_guarded()
 def review(input_path, plan_path, output):
     """Draw a contact sheet of a plan: one thumbnail per track (its best face, unblurred: keep the
     sheet private) with its id, decision, name and frames."""
-    try:
-        with _terminate_as_exit():
-            from limelight.plan import Plan
-            from limelight.review import contact_sheet, write_sheet
+    from limelight.plan import Plan
+    from limelight.review import contact_sheet, write_sheet
 
-            src = _video_input(input_path)
-            plan = Plan.load(plan_path)
-            plan.check_input(src)
-            if output.suffix.lower() != ".png":
-                raise OutputError(f"{output}: the contact sheet is a PNG; give it a .png name")
-            if not output.parent.is_dir():
-                raise OutputError(f"{output}: folder does not exist")
-            write_sheet(output, contact_sheet(src, plan))
-            click.echo(f"{output}  ({len(plan.tracks)} tracks)")
-    except LimeLightError as e:
-        _fail(str(e))
+    src = _video_input(input_path)
+    plan = Plan.load(plan_path)
+    plan.check_input(src)
+    if output.suffix.lower() != ".png":
+        raise OutputError(f"{output}: the contact sheet is a PNG; give it a .png name")
+    if not output.parent.is_dir():
+        raise OutputError(f"{output}: folder does not exist")
+    write_sheet(output, contact_sheet(src, plan))
+    click.echo(f"{output}  ({len(plan.tracks)} tracks)")
 
 
 @main.command()
@@ -395,27 +462,25 @@ def review(input_path, plan_path, output):
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line per image.")
 @click.option("--detect-size", type=click.IntRange(128, 4096), default=None, help="Long side the detector sees (default: the image's own, up to 1600).")
 @click.option("--threshold", type=click.FloatRange(0.0, 1.0), default=0.02, show_default=True)
+@_guarded("images")
 def detect(images, as_json, detect_size, threshold):
     """Run the shipped int8 detector on IMAGES and print the faces found."""
     from limelight.detector import Detector
     from limelight.pipeline import read_image
 
-    try:
-        det = Detector(detect_size=detect_size, threshold=threshold)
-        for path in images:
-            if not path.is_file():
-                raise InputError(f"{path}: not a readable image")
-            rgb = read_image(path)  # EXIF orientation applied; HEIC too
-            faces = det(rgb)
-            h, w = rgb.shape[:2]
-            if as_json:
-                rows = [{"box": [round(float(v), 1) for v in f[:4]], "score": round(float(f[4]), 4)} for f in faces]
-                click.echo(json.dumps({"image": str(path), "width": w, "height": h, "faces": rows}))
-            else:
-                strong = int((faces[:, 4] >= 0.5).sum())
-                click.echo(f"{path}: {w}x{h}, {len(faces)} detections above {threshold}, {strong} above 0.5")
-    except LimeLightError as e:
-        _fail(str(e))
+    det = Detector(detect_size=detect_size, threshold=threshold)
+    for path in images:
+        if not path.is_file():
+            raise InputError(f"{path}: not a readable image")
+        rgb = read_image(path)  # EXIF orientation applied; HEIC too
+        faces = det(rgb)
+        h, w = rgb.shape[:2]
+        if as_json:
+            rows = [{"box": [round(float(v), 1) for v in f[:4]], "score": round(float(f[4]), 4)} for f in faces]
+            click.echo(json.dumps({"image": str(path), "width": w, "height": h, "faces": rows}))
+        else:
+            strong = int((faces[:, 4] >= 0.5).sum())
+            click.echo(f"{path}: {w}x{h}, {len(faces)} detections above {threshold}, {strong} above 0.5")
 
 
 if __name__ == "__main__":

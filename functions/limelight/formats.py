@@ -3,7 +3,13 @@ start function reads these without loading the engine)."""
 
 from __future__ import annotations
 
-__all__ = ["CONTAINER_SUFFIXES", "IMAGE_SUFFIXES", "KEEP_CONTAINER", "PHOTO_OUTPUT_SUFFIXES", "photo_output_suffix"]
+import secrets
+from pathlib import Path
+
+__all__ = ["CONTAINER_SUFFIXES", "IMAGE_SUFFIXES", "KEEP_CONTAINER", "NAME_MAX", "PHOTO_OUTPUT_SUFFIXES",
+           "photo_output_suffix", "scratch_path"]
+
+NAME_MAX = 255  # bytes in one file name, on every common file system
 
 # Video containers read by suffix (by the CLI in a folder, by the serverless workflow from S3).
 # Broadcast cameras write MXF (XDCAM, P2), camcorders .mts / .m2ts (AVCHD), old phones .3gp.
@@ -27,3 +33,14 @@ def photo_output_suffix(suffix: str) -> str:
 
 
 PHOTO_OUTPUT_SUFFIXES = frozenset(photo_output_suffix(s) for s in IMAGE_SUFFIXES | {".gif"})
+
+
+def scratch_path(dst: Path) -> Path:
+    """A hidden, unique name beside `dst` to write it under before renaming it to `dst` (nothing
+    half-written is ever published): `.NAME.part-XXXXXXXX.EXT`, NAME shortened by whole characters
+    so that the name fits in NAME_MAX bytes (a long title in CJK fills them with 80 characters)."""
+    tag = f".part-{secrets.token_hex(4)}{dst.suffix}"
+    stem, room = dst.stem, NAME_MAX - 1 - len(tag.encode())
+    while len(stem.encode()) > room:
+        stem = stem[:-1]
+    return dst.with_name(f".{stem}{tag}")

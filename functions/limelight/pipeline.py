@@ -35,12 +35,13 @@ from limelight.consent import DecisionOptions
 from limelight.detector import Detector
 from limelight.encoder_worker import FaceEncoder, usable_cpus
 from limelight.errors import InputError, OutputError
+from limelight.native import captured_stderr
 from limelight.plan import Plan, PlanError, fingerprint
 from limelight.recognizer import Decision, Recognizer, encode_face
 from limelight.redact import RedactOptions, mark, redact, redact_planes
 from limelight.report import FileReport
 from limelight.tracker import TrackerOptions
-from limelight.formats import CONTAINER_SUFFIXES, IMAGE_SUFFIXES, KEEP_CONTAINER, photo_output_suffix
+from limelight.formats import CONTAINER_SUFFIXES, IMAGE_SUFFIXES, KEEP_CONTAINER, NAME_MAX, photo_output_suffix, scratch_path
 from limelight.video import (
     EncodeOptions,
     Frame,
@@ -119,7 +120,8 @@ class AnonymizeOptions:
 
 
 def default_output(src: Path) -> Path:
-    """`name_anonymized.ext` beside the input; a video's container is `video.output_container`'s."""
+    """`name_anonymized.ext` beside the input (`name` shortened if the whole would pass NAME_MAX
+    bytes); a video's container is `video.output_container`'s."""
     suffix = src.suffix.lower()
     if is_photo(src):
         suffix = photo_output_suffix(suffix)
@@ -127,7 +129,11 @@ def default_output(src: Path) -> Path:
         suffix = output_container(src)
     elif animation_frames(src) > 1:
         suffix = ".mp4"  # an animated WebP / PNG is a video
-    return src.with_name(f"{src.stem}_anonymized{suffix if suffix in IMAGE_SUFFIXES | VIDEO_SUFFIXES else src.suffix}")
+    tail = f"_anonymized{suffix if suffix in IMAGE_SUFFIXES | VIDEO_SUFFIXES else src.suffix}"
+    stem = src.stem
+    while len((stem + tail).encode()) > NAME_MAX:  # a long title: shortened to fit the file system
+        stem = stem[:-1]
+    return src.with_name(stem + tail)
 
 
 def _one_field(frame: Frame, lines: int) -> bool:
@@ -431,10 +437,22 @@ def _duration_ms(info: dict) -> int:
     return max(1, round(info.get("duration") or 100))
 
 
+# The largest photo LimeLight takes (a 108 MP phone photo is 12000 x 9000): a small PNG can
+# declare 20000 x 20000 pixels (a decompression bomb) and take gigabytes once decoded.
+MAX_PHOTO_PIXELS = 120_000_000
+
+
 def read_image(src: Path) -> np.ndarray:
     """RGB pixels of a photo, turned upright by its EXIF orientation: OpenCV's reader, or Pillow's
-    for what OpenCV cannot read (HEIC / HEIF, through pillow-heif)."""
-    bgr = cv2.imread(str(src), cv2.IMREAD_COLOR)
+    for what OpenCV cannot read (HEIC / HEIF, through pillow-heif). InputError for a photo of more
+    than MAX_PHOTO_PIXELS, a truncated one (libjpeg would fill the rest with grey), or one that
+    cannot be read."""
+    check_photo_size(src)
+    with captured_stderr() as chatter:
+        bgr = cv2.imread(str(src), cv2.IMREAD_COLOR)
+    truncated = next((line for line in chatter if "Premature end" in line or "truncated" in line.lower()), None)
+    if truncated is not None:
+        raise InputError(f"{src}: truncated or damaged image (the decoder stopped early: {truncated.strip()})")
     if bgr is not None:
         return np.ascontiguousarray(bgr[..., ::-1])
     try:
@@ -442,6 +460,22 @@ def read_image(src: Path) -> np.ndarray:
             return np.array(ImageOps.exif_transpose(image).convert("RGB"))
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
         raise InputError(f"{src}: not a readable image") from None
+
+
+def check_photo_size(src: Path) -> None:
+    """InputError for a photo of more than MAX_PHOTO_PIXELS (read from its header only)."""
+    try:
+        with Image.open(src) as image:
+            width, height = image.size
+    except Image.DecompressionBombError:
+        width = height = None
+    except PermissionError:
+        raise InputError(f"{src}: cannot read it (permission denied)") from None
+    except (OSError, SyntaxError, ValueError):
+        return  # not Pillow's format: OpenCV's reader says
+    if width is None or width * height > MAX_PHOTO_PIXELS:
+        size = "" if width is None else f" ({width} x {height})"
+        raise InputError(f"{src}: too many pixels{size}: LimeLight takes photos of up to {MAX_PHOTO_PIXELS // 1_000_000} megapixels")
 
 
 def _icc_profile(src: Path) -> bytes | None:
@@ -500,7 +534,7 @@ def _write_image(dst: Path, bgr: np.ndarray, icc: bytes | None = None, alpha: np
             ok = False
     if not ok:
         raise OutputError(f"{dst}: cannot encode an image of this type")
-    tmp = dst.with_name(f".{dst.name}.part")
+    tmp = scratch_path(dst)
     try:
         tmp.write_bytes(data.tobytes())
         os.replace(tmp, dst)

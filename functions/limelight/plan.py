@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -29,6 +28,7 @@ from typing import Any, Callable
 import numpy as np
 
 from limelight.errors import InputError, OutputError
+from limelight.formats import scratch_path
 
 __all__ = ["PLAN_VERSION", "Plan", "PlanError", "PlanTrack", "Region", "fingerprint"]
 
@@ -140,16 +140,13 @@ class Plan:
     def write(self, path: str | os.PathLike[str]) -> Path:
         """Write the plan as JSON atomically (a temporary name beside it, then renamed)."""
         path = Path(path)
+        tmp = scratch_path(path)
         try:
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:200]}.", suffix=".part", dir=path.parent)
-        except OSError as error:
-            raise OutputError(f"{path}: cannot write the plan ({error.strerror or error})") from None
-        try:
-            with os.fdopen(fd, "w") as f:
+            with tmp.open("x") as f:
                 json.dump(self.as_dict(), f, separators=(",", ":"))
             os.replace(tmp, path)
         except BaseException as error:
-            Path(tmp).unlink(missing_ok=True)
+            tmp.unlink(missing_ok=True)
             if isinstance(error, OSError):
                 raise OutputError(f"{path}: cannot write the plan ({error.strerror or error})") from None
             raise

@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import secrets
 import zipfile
 from collections import Counter
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from PIL import Image, ImageOps
 from pillow_heif import register_heif_opener
 
 from limelight.errors import LimeLightError, OutputError
+from limelight.formats import scratch_path
 from limelight.video import coded_boxes, upright_boxes
 
 if TYPE_CHECKING:
@@ -156,7 +156,7 @@ class Gallery:
         Raises `OutputError` naming the file when it cannot be written.
         """
         path = Path(path)
-        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        tmp = scratch_path(path)
         try:
             with tmp.open("wb") as stream:
                 np.savez(
@@ -231,7 +231,11 @@ def _read_photo(path: Path) -> np.ndarray:
                 flat.paste(rgba, mask=rgba.getchannel("A"))
                 image = flat
             return np.asarray(image.convert("RGB"))
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+    except PermissionError as error:
+        raise KnownFacesError(f"cannot read photo {path}: permission denied") from error
+    except Image.DecompressionBombError as error:
+        raise KnownFacesError(f"cannot read photo {path}: too many pixels for a consent photo (a portrait of a few megapixels is enough)") from error
+    except (OSError, SyntaxError, ValueError) as error:
         raise KnownFacesError(f"cannot read photo {path}: not a readable JPEG/PNG/HEIC/WebP/AVIF image") from error
 
 
@@ -280,7 +284,15 @@ def encode_photo(path: str | os.PathLike[str]) -> PhotoFace:
     """
     path = Path(path)
     image = _read_photo(path)
-    boxes, detector = _detect_photo_faces(image)
+    if min(image.shape[:2]) < MIN_GALLERY_FACE_PX:
+        raise KnownFacesError(
+            f"gallery photo {path} is too small ({image.shape[1]} x {image.shape[0]} px): "
+            f"use a photo whose face is at least {MIN_GALLERY_FACE_PX} px"
+        )
+    try:
+        boxes, detector = _detect_photo_faces(image)
+    except RuntimeError as error:  # dlib, on pictures it cannot take
+        raise KnownFacesError(f"no face found in gallery photo {path}: dlib cannot read it ({type(error).__name__})") from error
     if len(boxes) == 0:
         raise KnownFacesError(
             f"no face found in gallery photo {path}: "

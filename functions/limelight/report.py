@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from array import array
 from collections import Counter
 from dataclasses import dataclass, field
@@ -16,7 +15,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from limelight.errors import OutputError
-from limelight.formats import CONTAINER_SUFFIXES, IMAGE_SUFFIXES
+from limelight.formats import CONTAINER_SUFFIXES, IMAGE_SUFFIXES, scratch_path
 from limelight.recognizer import Decision
 
 if TYPE_CHECKING:
@@ -198,9 +197,9 @@ def check_report_path(path: str | os.PathLike[str]) -> None:
 
 def _report_scratch(path: Path) -> Path:
     """A new empty file beside `path` for the report to be written into, then renamed."""
+    tmp = scratch_path(path)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+        tmp.open("x").close()
     except OSError as error:
         raise OutputError(f"{path}: cannot write a report there ({error.strerror or error})") from error
-    os.close(fd)
-    return Path(tmp)
+    return tmp

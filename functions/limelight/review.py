@@ -9,13 +9,13 @@ with the original, not with the published video.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from limelight.errors import OutputError
+from limelight.formats import scratch_path
 from limelight.plan import SHOW, Plan
 from limelight.video import EncodeOptions, decode, quarter_turns
 
@@ -86,14 +86,11 @@ def write_sheet(path: Path, sheet: np.ndarray) -> Path:
     ok, data = cv2.imencode(".png", sheet[..., ::-1])
     if not ok:
         raise OutputError(f"{path}: cannot encode the contact sheet")
-    tmp = None
+    tmp = scratch_path(path)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:200]}.", suffix=".part", dir=path.parent)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data.tobytes())
+        tmp.write_bytes(data.tobytes())
         os.replace(tmp, path)
     except OSError as error:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise OutputError(f"{path}: cannot write the contact sheet ({error.strerror or error})") from None
     return path

@@ -25,7 +25,6 @@ from __future__ import annotations
 import heapq
 import math
 import os
-import secrets
 import struct
 import tempfile
 import time
@@ -44,7 +43,7 @@ from av.stream import Disposition
 from av.video.reformatter import Interpolation, VideoReformatter
 
 from limelight.errors import InputError, OutputError
-from limelight.formats import CONTAINER_SUFFIXES, KEEP_CONTAINER
+from limelight.formats import CONTAINER_SUFFIXES, KEEP_CONTAINER, scratch_path
 
 __all__ = [
     "CONTAINER_SUFFIXES",
@@ -425,6 +424,10 @@ class TranscodeStats:
 Transform = Callable[[Iterator[Frame]], Iterable[Frame]]
 
 
+# The largest video picture LimeLight takes (DCI 8K); larger ones would need gigabytes a frame.
+MAX_VIDEO_PIXELS = 8192 * 4320
+
+
 def probe(path: str | os.PathLike[str]) -> VideoInfo:
     """Describe the first video stream of `path`; decodes only the first frame.
 
@@ -448,6 +451,8 @@ def probe(path: str | os.PathLike[str]) -> VideoInfo:
             duration = 0.0
         start = stream.start_time if stream.start_time is not None else first.pts or 0
         coded_w, coded_h = first.width, first.height
+        if coded_w * coded_h > MAX_VIDEO_PIXELS:
+            raise InputError(f"{p}: pictures of {coded_w} x {coded_h} are larger than LimeLight takes (8K: 8192 x 4320)")
         turned = rotation % 180 == 90
         return VideoInfo(
             path=p,
@@ -567,7 +572,7 @@ def _per_frame(process: Callable[[np.ndarray, int], np.ndarray]) -> Transform:
 
 def temporary_path(dst: Path) -> Path:
     """A hidden, unique name beside `dst`: the file is written there and renamed when complete."""
-    return dst.with_name(f".{dst.stem}.part-{secrets.token_hex(4)}{dst.suffix}")
+    return scratch_path(dst)
 
 
 def error_reason(error: BaseException) -> str:
@@ -796,12 +801,22 @@ def _describe(stream: av.stream.Stream) -> str:
     return f"{stream.type} #{stream.index}" + (f" ({', '.join(details)})" if details else "")
 
 
+def side_data(frame: av.VideoFrame, kind: SideDataType) -> object | None:
+    """The frame's side data of one kind, or None. PyAV refuses to list a frame's side data when
+    any of it is of a kind it cannot name (an MJPEG frame's EXIF, type 31): such a frame is taken
+    to carry none of the kinds LimeLight reads (display matrix, HDR10 metadata)."""
+    try:
+        return frame.side_data.get(kind)
+    except ValueError:
+        return None
+
+
 def _hdr10_params(first: av.VideoFrame) -> list[str]:
     """x264 options that carry an HDR10 video's static metadata (its frames' mastering display and
     content light level side data) into the output's SEI, so that a display tone-maps it as the
     original; the frames handed to the encoder are new pictures, without side data."""
     params = []
-    mastering = first.side_data.get(SideDataType.MASTERING_DISPLAY_METADATA)
+    mastering = side_data(first, SideDataType.MASTERING_DISPLAY_METADATA)
     if mastering is not None and len(bytes(mastering)) >= 88:
         # AVMasteringDisplayMetadata: R, G, B primaries and white point as (x, y) rationals, min and
         # max luminance, has_primaries, has_luminance. x264 counts 1/50000 and 1/10000 cd/m2.
@@ -812,7 +827,7 @@ def _hdr10_params(first: av.VideoFrame) -> list[str]:
             xy = [round(c * 50000) for c in (gx, gy, bx, by, rx, ry, wx, wy)]
             params.append("mastering-display=G({},{})B({},{})R({},{})WP({},{})".format(*xy)
                           + f"L({round(lmax * 10000)},{round(lmin * 10000)})")
-    light = first.side_data.get(SideDataType.CONTENT_LIGHT_LEVEL)
+    light = side_data(first, SideDataType.CONTENT_LIGHT_LEVEL)
     if light is not None and len(bytes(light)) >= 8:
         max_cll, max_fall = struct.unpack_from("<2I", bytes(light))
         params.append(f"cll={max_cll},{max_fall}")
@@ -1241,6 +1256,20 @@ def _frames(
         writer.input_done()
 
 
+# Channel layouts by channel count, as FFmpeg guesses them for a stream that names none (AVI and
+# WAV store only the count): MP4 and MOV refuse to write a layout of unspecified order.
+_DEFAULT_LAYOUTS = {1: "mono", 2: "stereo", 3: "2.1", 4: "quad", 5: "5.0", 6: "5.1", 7: "6.1", 8: "7.1"}
+
+
+def _name_channel_layout(out: av.audio.stream.AudioStream, src: av.audio.stream.AudioStream) -> None:
+    """Give a copied audio stream whose source names no channel layout ("2 channels") the usual
+    layout of that many channels; the packets are copied untouched either way."""
+    layout = src.codec_context.layout
+    channels = len(layout.channels)
+    if layout.name.endswith("channels") and channels in _DEFAULT_LAYOUTS:
+        out.codec_context.layout = _DEFAULT_LAYOUTS[channels]
+
+
 class _Writer:
     """Output container: libx264 video stream plus stream copies of the input's audio.
 
@@ -1298,6 +1327,7 @@ class _Writer:
                     f"{self.dst}: cannot copy audio codec {ia.codec_context.name!r} "
                     f"into this container ({error_reason(error)})"
                 ) from error
+            _name_channel_layout(oa, ia)
             oa.metadata.update(published_tags(ia.metadata))
             oa.disposition = ia.disposition
             self._audio[ia.index] = oa
@@ -1348,7 +1378,7 @@ class _Writer:
         # it assumes BT.601 limited, which shifts colours of BT.709 (HD) or full-range sources.
         self._pixel_tags = (first.colorspace, first.color_range)
         self._coded_size = (height, width)
-        matrix = first.side_data.get(SideDataType.DISPLAYMATRIX)
+        matrix = side_data(first, SideDataType.DISPLAYMATRIX)
         if matrix is not None:
             ov.set_display_matrix(np.frombuffer(bytes(matrix), dtype=np.int32).tolist())
         pending, self._pending = self._pending, None
