@@ -19,6 +19,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from handlers.common import (
+    named_errors,
     SEGMENT_SUFFIX,
     UPLOAD_PHOTO_SUFFIXES,
     client,
@@ -103,6 +104,7 @@ def segment_options(options: AnonymizeOptions, picture: dict[str, int] | None, s
 @logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler
 @metrics.log_metrics(capture_cold_start_metric=True)
+@named_errors("anonymizing a segment")
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     cfg = config()
     job_id, index = event["job_id"], int(event["index"])

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import errno
+import functools
 import hashlib
 import os
 import shutil
@@ -19,12 +20,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, Callable
 
 import boto3
 from botocore.exceptions import ClientError
 
-from handlers.exceptions import ConfigurationError, SourceChangedError, StorageExceededError
+from handlers.exceptions import ConfigurationError, SourceChangedError, StorageExceededError, UnexpectedError, WorkflowError
 from limelight.segments import SEGMENT_SUFFIX
 from limelight.formats import CONTAINER_SUFFIXES, IMAGE_SUFFIXES, KEEP_CONTAINER, PHOTO_OUTPUT_SUFFIXES
 
@@ -235,3 +236,21 @@ def _out_of_space(error: BaseException | None) -> bool:
         seen.add(id(error))
         error = error.__cause__ or error.__context__
     return False
+
+
+def named_errors(step: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """A handler whose every failure is a named WorkflowError: one raised on purpose as it is, any
+    other (a library's, a bug) as UnexpectedError naming the step, the type and the message, so
+    that the failure report always carries an error of this module and one line."""
+    def wrap(handler: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(handler)
+        def run(event: dict[str, Any], context: Any) -> Any:
+            try:
+                return handler(event, context)
+            except WorkflowError:
+                raise
+            except Exception as error:
+                message = " ".join(str(error).split()) or "no message"
+                raise UnexpectedError(f"{step} failed unexpectedly: {type(error).__name__}: {message}") from error
+        return run
+    return wrap

@@ -46,3 +46,8 @@ class SegmentFailedError(WorkflowError):
 
 class ReassembleError(WorkflowError):
     """The processed segments could not be joined with the original audio."""
+
+
+class UnexpectedError(WorkflowError):
+    """A step failed in a way LimeLight did not foresee (a library's error, a bug): the message
+    names the step and the error's type and message, and the job ends in a failure report."""

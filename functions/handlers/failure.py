@@ -19,7 +19,7 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from handlers.common import client, env, failure_key, published_keys
+from handlers.common import client, env, failure_key, named_errors, published_keys
 
 logger = Logger()
 tracer = Tracer()
@@ -85,6 +85,7 @@ def from_status_change(event: dict[str, Any]) -> dict[str, Any]:
 @logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler
 @metrics.log_metrics(capture_cold_start_metric=True)
+@named_errors("writing the failure report")
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     cfg = config()
     if event.get("detail-type") == STATUS_CHANGE:

@@ -21,6 +21,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from handlers.common import (
+    named_errors,
     Source,
     client,
     download_source,
@@ -128,6 +129,7 @@ def fetch_parts(cfg: Config, job_id: str, listing: list[dict[str, Any]], work: P
 @logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler
 @metrics.log_metrics(capture_cold_start_metric=True)
+@named_errors("reassembling")
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     cfg = config()
     job_id = event["job_id"]

@@ -20,6 +20,7 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from handlers.common import (
+    named_errors,
     UPLOAD_PHOTO_SUFFIXES,
     Source,
     client,
@@ -196,6 +197,7 @@ def photo_job(cfg: Config, job_id: str, source: Source, work: Path, photo: Path)
 @logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler
 @metrics.log_metrics(capture_cold_start_metric=True)
+@named_errors("segmenting")
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     cfg = config()
     job_id = event["job_id"]

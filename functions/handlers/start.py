@@ -18,7 +18,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.data_classes import S3Event
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from handlers.common import Source, client, env, execution_arn
+from handlers.common import Source, client, env, execution_arn, named_errors
 
 logger = Logger()
 tracer = Tracer()
@@ -89,6 +89,7 @@ def start_job(source: Source, cfg: Config) -> bool:
 @logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler
 @metrics.log_metrics(capture_cold_start_metric=True)
+@named_errors("the start")
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     cfg = config()
     started, duplicates, ignored = [], [], 0

@@ -442,3 +442,26 @@ def test_a_video_whose_sound_the_workflow_cannot_publish_is_refused_before_any_w
     assert report["message"].startswith(f"s3://limelight-local-inputbucket/{key}: {words}")
     assert cloud.keys(cloud.work_bucket, f"jobs/{result.job_id}/segments/") == []
     assert published(cloud, result.job_id) == []
+
+
+def test_mutated_uploads_end_in_a_published_result_or_a_named_failure(cloud, data_dir, tmp_path):
+    import handlers.exceptions as named
+    from tests import fuzz
+
+    for relative in fuzz.SEEDS.values():
+        if not (data_dir / relative).is_file():
+            pytest.skip(f"shared data {relative} not found under {data_dir}")
+    names = {cls.__name__ for cls in vars(named).values() if isinstance(cls, type) and issubclass(cls, named.WorkflowError)}
+    seeds = fuzz.make_seeds(tmp_path, data_dir)
+    # GIVEN the fuzz test's mutated clips and photos (a seeded few), uploaded
+    for k, case in enumerate(fuzz.cases(seeds, 6, 4242, tmp_path)):
+        event = event_for_upload(cloud, "s3_put_video.json", case.input.read_bytes(), key=f"uploads/fuzz{k}{case.suffix}")
+        result = run_job(cloud, event)
+        # THEN each job published its result, or failed with a failure report naming one of the
+        # workflow's own errors (never a library's exception) and published nothing else
+        if result.status == "SUCCEEDED":
+            assert len(published(cloud, result.job_id)) == 2, case
+        else:
+            report = cloud.failure_report(result.job_id)
+            assert report is not None and report["error"] in names, (case, report)
+            assert "\n" not in report["message"] and published(cloud, result.job_id) == []
