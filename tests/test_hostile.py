@@ -160,3 +160,17 @@ def test_a_folder_finishes_its_good_files_and_lists_every_failure(tmp_path, monk
     assert len(lines) == 2 and all(line.startswith("limelight: error:") for line in lines)
     failed = json.loads((tmp_path / "r.json").read_text())["failed"]
     assert sorted(os.path.basename(f["input"]) for f in failed) == ["b.jpg", "d.jpg"]
+
+
+def test_ctrl_c_exits_130_and_leaves_nothing_behind(tmp_path, monkeypatch):
+    import limelight.pipeline as pipeline
+
+    def interrupted(self, src, dst):
+        raise KeyboardInterrupt  # Ctrl-C while the photo is being anonymized
+
+    monkeypatch.setattr(pipeline.Anonymizer, "image", interrupted)
+    src = _jpeg_with_exif(tmp_path / "photo.jpg")
+    code, out, err = run("anonymize", src)
+    # THEN the conventional exit status of Ctrl-C (SIGTERM gives 143), one line, no output
+    assert code == 130 and err.strip() == "limelight: interrupted"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["photo.jpg"]
