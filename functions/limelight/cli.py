@@ -257,10 +257,10 @@ def _anonymize(input_path, known_faces, output, mode, shape, scale, threshold, d
     from tqdm import tqdm
 
     from limelight.detector import Detector, model_metadata
-    from limelight.pipeline import IMAGE_SUFFIXES, AnonymizeOptions, Anonymizer, is_photo
+    from limelight.pipeline import IMAGE_SUFFIXES, Anonymizer, is_photo
     from limelight.recognizer import Recognizer, load_gallery
     from limelight.report import check_report_path, write_report
-    from limelight.video import EncodeOptions, audio_codecs, fits_container, probe
+    from limelight.video import audio_codecs, fits_container, probe
 
     files = _inputs(input_path, recursive, output)
     if input_path.is_dir() and not recursive:
@@ -269,11 +269,7 @@ def _anonymize(input_path, known_faces, output, mode, shape, scale, threshold, d
             click.echo(f"limelight: note: sub-folders not searched: {', '.join(skipped)} (add --recursive)", err=True)
     if report_path is not None:
         check_report_path(report_path)
-    try:
-        encode = EncodeOptions(crf=crf, preset=preset)
-    except ValueError as e:
-        raise InputError(f"--preset/--crf: {e}") from None
-    options = AnonymizeOptions(redact=RedactOptions(Mode(mode), Shape(shape), scale), encode=encode, mark_faces=mark_faces)
+    options = _options(mode, shape, scale, crf, preset, mark_faces)
     recognizer = Recognizer(load_gallery(*known_faces)) if known_faces else None
     engine = Anonymizer(Detector(detect_size=detect_size, threshold=threshold), recognizer, options)
     reports, failed, started = [], [], time.perf_counter()
@@ -353,6 +349,18 @@ def _summary(reports, failed: list[dict], elapsed: float, report_path, consented
     )
 
 
+def _options(mode, shape, scale, crf, preset, mark_faces):
+    """AnonymizeOptions from the options `_redact_options` adds."""
+    from limelight.pipeline import AnonymizeOptions
+    from limelight.video import EncodeOptions
+
+    try:
+        encode = EncodeOptions(crf=crf, preset=preset)
+    except ValueError as e:
+        raise InputError(f"--preset/--crf: {e}") from None
+    return AnonymizeOptions(redact=RedactOptions(Mode(mode), Shape(shape), scale), encode=encode, mark_faces=mark_faces)
+
+
 def _video_input(path: Path) -> Path:
     """`analyze`, `render` and `review` take one video file."""
     from limelight.pipeline import VIDEO_SUFFIXES, is_photo
@@ -410,10 +418,9 @@ def render(input_path, plan_path, output, report_path, mode, shape, scale, crf, 
     """Write INPUT anonymized as its plan says: every box of a "blur" track and every region blurred,
     no box of a "show" track."""
     from limelight.detector import model_metadata
-    from limelight.pipeline import AnonymizeOptions, Anonymizer
+    from limelight.pipeline import Anonymizer
     from limelight.plan import Plan
     from limelight.report import check_report_path, write_report
-    from limelight.video import EncodeOptions
 
     src = _video_input(input_path)
     plan = Plan.load(plan_path)
@@ -423,11 +430,7 @@ def render(input_path, plan_path, output, report_path, mode, shape, scale, crf, 
         raise OutputError(f"{dst}: output would overwrite the input")
     if report_path is not None:
         check_report_path(report_path)
-    try:
-        encode = EncodeOptions(crf=crf, preset=preset)
-    except ValueError as e:
-        raise InputError(f"--preset/--crf: {e}") from None
-    options = AnonymizeOptions(redact=RedactOptions(Mode(mode), Shape(shape), scale), encode=encode, mark_faces=mark_faces)
+    options = _options(mode, shape, scale, crf, preset, mark_faces)
     started = time.perf_counter()
     report = Anonymizer(None, None, options).render(src, dst, plan)
     if report_path is not None:

@@ -3,11 +3,14 @@ start function reads these without loading the engine)."""
 
 from __future__ import annotations
 
+import os
 import secrets
 from pathlib import Path
 
+from limelight.errors import OutputError
+
 __all__ = ["CONTAINER_SUFFIXES", "IMAGE_SUFFIXES", "KEEP_CONTAINER", "NAME_MAX", "PHOTO_OUTPUT_SUFFIXES",
-           "photo_output_suffix", "scratch_path"]
+           "photo_output_suffix", "publish_bytes", "scratch_path"]
 
 NAME_MAX = 255  # bytes in one file name, on every common file system
 
@@ -44,3 +47,15 @@ def scratch_path(dst: Path) -> Path:
     while len(stem.encode()) > room:
         stem = stem[:-1]
     return dst.with_name(f".{stem}{tag}")
+
+
+def publish_bytes(dst: Path, data: bytes, what: str = "the file") -> None:
+    """Write `data` to `dst` under a scratch name, then rename it: `dst` is whole or absent.
+    OutputError names the file when it cannot be written (a full disk, a read-only folder)."""
+    tmp = scratch_path(dst)
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, dst)
+    except OSError as error:
+        tmp.unlink(missing_ok=True)
+        raise OutputError(f"{dst}: cannot write {what} ({error.strerror or error})") from None

@@ -13,7 +13,6 @@ including faces too small to recognise, is blurred.
 from __future__ import annotations
 
 import io
-import os
 import queue
 import tempfile
 import time
@@ -41,7 +40,7 @@ from limelight.recognizer import Decision, Recognizer, encode_face
 from limelight.redact import RedactOptions, mark, redact, redact_planes
 from limelight.report import FileReport
 from limelight.tracker import TrackerOptions
-from limelight.formats import CONTAINER_SUFFIXES, IMAGE_SUFFIXES, KEEP_CONTAINER, NAME_MAX, photo_output_suffix, scratch_path
+from limelight.formats import CONTAINER_SUFFIXES, IMAGE_SUFFIXES, KEEP_CONTAINER, NAME_MAX, photo_output_suffix, publish_bytes
 from limelight.video import (
     EncodeOptions,
     Frame,
@@ -534,10 +533,4 @@ def _write_image(dst: Path, bgr: np.ndarray, icc: bytes | None = None, alpha: np
             ok = False
     if not ok:
         raise OutputError(f"{dst}: cannot encode an image of this type")
-    tmp = scratch_path(dst)
-    try:
-        tmp.write_bytes(data.tobytes())
-        os.replace(tmp, dst)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise OutputError(f"{dst}: cannot write ({e.strerror or e})") from None
+    publish_bytes(dst, data.tobytes())

@@ -8,14 +8,13 @@ with the original, not with the published video.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from limelight.errors import OutputError
-from limelight.formats import scratch_path
+from limelight.formats import publish_bytes
 from limelight.plan import SHOW, Plan
 from limelight.video import EncodeOptions, decode, quarter_turns
 
@@ -86,11 +85,5 @@ def write_sheet(path: Path, sheet: np.ndarray) -> Path:
     ok, data = cv2.imencode(".png", sheet[..., ::-1])
     if not ok:
         raise OutputError(f"{path}: cannot encode the contact sheet")
-    tmp = scratch_path(path)
-    try:
-        tmp.write_bytes(data.tobytes())
-        os.replace(tmp, path)
-    except OSError as error:
-        tmp.unlink(missing_ok=True)
-        raise OutputError(f"{path}: cannot write the contact sheet ({error.strerror or error})") from None
+    publish_bytes(path, data.tobytes(), "the contact sheet")
     return path
