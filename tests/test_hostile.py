@@ -174,3 +174,23 @@ def test_ctrl_c_exits_130_and_leaves_nothing_behind(tmp_path, monkeypatch):
     # THEN the conventional exit status of Ctrl-C (SIGTERM gives 143), one line, no output
     assert code == 130 and err.strip() == "limelight: interrupted"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["photo.jpg"]
+
+
+def test_a_library_warning_is_one_limelight_line(tmp_path, monkeypatch):
+    import warnings
+
+    import limelight.pipeline as pipeline
+
+    image = pipeline.Anonymizer.image
+
+    def warned(self, src, dst):
+        warnings.warn("Truncated File Read", UserWarning)  # as Pillow warns on a damaged photo's EXIF
+        return image(self, src, dst)
+
+    monkeypatch.setattr(pipeline.Anonymizer, "image", warned)
+    src = _jpeg_with_exif(tmp_path / "photo.jpg")
+    code, out, err = run("anonymize", src)
+    # THEN the output is written and the warning is one line of LimeLight's, not the warnings
+    # module's two raw lines (file:line, then the source line)
+    assert code == 0
+    assert [line for line in err.splitlines() if line.strip()] == ["limelight: warning: Truncated File Read (UserWarning)"]

@@ -9,6 +9,7 @@ import sys
 import functools
 import time
 import traceback
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -122,6 +123,13 @@ def main(ctx: click.Context, debug: bool) -> None:
     """LimeLight: blur every face except those of people who consented."""
     ctx.obj = {"debug": debug}
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    warnings.showwarning = _warning_line
+
+
+def _warning_line(message, category, filename, lineno, file=None, line=None) -> None:
+    """A library's Python warning (Pillow's "Truncated File Read" on a damaged photo's EXIF) as one
+    `limelight: warning:` line, not the two raw lines of the warnings module."""
+    click.echo(f"limelight: warning: {_one_line(str(message))} ({category.__name__})", err=True)
 
 
 def _media(folder: Path, recursive: bool, skip: Path | None) -> Iterator[Path]:
