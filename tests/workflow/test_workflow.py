@@ -189,8 +189,11 @@ def test_a_photo_upload_is_anonymized_as_a_job_of_one_segment_and_published_as_t
 
     from limelight.demo import portraits
 
-    # GIVEN an iPhone photo (HEIC) of Grace Hopper beside the astronaut, and Grace Hopper's consent
-    faces = portraits()
+    from skimage import data
+
+    # GIVEN an iPhone photo (HEIC) of Grace Hopper beside the astronaut (her whole portrait, not the
+    # demo's crop), and Grace Hopper's consent
+    faces = {**portraits(), "astronaut": data.astronaut()}
     hopper, astronaut = (cv2.resize(faces[name], (400, 512 * 400 // 400)) for name in ("grace_hopper", "astronaut"))
     picture = np.concatenate([hopper, astronaut], axis=1)
     register_heif_opener()
