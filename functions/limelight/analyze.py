@@ -43,9 +43,9 @@ class SamplingOptions:
     """
 
     min_score: float = 0.6
-    windows: tuple[int, ...] = (6, 6, 8, 12, 16, 24, 32, 48, 64)
-    late_window: int = 90
-    settle_after: int = 3  # samples that agree before a track is sampled every late_window frames
+    windows: tuple[int, ...] = (12, 20, 32, 64)
+    late_window: int = 120
+    settle_after: int = 2  # samples that agree before a track is sampled every late_window frames
     result_lag: int = 8  # an encoding is claimed this many frames after it was asked for
     link_gap: int = 45
     link_shift: float = 1.0
