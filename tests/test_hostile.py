@@ -194,3 +194,13 @@ def test_a_library_warning_is_one_limelight_line(tmp_path, monkeypatch):
     # module's two raw lines (file:line, then the source line)
     assert code == 0
     assert [line for line in err.splitlines() if line.strip()] == ["limelight: warning: Truncated File Read (UserWarning)"]
+
+
+def test_a_picture_too_small_to_hold_a_face_is_refused(tmp_path):
+    # GIVEN a PNG whose damaged header says 704 x 1, named .mp4 (found by make fuzz: libx264
+    # crashed the process on it as its encoder was freed, after the output was written)
+    Image.fromarray(np.zeros((1, 704, 3), np.uint8)).save(tmp_path / "x.png")
+    src = (tmp_path / "x.png").rename(tmp_path / "x.mp4")
+    code, out, err = run("anonymize", src)
+    assert_one_line_error(code, err, "x.mp4", "704 x 1", "too small")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.mp4"]

@@ -426,6 +426,8 @@ Transform = Callable[[Iterator[Frame]], Iterable[Frame]]
 
 # The largest video picture LimeLight takes (DCI 8K); larger ones would need gigabytes a frame.
 MAX_VIDEO_PIXELS = 8192 * 4320
+# The smallest side of a video picture LimeLight takes (one H.264 macroblock).
+MIN_VIDEO_SIDE = 16
 
 
 def probe(path: str | os.PathLike[str]) -> VideoInfo:
@@ -453,6 +455,11 @@ def probe(path: str | os.PathLike[str]) -> VideoInfo:
         coded_w, coded_h = first.width, first.height
         if coded_w * coded_h > MAX_VIDEO_PIXELS:
             raise InputError(f"{p}: pictures of {coded_w} x {coded_h} are larger than LimeLight takes (8K: 8192 x 4320)")
+        if min(coded_w, coded_h) < MIN_VIDEO_SIDE:
+            # No face fits, and libx264 crashed the process on such a picture (704 x 1, a damaged PNG
+            # header read as a video) when its encoder was freed.
+            raise InputError(f"{p}: pictures of {coded_w} x {coded_h} are too small to hold a face "
+                             f"(LimeLight takes {MIN_VIDEO_SIDE} x {MIN_VIDEO_SIDE} and up)")
         turned = rotation % 180 == 90
         return VideoInfo(
             path=p,
