@@ -108,7 +108,6 @@ class RawTrack:
     last_detected: int = 0
     best: tuple | None = None  # (quality, frame, box): the thumbnail a reviewer sees
     samples: list[Sample] = field(default_factory=list)  # encoded and matched, in frame order
-    asked: int = 0  # samples sent to the encoder
 
     def settled(self, recognizer: Recognizer, count: int) -> bool:
         """Whether the last `count` samples agree: all matches of one face, or all matches of
@@ -217,7 +216,6 @@ class Analysis:
             if w.best is not None:
                 _, frame, job, _ = w.best
                 self.pending.append((frame, t, self.encoder.submit_crop(job)))
-                t.asked += 1
             if ended:
                 del self.windows[tid]
             else:
