@@ -567,7 +567,7 @@ class Recognizer:
         self.gallery = gallery
         self.options = options or RecognizerOptions()
         self._persons = gallery.persons
-        index = {name: i for i, name in enumerate(self._persons)}
+        index = self._index = {name: i for i, name in enumerate(self._persons)}
         self._person_of = np.array([index[name] for name in gallery.names], dtype=np.intp)
         count = len(self._persons)
         pairs = gallery.encodings[:, None, :] - gallery.encodings[None, :, :]
@@ -599,10 +599,9 @@ class Recognizer:
         `ross.jpg` and `ross2.jpg`): not rivals in `match`."""
         if a == b:
             return True
-        index = {name: i for i, name in enumerate(self._persons)}
-        if a not in index or b not in index:
+        if a not in self._index or b not in self._index:
             return False
-        return not bool(self._rivals[index[a], index[b]])
+        return not bool(self._rivals[self._index[a], self._index[b]])
 
     def distance_to(self, encoding: np.ndarray, person: str) -> float:
         """Distance from one encoding to the nearest photo of `person` or of a name that is the same
