@@ -13,7 +13,7 @@ RUNTIME_STAMP := $(VENV)/.runtime-installed
 DEV_STAMP := $(VENV)/.dev-installed
 DEMO_STAMP := $(VENV)/.demo-installed
 
-.PHONY: help install install-dev demo test fuzz model bench lint cloud-demo sam-build clean
+.PHONY: help install install-dev demo test fuzz model bench lint cloud-demo api sam-build clean
 
 help:
 	@echo "make demo   - install and anonymize a demo video (demo/)"
@@ -23,7 +23,8 @@ help:
 	@echo "make bench  - print the detector AP/latency table (bench/)"
 	@echo "make lint   - cfn-lint the SAM template"
 	@echo "make cloud-demo VIDEO=clip.mp4 [KNOWN=dir] OUT=out.mp4 - the AWS workflow, locally on moto"
-	@echo "make sam-local-invoke-<start|segment|anonymize|reassemble|failure> - sam local invoke (needs Docker and aws-sam-cli)"
+	@echo "make api    - the job API on 127.0.0.1:\$$LIMELIGHT_API_PORT (8787) over the local workflow (limelight submit --api URL)"
+	@echo "make sam-local-invoke-<start|segment|anonymize|reassemble|failure|api> - sam local invoke (needs Docker and aws-sam-cli)"
 	@echo "    (failure takes EVENT=execution_timed_out.json too: a timed-out job's EventBridge event)"
 
 $(VENV)/bin/python:
@@ -74,6 +75,10 @@ cloud-demo: $(DEV_STAMP)
 	@test -n "$(VIDEO)" -a -n "$(OUT)" || { echo "usage: make cloud-demo VIDEO=path [KNOWN=dir] OUT=path"; exit 2; }
 	$(BIN)/python -m infra.local $(VIDEO) $(if $(KNOWN),--known $(KNOWN)) --out $(OUT)
 
+# The job API on 127.0.0.1 (LIMELIGHT_API_PORT, default 8787), over the local workflow; Ctrl-C stops it.
+api: $(DEV_STAMP)
+	$(BIN)/python -m infra.api
+
 # sam local invoke: needs Docker and aws-sam-cli (in its own environment: it pins an older boto3).
 # ENV=file.json names a deployed stack's buckets; the same event files drive the tests.
 SAM ?= sam
@@ -87,6 +92,8 @@ sam-local-invoke-anonymize: sam-build
 	$(SAM) local invoke AnonymizeFunction -e infra/events/anonymize.json $(if $(ENV),--env-vars $(ENV))
 sam-local-invoke-reassemble: sam-build
 	$(SAM) local invoke ReassembleFunction -e infra/events/reassemble.json $(if $(ENV),--env-vars $(ENV))
+sam-local-invoke-api: sam-build
+	$(SAM) local invoke ApiFunction -e infra/events/$(or $(EVENT),api_create_job.json) $(if $(ENV),--env-vars $(ENV))
 sam-local-invoke-failure: sam-build
 	$(SAM) local invoke FailureFunction -e infra/events/$(or $(EVENT),failure.json) $(if $(ENV),--env-vars $(ENV))
 

@@ -9,7 +9,10 @@ What runs is what would be deployed, minus AWS:
   defaults, function environments, handlers from ImageConfig.Command);
 - Lambda tasks are dispatched in this process to the real handlers (`infra.moto_lambda`);
 - S3 notifications are not emulated by moto, so the start handler is fed the event S3 would
-  send for the upload, built from `infra/events/s3_put_video.json`.
+  send for the upload, built from `infra/events/s3_put_video.json` (`LocalCloud.notifying()`
+  sends it on every upload instead, as the deployed bucket does: the job API needs that);
+- the jobs table is created from the template; EventBridge is moto's (events put on the default
+  bus stay there; `LocalCloud.job_events` reads them back through an archive-like SQS rule).
 
 The result is downloaded to OUT and its report beside it (OUT's name + `.report.json`).
 """
@@ -24,6 +27,7 @@ import json
 import logging
 import os
 import sys
+import threading
 import time
 import urllib.request
 import zipfile
@@ -35,7 +39,10 @@ from typing import Any
 from urllib.parse import quote_plus
 
 import boto3
+from botocore.config import Config as BotoConfig
+from moto.s3 import notifications as moto_notifications
 from moto.server import ThreadedMotoServer
+from unittest import mock
 
 from infra.moto_lambda import LocalContext, LocalLambdas
 from infra.template import REPO, LocalStack, load
@@ -47,8 +54,12 @@ if str(REPO / "functions") not in sys.path:
 from handlers import common  # noqa: E402
 
 EVENTS = REPO / "infra" / "events"
-HANDLER_MODULES = ("handlers.start", "handlers.segment", "handlers.anonymize", "handlers.reassemble", "handlers.failure")
+HANDLER_MODULES = ("handlers.start", "handlers.segment", "handlers.anonymize", "handlers.reassemble", "handlers.failure", "handlers.api")
 _ROLE_POLICY = json.dumps({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}]})
+
+
+# What another workflow would subscribe to: every job's end (template.yaml's README rule).
+JOB_EVENT_PATTERN = {"source": ["limelight"], "detail-type": ["Job Succeeded", "Job Failed"]}
 
 
 class LocalRunError(Exception):
@@ -124,11 +135,18 @@ class LocalCloud:
     def __init__(self, stack: LocalStack, endpoint: str, lambdas: LocalLambdas) -> None:
         self.stack, self.endpoint, self.lambdas = stack, endpoint, lambdas
         session = boto3.session.Session(aws_access_key_id="testing", aws_secret_access_key="testing", region_name=stack.region)
-        self.s3 = session.client("s3", endpoint_url=endpoint)
+        self.s3 = session.client("s3", endpoint_url=endpoint, config=BotoConfig(signature_version="s3v4"))
         self.sfn = session.client("stepfunctions", endpoint_url=endpoint)
         self.lambda_ = session.client("lambda", endpoint_url=endpoint)
         self.iam = session.client("iam", endpoint_url=endpoint)
+        self.dynamodb = session.client("dynamodb", endpoint_url=endpoint)
+        self.events = session.client("events", endpoint_url=endpoint)
+        self.sqs = session.client("sqs", endpoint_url=endpoint)
         self.state_machine_arn = ""
+        self._delivered: set[str] = set()
+        self._deliver_lock = threading.Lock()
+        self.notified: list[dict[str, Any]] = []  # what the start function answered each S3 notification
+        self._events_queue = ""
 
     # -- names ----------------------------------------------------------------------------------
     def bucket(self, logical: str) -> str:
@@ -181,6 +199,9 @@ class LocalCloud:
             versioning = self.stack.resources[logical]["Properties"].get("VersioningConfiguration")
             if versioning:
                 self.s3.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": versioning["Status"]})
+        for logical in self.stack.of_type("AWS::DynamoDB::Table"):
+            self._create_table(logical)
+        self._capture_job_events()
         role = self.iam.create_role(RoleName=f"{self.stack.stack_name}-role", AssumeRolePolicyDocument=_ROLE_POLICY)["Role"]["Arn"]
         functions = {logical: self.stack.function_environment(logical) for logical in self.stack.of_type("AWS::Serverless::Function")}
         # All handlers share this process, so their environments are merged (they must agree), and
@@ -198,13 +219,88 @@ class LocalCloud:
         for module in HANDLER_MODULES:
             # Configuration is read once per container; a new local stack is a new container.
             getattr(importlib.import_module(module), "config").cache_clear()
-        common.use_clients(s3=self.s3, stepfunctions=self.sfn)
+        common.use_clients(s3=self.s3, stepfunctions=self.sfn, dynamodb=self.dynamodb, events=self.events)
         self.state_machine_arn = self.sfn.create_state_machine(
             name=self.stack.state_machine_name(),
             definition=self.stack.definition(),
             roleArn=role,
             type="STANDARD",
         )["stateMachineArn"]
+
+    def _create_table(self, logical: str) -> None:
+        props = self.stack.resolve(self.stack.resources[logical]["Properties"])
+        args = {k: props[k] for k in ("AttributeDefinitions", "KeySchema", "GlobalSecondaryIndexes", "BillingMode") if k in props}
+        self.dynamodb.create_table(TableName=self.bucket(logical), **args)
+
+    def _capture_job_events(self) -> None:
+        """A rule on the default bus sending LimeLight's job events to a queue, so that a local run
+        can show what another workflow subscribed to them would receive."""
+        queue = self.sqs.create_queue(QueueName=f"{self.stack.stack_name}-job-events")["QueueUrl"]
+        arn = self.sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        self.events.put_rule(Name=f"{self.stack.stack_name}-job-events", EventPattern=json.dumps(JOB_EVENT_PATTERN))
+        self.events.put_targets(Rule=f"{self.stack.stack_name}-job-events", Targets=[{"Id": "queue", "Arn": arn}])
+        self._events_queue = queue
+
+    def job_events(self) -> list[dict[str, Any]]:
+        """The job events put on the default bus since the last call (EventBridge's envelope)."""
+        seen = []
+        while True:
+            messages = self.sqs.receive_message(QueueUrl=self._events_queue, MaxNumberOfMessages=10).get("Messages", [])
+            if not messages:
+                return seen
+            for message in messages:
+                seen.append(json.loads(message["Body"]))
+                self.sqs.delete_message(QueueUrl=self._events_queue, ReceiptHandle=message["ReceiptHandle"])
+
+    @contextmanager
+    def notifying(self) -> Iterator[LocalCloud]:
+        """While in the block, every object created in the input bucket that the template's S3 event
+        filters match calls the start function, in a thread of its own (S3 calls it asynchronously),
+        with the event S3 would send: what the deployed bucket does, and what the job API's uploads
+        (presigned POSTs to moto) need."""
+        original = moto_notifications.send_event
+
+        def send_event(account_id: str, event_name: Any, bucket: Any, key: Any) -> None:
+            original(account_id, event_name, bucket, key)
+            name = str(getattr(event_name, "value", event_name))
+            if bucket.name == self.input_bucket and name.startswith("s3:ObjectCreated") and self.stack.notifies(key.name):
+                event = s3_put_event(bucket.name, key.name, key.etag, key.version_id, key.size)
+                threading.Thread(target=self._notify, args=(event,), daemon=True).start()
+
+        with mock.patch.object(moto_notifications, "send_event", send_event):
+            yield self
+
+    def _notify(self, event: dict[str, Any]) -> None:
+        try:
+            answer = self.start(event)
+        except Exception as error:  # noqa: BLE001 - an async invocation's error is only logged, as in Lambda
+            answer = {"error": type(error).__name__, "message": str(error)}
+            print(f"infra.local: the start function failed on an upload: {answer['error']}: {answer['message']}", file=sys.stderr)
+        self.notified.append(answer)
+
+    @contextmanager
+    def watching(self, interval: float = 0.5) -> Iterator[LocalCloud]:
+        """While in the block, every execution that ends is announced to the functions whose
+        EventBridge rules match (a stopped or timed-out job gets its failure handling), as the
+        deployed stack's rule does; `wait` does the same for one job."""
+        stop = threading.Event()
+
+        def watch() -> None:
+            while not stop.wait(interval):
+                try:
+                    for execution in self.executions():
+                        if execution["status"] != "RUNNING" and execution["executionArn"] not in self._delivered:
+                            self._deliver(status_change_event(self.sfn.describe_execution(executionArn=execution["executionArn"]), self.stack))
+                except Exception as error:  # noqa: BLE001 - keep watching; say what went wrong
+                    print(f"infra.local: watching executions: {type(error).__name__}: {error}", file=sys.stderr)
+
+        thread = threading.Thread(target=watch, daemon=True)
+        thread.start()
+        try:
+            yield self
+        finally:
+            stop.set()
+            thread.join()
 
     def _create_function(self, logical: str, role: str, env: dict[str, str]) -> None:
         name = self.stack.physical_name(logical)
@@ -274,7 +370,12 @@ class LocalCloud:
 
     def _deliver(self, event: dict[str, Any]) -> None:
         """Hand an EventBridge event to the functions whose rules match it, as EventBridge would
-        (moto routes no service events)."""
+        (moto routes no service events); once per execution."""
+        arn = event.get("detail", {}).get("executionArn")
+        with self._deliver_lock:
+            if arn in self._delivered:
+                return
+            self._delivered.add(arn)
         for logical in self.stack.rule_targets(event):
             self._invoke(logical, event)
 

@@ -40,9 +40,9 @@ def test_every_command_the_pages_show_answers_help():
     targets = set()
     for page in PAGES:
         text = page.read_text()
-        commands |= set(re.findall(r"limelight (analyze|anonymize|render|review|detect)\b", text))
+        commands |= set(re.findall(r"limelight (analyze|anonymize|render|review|detect|submit)\b", text))
         targets |= set(re.findall(r"\bmake ([a-z][\w-]*)", text))
-    assert {"anonymize", "analyze", "render", "review"} <= commands
+    assert {"anonymize", "analyze", "render", "review", "submit"} <= commands
     for command in sorted(commands):
         result = CliRunner().invoke(main, [command, "--help"])
         assert result.exit_code == 0 and "Usage:" in result.output, command

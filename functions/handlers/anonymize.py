@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import tempfile
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from fractions import Fraction
 from functools import cache
 from pathlib import Path
@@ -18,6 +18,7 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from handlers import jobs
 from handlers.common import (
     named_errors,
     SEGMENT_SUFFIX,
@@ -36,7 +37,7 @@ from limelight.errors import LimeLightError
 from limelight.formats import photo_output_suffix
 from limelight.pipeline import AnonymizeOptions, Anonymizer
 from limelight.recognizer import Gallery, Recognizer
-from limelight.redact import Mode, RedactOptions
+from limelight.redact import Mode, RedactError, RedactOptions
 
 logger = Logger()
 tracer = Tracer()
@@ -47,6 +48,7 @@ metrics = Metrics()
 class Config:
     work_bucket: str
     options: AnonymizeOptions
+    jobs_table: str
 
     @classmethod
     def from_env(cls) -> Config:
@@ -56,7 +58,7 @@ class Config:
         except ValueError:
             choices = ", ".join(m.value for m in Mode)
             raise ConfigurationError(f"environment variable REDACT_MODE={mode!r} must be one of {choices}") from None
-        return cls(work_bucket=env("WORK_BUCKET"), options=AnonymizeOptions(redact=redact))
+        return cls(work_bucket=env("WORK_BUCKET"), options=AnonymizeOptions(redact=redact), jobs_table=env("JOBS_TABLE"))
 
 
 @cache
@@ -101,6 +103,17 @@ def segment_options(options: AnonymizeOptions, picture: dict[str, int] | None, s
     return replace(options, encode=encode)
 
 
+def job_options(options: AnonymizeOptions, chosen: dict[str, Any] | None) -> AnonymizeOptions:
+    """`options` with an API job's own redaction (mode, shape, scale; checked by the API)."""
+    if not chosen:
+        return options
+    try:
+        redact = RedactOptions(**{**asdict(options.redact), **chosen})
+    except (TypeError, RedactError) as error:
+        raise SegmentFailedError(f"the job's options {chosen}: {error}") from None
+    return replace(options, redact=redact)
+
+
 @logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler
 @metrics.log_metrics(capture_cold_start_metric=True)
@@ -119,19 +132,30 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         dst = work / f"anonymized{photo_output_suffix(suffix) if photo else '.mp4'}"
         s3.download_file(cfg.work_bucket, key, str(src))
         consent = recognizer(cfg, job_id, work) if event.get("gallery") else None
-        engine = Anonymizer(detector(), consent, segment_options(cfg.options, event.get("picture"), event.get("skip_before")))
+        options = job_options(cfg.options, event.get("options"))
+        engine = Anonymizer(detector(), consent, segment_options(options, event.get("picture"), event.get("skip_before")))
         try:
             report = engine.image(src, dst) if photo else engine.video(src, dst)
         except LimeLightError as error:
             raise SegmentFailedError(f"segment {index} of job {job_id}: {error}") from None
+        store = jobs.JobStore(cfg.jobs_table) if event.get("api") else None
+        if store is not None and store.is_deleted(job_id):
+            # Erased while this segment ran (its execution was stopped): write nothing of it.
+            logger.info("job deleted meanwhile, segment not stored")
+            return {"job_id": job_id, "index": index, "deleted": True}
         s3.upload_file(str(dst), cfg.work_bucket, processed_key(job_id, index, dst.suffix))
-    part = {"settings": cfg.options.settings(), "model": model_metadata(), "file": report.as_dict()}
+    part = {"settings": options.settings(), "model": model_metadata(), "file": report.as_dict()}
     s3.put_object(
         Bucket=cfg.work_bucket,
         Key=segment_report_key(job_id, index),
         Body=json.dumps(part, separators=(",", ":")).encode(),
         ContentType="application/json",
     )
+    if jobs.withdraw_if_deleted(store, job_id, cfg.work_bucket):
+        logger.info("job deleted meanwhile, its intermediates withdrawn")
+        return {"job_id": job_id, "index": index, "deleted": True}
+    if store is not None:
+        store.update(job_id, [jobs.AWAITING_UPLOAD, jobs.RUNNING], add={"segments_done": {f"{index:05d}"}})
     metrics.add_metric(name="FramesAnonymized", unit=MetricUnit.Count, value=report.frames)
     metrics.add_metric(name="SegmentFps", unit=MetricUnit.CountPerSecond, value=round(report.fps, 2))
     logger.info("segment anonymized", extra={"frames": report.frames, "faces": report.faces, "kept": report.kept, "fps": round(report.fps, 2)})

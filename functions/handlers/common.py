@@ -23,6 +23,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Callable
 
 import boto3
+from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
 
 from handlers.exceptions import ConfigurationError, SourceChangedError, StorageExceededError, UnexpectedError, WorkflowError
@@ -44,7 +45,8 @@ _clients: dict[str, Any] = {}
 def client(service: str) -> Any:
     """The boto3 client for `service`, built on first use and reused by the container."""
     if service not in _clients:
-        _clients[service] = boto3.client(service)
+        # S3 signs presigned links and forms with SigV4 (the job API hands them out).
+        _clients[service] = boto3.client(service, config=BotoConfig(signature_version="s3v4") if service == "s3" else None)
     return _clients[service]
 
 

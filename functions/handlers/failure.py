@@ -19,6 +19,7 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from handlers import jobs
 from handlers.common import client, env, failure_key, named_errors, published_keys
 
 logger = Logger()
@@ -30,10 +31,11 @@ metrics = Metrics()
 class Config:
     output_bucket: str
     output_prefix: str
+    jobs_table: str
 
     @classmethod
     def from_env(cls) -> Config:
-        return cls(env("OUTPUT_BUCKET"), env("OUTPUT_PREFIX"))
+        return cls(env("OUTPUT_BUCKET"), env("OUTPUT_PREFIX"), env("JOBS_TABLE"))
 
 
 @cache
@@ -82,6 +84,13 @@ def from_status_change(event: dict[str, Any]) -> dict[str, Any]:
     return {"job_id": detail["name"], "source": source, "error": {"Error": detail.get("error") or error, "Cause": cause}}
 
 
+def _is_api_job(job_id: str, source: dict[str, Any]) -> bool:
+    """An API job's upload key names its job id (a stopped execution's event carries the input,
+    whose `api` flag a Catch payload may lack)."""
+    key = source.get("key") or ""
+    return f"/{jobs.API_DIR}{job_id}/" in f"/{key}"
+
+
 @logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler
 @metrics.log_metrics(capture_cold_start_metric=True)
@@ -98,6 +107,14 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     if source.get("key"):
         for key in published_keys(cfg.output_prefix, job_id, source["key"]):
             s3.delete_object(Bucket=cfg.output_bucket, Key=key)
+    if event.get("api") or _is_api_job(job_id, source):
+        store = jobs.JobStore(cfg.jobs_table)
+        if not store.update(job_id, [jobs.AWAITING_UPLOAD, jobs.RUNNING], set_={"status": jobs.FAILED, "error": {"name": error_type, "message": message}}):
+            record = store.get(job_id)
+            if record is None or record["status"] == jobs.DELETED:
+                # Erased through the API (the stop that brought us here): no report, no event.
+                logger.info("deleted job, no failure report")
+                return {"job_id": job_id, "failure_key": None, "error": error_type, "deleted": True}
     document = {"job_id": job_id, "source": source, "error": error_type, "message": message}
     key = failure_key(job_id)
     s3.put_object(
@@ -106,6 +123,11 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         Body=json.dumps(document, indent=2).encode(),
         ContentType="application/json",
     )
+    if (event.get("api") or _is_api_job(job_id, source)) and jobs.JobStore(cfg.jobs_table).is_deleted(job_id):
+        s3.delete_object(Bucket=cfg.output_bucket, Key=key)  # deleted while the report was written: erasure wins
+        return {"job_id": job_id, "failure_key": None, "error": error_type, "deleted": True}
+    jobs.emit(jobs.JOB_FAILED, {"job_id": job_id, "status": jobs.FAILED, "source": {k: source.get(k) for k in ("bucket", "key")},
+                                "error": {"name": error_type, "message": message}})
     metrics.add_metric(name="JobsFailed", unit=MetricUnit.Count, value=1)
     logger.warning("job failed", extra={"error": error_type, "failure_key": key})
     return {"job_id": job_id, "failure_key": key, "error": error_type}

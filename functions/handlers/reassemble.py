@@ -20,6 +20,7 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from handlers import jobs
 from handlers.common import (
     named_errors,
     Source,
@@ -52,10 +53,16 @@ class Config:
     output_bucket: str
     output_prefix: str
     state_machine_arn: str
+    jobs_table: str
 
     @classmethod
     def from_env(cls) -> Config:
-        return cls(env("WORK_BUCKET"), env("OUTPUT_BUCKET"), env("OUTPUT_PREFIX"), env("STATE_MACHINE_ARN"))
+        return cls(env("WORK_BUCKET"), env("OUTPUT_BUCKET"), env("OUTPUT_PREFIX"), env("STATE_MACHINE_ARN"), env("JOBS_TABLE"))
+
+
+# An API job's result expires with its record (the output bucket's lifecycle rule on this tag);
+# a bucket job's result stays until someone deletes it, as before.
+RETENTION_TAG = "limelight-retention=api-job"
 
 
 @cache
@@ -166,12 +173,14 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
             except LimeLightError as error:
                 raise ReassembleError(f"job {job_id}: {error}") from None
         ensure_running(cfg, job_id, "before its result was published")
-        s3.upload_file(str(output), cfg.output_bucket, video_key)
+        api = bool(event.get("api"))
+        s3.upload_file(str(output), cfg.output_bucket, video_key, ExtraArgs={"Tagging": RETENTION_TAG} if api else None)
     s3.put_object(
         Bucket=cfg.output_bucket,
         Key=report_key,
         Body=json.dumps(report, separators=(",", ":")).encode(),
         ContentType="application/json",
+        **({"Tagging": RETENTION_TAG} if api else {}),
     )
     try:
         ensure_running(cfg, job_id, "while its result was published")
@@ -180,6 +189,16 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
             s3.delete_object(Bucket=cfg.output_bucket, Key=key)
         raise
     merged = report["files"][0]
+    faces = {"kept": int(merged["kept"]), "blurred": int(merged["blurred"])}
+    result = {"bucket": cfg.output_bucket, "video_key": video_key, "report_key": report_key}
+    if api and not jobs.JobStore(cfg.jobs_table).update(job_id, [jobs.AWAITING_UPLOAD, jobs.RUNNING],
+                                                        set_={"status": jobs.SUCCEEDED, "result": result, "faces": faces, "frames": frames}):
+        # Deleted while it was published: erasure wins, the result goes too.
+        for key in (video_key, report_key):
+            s3.delete_object(Bucket=cfg.output_bucket, Key=key)
+        raise JobStoppedError(f"job {job_id} was deleted while its result was published; nothing is kept")
+    jobs.emit(jobs.JOB_SUCCEEDED, {"job_id": job_id, "status": jobs.SUCCEEDED, "source": {"bucket": source.bucket, "key": source.key},
+                                   "output": result, "frames": frames, "faces": faces})
     metrics.add_metric(name="JobsCompleted", unit=MetricUnit.Count, value=1)
     logger.info("result published", extra={"frames": frames, "faces": merged["faces"], "kept": merged["kept"], "video_key": video_key})
     return {

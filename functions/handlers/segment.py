@@ -19,6 +19,7 @@ from typing import Any
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from handlers import jobs
 from handlers.common import (
     named_errors,
     UPLOAD_PHOTO_SUFFIXES,
@@ -33,7 +34,7 @@ from handlers.common import (
     segment_list_key,
     within_storage,
 )
-from handlers.exceptions import InvalidKnownFacesError, InvalidVideoError, SegmentTooLongError
+from handlers.exceptions import InvalidKnownFacesError, InvalidVideoError, JobStoppedError, SegmentTooLongError
 from limelight.errors import InputError
 from limelight.pipeline import is_photo, read_image
 from limelight.recognizer import PHOTO_SUFFIXES, KnownFacesError, load_gallery
@@ -53,6 +54,7 @@ class Config:
     known_faces_bucket: str
     known_faces_prefix: str
     inline_map_max_segments: int
+    jobs_table: str
 
     @classmethod
     def from_env(cls) -> Config:
@@ -63,6 +65,7 @@ class Config:
             known_faces_bucket=env("KNOWN_FACES_BUCKET"),
             known_faces_prefix=env("KNOWN_FACES_PREFIX"),
             inline_map_max_segments=env_number("INLINE_MAP_MAX_SEGMENTS", int),
+            jobs_table=env("JOBS_TABLE"),
         )
 
 
@@ -88,18 +91,28 @@ def download_known_faces(bucket: str, prefix: str, folder: Path) -> int:
     return count
 
 
-def build_gallery(cfg: Config, job_id: str, work: Path) -> bool:
+def consent_source(cfg: Config, event: dict[str, Any]) -> tuple[str, str | None]:
+    """(bucket, prefix) of the job's consent photos: an API job's own (`consent` in its input;
+    a None prefix: it has none), else the bucket's shared known-faces prefix."""
+    consent = event.get("consent")
+    if isinstance(consent, dict):
+        return consent["bucket"], consent.get("prefix")
+    return cfg.known_faces_bucket, cfg.known_faces_prefix
+
+
+def build_gallery(cfg: Config, job_id: str, work: Path, consent: tuple[str, str | None]) -> bool:
     """Encode the known faces once and store the gallery (.npz) for every segment of the job."""
     folder = work / "known_faces"
     folder.mkdir()
-    photos = download_known_faces(cfg.known_faces_bucket, cfg.known_faces_prefix, folder)
+    bucket, prefix = consent
+    photos = download_known_faces(bucket, prefix, folder) if prefix else 0
     if photos == 0:
         logger.info("no known faces, every face will be blurred", extra={"job_id": job_id})
         return False
     try:
         gallery = load_gallery(folder)
     except KnownFacesError as error:
-        raise InvalidKnownFacesError(str(error).replace(str(folder), cfg.known_faces_prefix.rstrip("/"))) from None
+        raise InvalidKnownFacesError(str(error).replace(str(folder), prefix.rstrip("/"))) from None
     path = gallery.save(work / "gallery.npz")
     client("s3").upload_file(str(path), cfg.work_bucket, gallery_key(job_id))
     logger.info(
@@ -163,7 +176,7 @@ class SegmentStore:
         segment.path.unlink()
 
 
-def photo_job(cfg: Config, job_id: str, source: Source, work: Path, photo: Path) -> dict[str, Any]:
+def photo_job(cfg: Config, job_id: str, source: Source, work: Path, photo: Path, consent: tuple[str, str | None]) -> dict[str, Any]:
     """A photo upload: checked readable, stored as the job's one segment; the Map anonymizes it
     like a segment and the reassembly publishes it in its format (HEIC as JPEG, as the CLI does)."""
     name = f"s3://{source.bucket}/{source.key}"
@@ -176,7 +189,7 @@ def photo_job(cfg: Config, job_id: str, source: Source, work: Path, photo: Path)
         raise InvalidVideoError(str(error).replace(str(photo), name)) from None
     s3 = client("s3")
     s3.upload_file(str(photo), cfg.work_bucket, segment_key(job_id, 0, photo.suffix))
-    has_gallery = build_gallery(cfg, job_id, work)
+    has_gallery = build_gallery(cfg, job_id, work, consent)
     segment = Segment(0, photo, start_frame=0, frames=1, start_pts=0, start_time=0.0)
     s3.put_object(Bucket=cfg.work_bucket, Key=segment_list_key(job_id), Body=json.dumps([segment.as_dict()]).encode(), ContentType="application/json")
     metrics.add_metric(name="Photos", unit=MetricUnit.Count, value=1)
@@ -194,6 +207,18 @@ def photo_job(cfg: Config, job_id: str, source: Source, work: Path, photo: Path)
     }
 
 
+def job_fields(event: dict[str, Any]) -> dict[str, Any]:
+    """What the segments' Map and the reassembly need of the job's start: an API job's flag and
+    its options (`{}`: the template's)."""
+    return {"api": bool(event.get("api")), "options": event.get("options") or {}}
+
+
+def record_total(cfg: Config, event: dict[str, Any], total: int) -> None:
+    """An API job's progress: how many segments it has (the Map adds those done)."""
+    if event.get("api"):
+        jobs.JobStore(cfg.jobs_table).update(event["job_id"], [jobs.AWAITING_UPLOAD, jobs.RUNNING], set_={"segments_total": total})
+
+
 @logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler
 @metrics.log_metrics(capture_cold_start_metric=True)
@@ -209,7 +234,11 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         video = work / local_name(source.key)
         download_source(source, video)
         if video.suffix in UPLOAD_PHOTO_SUFFIXES and (video.suffix != ".gif" or is_photo(video)):  # an animated GIF is a video
-            return photo_job(cfg, job_id, source, work, video)
+            record_total(cfg, event, 1)
+            result = {**photo_job(cfg, job_id, source, work, video, consent_source(cfg, event)), **job_fields(event)}
+            if jobs.withdraw_if_deleted(jobs.JobStore(cfg.jobs_table) if event.get("api") else None, job_id, cfg.work_bucket):
+                raise JobStoppedError(f"job {job_id} was deleted while it was segmented; nothing of it is kept")
+            return result
         try:
             info = probe(video)
             check_publishable(video, f"s3://{source.bucket}/{source.key}")
@@ -220,7 +249,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
             # The engine's message names the local temporary file; name the upload instead.
             message = str(error).replace(str(video), f"s3://{source.bucket}/{source.key}")
             raise InvalidVideoError(message) from None
-        has_gallery = build_gallery(cfg, job_id, work)
+        has_gallery = build_gallery(cfg, job_id, work, consent_source(cfg, event))
     listing = [segment.as_dict() for segment in segments]
     s3.put_object(
         Bucket=cfg.work_bucket,
@@ -228,10 +257,14 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         Body=json.dumps(listing).encode(),
         ContentType="application/json",
     )
+    record_total(cfg, event, len(segments))
+    if jobs.withdraw_if_deleted(jobs.JobStore(cfg.jobs_table) if event.get("api") else None, job_id, cfg.work_bucket):
+        raise JobStoppedError(f"job {job_id} was deleted while it was segmented; nothing of it is kept")
     metrics.add_metric(name="Segments", unit=MetricUnit.Count, value=len(segments))
     metrics.add_metric(name="VideoSeconds", unit=MetricUnit.Seconds, value=round(info.duration, 3))
     logger.info("video segmented", extra={"segments": len(segments), "frames": info.frame_count, "seconds": round(info.duration, 3)})
     return {
+        **job_fields(event),
         "job_id": job_id,
         "source": source.as_dict(),
         "segment_count": len(segments),

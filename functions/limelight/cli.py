@@ -469,6 +469,74 @@ def review(input_path, plan_path, output):
 
 
 @main.command()
+@click.argument("input_path", metavar="VIDEO", type=click.Path(path_type=Path))
+@click.option("--known-faces", type=click.Path(path_type=Path), multiple=True,
+              help="Folder of photos of people who consented (PERSON.jpg, or PERSON/ folders), or one photo; repeat for more. They go with this job only.")
+@click.option("--api", "api_url", envvar="LIMELIGHT_API_URL", metavar="URL",
+              help="The job API: what `make api` prints, or a deployed stack's ApiUrl output. Default: $LIMELIGHT_API_URL.")
+@click.option("--wait/--no-wait", default=True, show_default=True, help="Follow the job and download its result; --no-wait prints the job id once uploaded.")
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="Where to save the result. Default: NAME_anonymized.EXT beside the video.")
+@click.option("--report", "report_path", type=click.Path(path_type=Path), help="Save the job's JSON audit report here too.")
+@click.option("--mode", type=click.Choice([m.value for m in Mode]), default=None, help="How faces are hidden (default: blur).")
+@click.option("--shape", type=click.Choice([s.value for s in Shape]), default=None)
+@click.option("--scale", type=click.FloatRange(1.0, 3.0), default=None, help="Redacted area relative to the detected box.")
+@_guarded()
+def submit(input_path, known_faces, api_url, wait, output, report_path, mode, shape, scale):
+    """Anonymize VIDEO on the serverless job API: create a job, upload, follow, download."""
+    from tqdm import tqdm
+
+    from limelight.recognizer import PHOTO_SUFFIXES
+    from limelight.submit import JobClient, consent_photos, download, follow, result_name, upload
+
+    if not api_url:
+        raise InputError("give the job API's URL with --api URL or LIMELIGHT_API_URL (make api prints it; a deployed stack's ApiUrl output is one)")
+    if not input_path.is_file():
+        raise InputError(f"{input_path}: no such file")
+    for target in (output, report_path):
+        if target is not None and not target.parent.is_dir():
+            raise OutputError(f"{target}: folder does not exist")
+    photos = consent_photos(list(known_faces), PHOTO_SUFFIXES)
+    if known_faces and not photos:
+        raise InputError(f"{', '.join(map(str, known_faces))}: no consent photos ({'/'.join(sorted(PHOTO_SUFFIXES))})")
+    options = {k: v for k, v in (("mode", mode), ("shape", shape), ("scale", scale)) if v is not None}
+    client = JobClient(api_url)
+    started = time.perf_counter()
+    job = client.create(input_path.name, sorted(photos), options)
+    job_id = job["job_id"]
+    for name, path in sorted(photos.items()):  # consent first: the video's upload starts the job
+        upload(job["upload"]["consent"][name], path)
+    size = input_path.stat().st_size
+    with tqdm(total=size, unit="B", unit_scale=True, desc="upload", leave=False, disable=None) as bar:
+        upload(job["upload"]["video"], input_path, bar.update)
+    if not wait:
+        click.echo(f"job {job_id} submitted ({len(photos)} consent photos); follow it: GET {client.url}/jobs/{job_id}")
+        return
+    with tqdm(total=0, unit="segment", desc="anonymize", leave=False, disable=None) as bar:
+        def show(state):
+            progress = state.get("progress") or {}
+            bar.total = max(progress.get("segments_total") or 0, bar.total or 0)
+            bar.n = progress.get("segments_done") or 0
+            bar.refresh()
+        job = follow(client, job_id, show)
+    if job["status"] == "FAILED":
+        error = job.get("error") or {}
+        raise LimeLightError(f"job {job_id} failed: {error.get('name', 'Unknown')}: {error.get('message', '')}")
+    # NAME_anonymized.EXT in the container the workflow published, beside the video or in -o's folder.
+    if output is None or output.is_dir():
+        target = (output or input_path.parent) / result_name(input_path, job)
+    else:
+        target = output
+    if target.resolve() == input_path.resolve():
+        raise OutputError(f"{target}: the output would overwrite the input; give another -o")
+    download(job["result"]["video_url"], target)
+    if report_path is not None:
+        download(job["result"]["report_url"], report_path)
+    faces = job.get("faces") or {}
+    click.echo(f"{target}  (job {job_id}: {faces.get('kept', 0) + faces.get('blurred', 0)} faces: {faces.get('kept', 0)} kept, "
+               f"{faces.get('blurred', 0)} blurred) in {time.perf_counter() - started:.1f} s")
+
+
+@main.command()
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line per image.")
 @click.option("--detect-size", type=click.IntRange(128, 4096), default=None, help="Long side the detector sees (default: the image's own, up to 1600).")

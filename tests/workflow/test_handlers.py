@@ -215,7 +215,7 @@ def test_a_reassembly_outside_a_running_execution_publishes_nothing():
     from handlers import reassemble
     from handlers.exceptions import JobStoppedError
 
-    cfg = reassemble.Config("work", "output", "anonymized/", "arn:aws:states:us-east-1:123456789012:stateMachine:limelight-local-anonymize")
+    cfg = reassemble.Config("work", "output", "anonymized/", "arn:aws:states:us-east-1:123456789012:stateMachine:limelight-local-anonymize", "jobs")
     with mock_aws():
         use_clients(stepfunctions=boto3.client("stepfunctions", region_name="us-east-1"))
         try:
@@ -225,3 +225,47 @@ def test_a_reassembly_outside_a_running_execution_publishes_nothing():
                 reassemble.ensure_running(cfg, "612640628a34a73a904e", "before its result was published")
         finally:
             use_clients()
+
+
+def test_a_job_record_only_moves_forward_and_a_deleted_job_stays_deleted():
+    import boto3
+    from moto import mock_aws
+
+    from handlers import jobs
+
+    with mock_aws():
+        db = boto3.client("dynamodb", region_name="us-east-1")
+        db.create_table(TableName="jobs", BillingMode="PAY_PER_REQUEST", KeySchema=[{"AttributeName": "job_id", "KeyType": "HASH"}],
+                        AttributeDefinitions=[{"AttributeName": "job_id", "AttributeType": "S"}])
+        use_clients(dynamodb=db)
+        try:
+            store, job_id = jobs.JobStore("jobs"), jobs.new_job_id()
+            store.create({"job_id": job_id, "owner": "arn:alice", "status": jobs.AWAITING_UPLOAD, "created_at": 1})
+            with pytest.raises(db.exceptions.ConditionalCheckFailedException):
+                store.create({"job_id": job_id, "owner": "arn:mallory", "status": jobs.AWAITING_UPLOAD, "created_at": 2})
+            assert store.update(job_id, [jobs.AWAITING_UPLOAD], set_={"status": jobs.RUNNING})
+            assert not store.update(job_id, [jobs.AWAITING_UPLOAD], set_={"status": jobs.RUNNING})  # a duplicated upload event
+            for index in ("00001", "00000", "00001"):  # a retried segment counts once
+                assert store.update(job_id, [jobs.RUNNING], add={"segments_done": {index}})
+            assert store.get(job_id)["segments_done"] == ["00000", "00001"]
+            assert store.update(job_id, [jobs.RUNNING], set_={"status": jobs.DELETED})
+            # a late step cannot bring the deleted job back, and sees it deleted
+            assert not store.update(job_id, [jobs.AWAITING_UPLOAD, jobs.RUNNING], set_={"status": jobs.SUCCEEDED})
+            assert store.is_deleted(job_id) and store.get(job_id)["owner"] == "arn:alice"
+            assert not store.update(jobs.new_job_id(), [jobs.RUNNING], set_={"status": jobs.FAILED})  # no record is created
+            assert store.is_deleted("0123456789abcdef0123")
+        finally:
+            use_clients()
+
+
+def test_only_an_api_upload_key_names_a_job_and_erasure_refuses_anything_but_a_job_id():
+    from handlers import jobs
+
+    job_id = "0123456789abcdef0123"
+    assert jobs.api_job_of(f"uploads/api/{job_id}/clip.mp4", "uploads/") == job_id
+    for key in (f"uploads/{job_id}/clip.mp4", f"uploads/api/{job_id}/sub/clip.mp4", f"uploads/api/{job_id[:-1]}/clip.mp4",
+                f"other/api/{job_id}/clip.mp4", "uploads/clip.mp4"):
+        assert jobs.api_job_of(key, "uploads/") is None, key
+    for bad in ("", "0123", "../x", f"{job_id}/"):
+        with pytest.raises(ValueError):
+            jobs.erase(bad, input_bucket="i", input_prefix="uploads/", work_bucket="w", output_bucket="o", output_prefix="anonymized/")

@@ -88,7 +88,7 @@ def test_template_passes_cfn_lint_with_the_sam_transform():
 
 def test_functions_share_one_image_and_name_their_handler(stack):
     functions = stack.of_type("AWS::Serverless::Function")
-    assert sorted(functions) == ["AnonymizeFunction", "FailureFunction", "ReassembleFunction", "SegmentFunction", "StartFunction"]
+    assert sorted(functions) == ["AnonymizeFunction", "ApiFunction", "FailureFunction", "ReassembleFunction", "SegmentFunction", "StartFunction"]
     for logical in functions:
         resource = stack.resources[logical]
         assert resource["Properties"]["PackageType"] == "Image"
@@ -198,3 +198,53 @@ def test_the_anonymize_step_has_room_for_the_longest_segment_it_is_given_and_its
     # THEN the anonymize function's /tmp holds both (Lambda's default is 512 MB)
     storage = stack.resources["AnonymizeFunction"]["Properties"].get("EphemeralStorage", {"Size": 512})["Size"]
     assert storage >= needed_mb, (storage, needed_mb)
+
+
+def test_the_job_api_is_edge_optimized_signed_with_iam_and_answers_errors_in_one_shape(stack):
+    api = stack.resources["JobApi"]["Properties"]
+    assert api["EndpointConfiguration"]["Type"] == "EDGE"
+    assert api["Auth"]["DefaultAuthorizer"] == "AWS_IAM" and api["Auth"]["InvokeRole"] == "NONE"
+    routes = {(e["Properties"]["Method"], e["Properties"]["Path"]) for e in stack.resources["ApiFunction"]["Properties"]["Events"].values()}
+    assert routes == {("post", "/jobs"), ("get", "/jobs"), ("get", "/jobs/{job_id}"), ("delete", "/jobs/{job_id}")}
+    from infra.api import ROUTES
+
+    assert {(m.lower(), r) for m, r in ROUTES} == routes  # `make api` serves the same routes
+    gateway = [r["Properties"] for r in stack.resources.values() if r["Type"] == "AWS::ApiGateway::GatewayResponse"]
+    assert {g["ResponseType"] for g in gateway} == {"DEFAULT_4XX", "DEFAULT_5XX"}
+    for g in gateway:
+        rendered = g["ResponseTemplates"]["application/json"].replace("$context.error.messageString", '"m"')
+        assert set(json.loads(rendered)["error"]) == {"name", "message"}
+
+
+def test_the_job_api_takes_the_files_the_workflow_and_the_gallery_read(stack):
+    from limelight.recognizer import PHOTO_SUFFIXES
+
+    api, start = stack.function_environment("ApiFunction"), stack.function_environment("StartFunction")
+    assert api["VIDEO_SUFFIXES"] == start["VIDEO_SUFFIXES"] and api["PHOTO_SUFFIXES"] == start["PHOTO_SUFFIXES"]
+    assert set(api["CONSENT_SUFFIXES"].split(",")) == PHOTO_SUFFIXES
+
+
+def test_new_function_rights_name_their_actions_and_resources(stack):
+    # Least privilege: no action wildcard, no resource "*" in the statements the job API added.
+    for logical in ("ApiFunction", "StartFunction", "SegmentFunction", "AnonymizeFunction", "ReassembleFunction", "FailureFunction"):
+        for policy in stack.resources[logical]["Properties"]["Policies"]:
+            for statement in policy.get("Statement", []):
+                actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+                assert all("*" not in action for action in actions), (logical, actions)
+                resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+                assert "*" not in resources, logical
+    table = stack.resources["JobsTable"]["Properties"]
+    assert table["BillingMode"] == "PAY_PER_REQUEST" and table["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
+    assert "PointInTimeRecoverySpecification" not in table  # a backup would keep what erasure deleted
+
+
+def test_api_results_and_uploads_expire_with_their_records(stack):
+    retention = {"Ref": "JobRetentionDays"}
+    output_rules = stack.resources["OutputBucket"]["Properties"]["LifecycleConfiguration"]["Rules"]
+    assert [r["TagFilters"] for r in output_rules if r["ExpirationInDays"] == retention] == [[{"Key": "limelight-retention", "Value": "api-job"}]]
+    from handlers.reassemble import RETENTION_TAG
+
+    assert RETENTION_TAG == "limelight-retention=api-job"
+    input_rules = {r["Id"]: r for r in stack.resources["InputBucket"]["Properties"]["LifecycleConfiguration"]["Rules"]}
+    assert input_rules["ExpireApiConsentPhotos"]["Prefix"] == "consent/"
+    assert all(input_rules[i]["ExpirationInDays"] == retention for i in ("ExpireApiUploads", "ExpireApiConsentPhotos"))
