@@ -238,6 +238,8 @@ def _redact_options(f):
         click.option("--crf", type=click.IntRange(0, 51), default=18, show_default=True, help="H.264 quality (lower = better)."),
         click.option("--preset", default="veryfast", show_default=True, help="libx264 preset."),
         click.option("--mark-faces", is_flag=True, help="Draw boxes: green = kept (consented), red = blurred."),
+        click.option("--full-render", is_flag=True, help="Re-encode every frame; by default the stretches with no face to "
+                                                         "redact are copied as they are (H.264 in MP4 / MOV / MKV)."),
     ]):
         f = option(f)
     return f
@@ -254,14 +256,15 @@ def _redact_options(f):
 @click.option("--report", "report_path", type=click.Path(path_type=Path), help="Write a JSON audit report here.")
 @click.option("-r", "--recursive", is_flag=True, help="With a folder INPUT, search its sub-folders too (the output folder mirrors them).")
 @_guarded()
-def anonymize(input_path, known_faces, output, mode, shape, scale, threshold, detect_size, crf, preset, mark_faces, report_path, recursive):
+def anonymize(input_path, known_faces, output, mode, shape, scale, threshold, detect_size, crf, preset, mark_faces, full_render,
+              report_path, recursive):
     """Blur every face in INPUT (video, image, or folder of them) except consented ones."""
     _anonymize(input_path, known_faces, output, mode, shape, scale, threshold, detect_size, crf, preset, mark_faces,
-               report_path, recursive)
+               report_path, recursive, full_render)
 
 
 def _anonymize(input_path, known_faces, output, mode, shape, scale, threshold, detect_size, crf, preset, mark_faces, report_path,
-               recursive=False):
+               recursive=False, full_render=False):
     from tqdm import tqdm
 
     from limelight.detector import Detector, model_metadata
@@ -277,7 +280,7 @@ def _anonymize(input_path, known_faces, output, mode, shape, scale, threshold, d
             click.echo(f"limelight: note: sub-folders not searched: {', '.join(skipped)} (add --recursive)", err=True)
     if report_path is not None:
         check_report_path(report_path)
-    options = _options(mode, shape, scale, crf, preset, mark_faces)
+    options = _options(mode, shape, scale, crf, preset, mark_faces, full_render)
     recognizer = Recognizer(load_gallery(*known_faces)) if known_faces else None
     engine = Anonymizer(Detector(detect_size=detect_size, threshold=threshold), recognizer, options)
     reports, failed, started = [], [], time.perf_counter()
@@ -343,7 +346,7 @@ def _summary(reports, failed: list[dict], elapsed: float, report_path, consented
     for r in reports:
         length = f"{r.frames} frames, " if r.kind == "video" else ""
         shown = f" ({', '.join(r.shown)})" if r.shown else ""
-        click.echo(f"{r.output}  ({r.kind}, {length}{r.faces} faces: {r.kept} kept{shown}, {r.faces - r.kept} blurred)")
+        click.echo(f"{r.output}  ({r.kind}, {length}{r.faces} faces: {r.kept} kept{shown}, {r.faces - r.kept} blurred{_render_note(r.render)})")
     if consented and len(reports) == 1 and reports[0].faces and not reports[0].shown:
         # One file with faces, consent photos given, nobody recognised: most often a photo that does
         # not match (old, sunglasses, another person), which the user should hear of before publishing.
@@ -357,7 +360,17 @@ def _summary(reports, failed: list[dict], elapsed: float, report_path, consented
     )
 
 
-def _options(mode, shape, scale, crf, preset, mark_faces):
+def _render_note(render: dict | None) -> str:
+    """How the video was written, for its summary line."""
+    if not render:
+        return ""
+    if render["mode"] == "smart":
+        return (f"; {render['seconds_copied']:.1f} s copied as they were, {render['seconds_encoded']:.1f} s re-encoded "
+                f"({render['gops_copied']} + {render['gops_encoded']} GOPs)")
+    return "" if render["reason"] == "--full-render" else f"; re-encoded whole: {render['reason']}"
+
+
+def _options(mode, shape, scale, crf, preset, mark_faces, full_render=False):
     """AnonymizeOptions from the options `_redact_options` adds."""
     from limelight.pipeline import AnonymizeOptions
     from limelight.video import EncodeOptions
@@ -366,7 +379,8 @@ def _options(mode, shape, scale, crf, preset, mark_faces):
         encode = EncodeOptions(crf=crf, preset=preset)
     except ValueError as e:
         raise InputError(f"--preset/--crf: {e}") from None
-    return AnonymizeOptions(redact=RedactOptions(Mode(mode), Shape(shape), scale), encode=encode, mark_faces=mark_faces)
+    return AnonymizeOptions(redact=RedactOptions(Mode(mode), Shape(shape), scale), encode=encode, mark_faces=mark_faces,
+                            full_render=full_render)
 
 
 def _video_input(path: Path) -> Path:
@@ -422,7 +436,7 @@ def analyze(input_path, known_faces, plan_path, threshold, detect_size):
 @click.option("--report", "report_path", type=click.Path(path_type=Path), help="Write a JSON audit report here.")
 @_redact_options
 @_guarded()
-def render(input_path, plan_path, output, report_path, mode, shape, scale, crf, preset, mark_faces):
+def render(input_path, plan_path, output, report_path, mode, shape, scale, crf, preset, mark_faces, full_render):
     """Write INPUT anonymized as its plan says: every box of a "blur" track and every region blurred,
     no box of a "show" track."""
     from limelight.detector import model_metadata
@@ -438,7 +452,7 @@ def render(input_path, plan_path, output, report_path, mode, shape, scale, crf, 
         raise OutputError(f"{dst}: output would overwrite the input")
     if report_path is not None:
         check_report_path(report_path)
-    options = _options(mode, shape, scale, crf, preset, mark_faces)
+    options = _options(mode, shape, scale, crf, preset, mark_faces, full_render)
     started = time.perf_counter()
     report = Anonymizer(None, None, options).render(src, dst, plan)
     if report_path is not None:

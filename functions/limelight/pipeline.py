@@ -39,6 +39,7 @@ from limelight.plan import Plan, PlanError, fingerprint
 from limelight.recognizer import Decision, Recognizer, encode_face
 from limelight.redact import RedactOptions, mark, redact, redact_planes
 from limelight.report import FileReport
+from limelight.smart import SmartRenderError, smart_refusal, smart_render
 from limelight.tracker import TrackerOptions
 from limelight.formats import CONTAINER_SUFFIXES, IMAGE_SUFFIXES, KEEP_CONTAINER, NAME_MAX, photo_output_suffix, publish_bytes
 from limelight.video import (
@@ -99,6 +100,8 @@ class AnonymizeOptions:
     detect_workers: int | None = None
     # Face encodings in a worker process beside the analysis (`encoder_worker`); False: in-process.
     worker_process: bool = True
+    # Re-encode every frame (the render before smart render), not only the GOPs with a face to redact.
+    full_render: bool = False
 
     def __post_init__(self) -> None:
         if self.detect_workers is not None and (isinstance(self.detect_workers, bool) or not isinstance(self.detect_workers, int)
@@ -115,6 +118,7 @@ class AnonymizeOptions:
             "decisions": asdict(self.decisions),
             "mark_faces": self.mark_faces,
             "detect_workers": self.detect_workers,
+            "full_render": self.full_render,
         }
 
 
@@ -168,12 +172,21 @@ class Anonymizer:
     def _redact(self, frame: Frame, entries: Iterable[tuple[int, np.ndarray, bool, str | None]], report: FileReport) -> None:
         """Redact the "blur" boxes of one frame (on the decoded planes when it is YUV: no colour
         conversion of the frame) and record every box in the report; regions (id < 0) are counted."""
-        blur, marks, kept_flags, labels = [], [], [], []
+        entries = list(entries)
+        self._record(frame.index, entries, report)
+        self._hide(frame, entries)
+
+    @staticmethod
+    def _record(index: int, entries: list[tuple[int, np.ndarray, bool, str | None]], report: FileReport) -> None:
         for tid, box, blurred, person in entries:
             if tid >= 0:
-                report.add_box(tid, frame.index, box, blurred=blurred, shown_as=None if blurred else person)
+                report.add_box(tid, index, box, blurred=blurred, shown_as=None if blurred else person)
             else:
                 report.region_boxes += 1
+
+    def _hide(self, frame: Frame, entries: list[tuple[int, np.ndarray, bool, str | None]]) -> None:
+        blur, marks, kept_flags, labels = [], [], [], []
+        for tid, box, blurred, person in entries:
             if blurred:
                 blur.append(box)
             marks.append(box)
@@ -291,10 +304,19 @@ class Anonymizer:
         src, dst = Path(src), Path(dst)
         plan.check_input(src)
         total = plan.input["frames"]
-        report = FileReport(str(src), str(dst), "video", rotation=int(plan.input.get("rotation", 0)))
-        report.pixel_aspect = str(plan.input.get("pixel_aspect", "1:1"))
-        boxes_at = plan.frames()
         started = time.perf_counter()
+        reason = "--full-render" if self.options.full_render else smart_refusal(src, dst, self.options.encode, total, self.options.mark_faces)
+        if reason is None:
+            report = self._report(src, dst, plan)
+            try:
+                report.render = self._smart(src, dst, plan, report, progress)
+            except SmartRenderError as error:
+                reason = f"smart render stopped: {error}"
+            else:
+                return self._finish(report, plan, started)
+        report = self._report(src, dst, plan)
+        report.render = {"mode": "full", "reason": reason}
+        boxes_at = plan.frames()
 
         def run(frames: Iterator[Frame]) -> Iterator[Frame]:
             n = 0
@@ -308,9 +330,35 @@ class Anonymizer:
                 raise PlanError(f"{src}: the plan covers {total} frames, the video has {n}")
 
         stats = transcode(src, dst, options=self.options.encode, progress=progress, transform=run)
-        report.frames, report.seconds = stats.frames, time.perf_counter() - started
+        report.frames = stats.frames
         report.dropped_streams = list(stats.dropped_streams)
         report.damage = stats.damage
+        return self._finish(report, plan, started)
+
+    @staticmethod
+    def _report(src: Path, dst: Path, plan: Plan) -> FileReport:
+        report = FileReport(str(src), str(dst), "video", rotation=int(plan.input.get("rotation", 0)))
+        report.pixel_aspect = str(plan.input.get("pixel_aspect", "1:1"))
+        return report
+
+    def _smart(self, src: Path, dst: Path, plan: Plan, report: FileReport, progress: Callable[[int], None] | None) -> dict:
+        """Smart render (`limelight.smart`): every box recorded in the report in one pass over the
+        plan; only the GOPs holding a box to redact are decoded and encoded again."""
+        total = plan.input["frames"]
+        lookup, redacted = plan.frames(), np.zeros(total + 1, np.int64)
+        for index in range(total):
+            entries = lookup(index)
+            self._record(index, entries, report)
+            redacted[index + 1] = redacted[index] + any(blurred for _, _, blurred, _ in entries)
+        pixels = plan.frames()
+        stats = smart_render(src, dst, total, lambda first, n: bool(redacted[min(first + n, total)] - redacted[first]),
+                             lambda frame: self._hide(frame, pixels(frame.index)), self.options.encode, progress)
+        report.frames = stats.frames
+        report.dropped_streams = list(stats.dropped_streams)
+        return {"mode": "smart", "reason": None, **stats.as_dict()}
+
+    def _finish(self, report: FileReport, plan: Plan, started: float) -> FileReport:
+        report.seconds = time.perf_counter() - started
         di = plan.meta.get("detector_input")
         report.detector_input = tuple(di) if di else None
         report.analysis = plan.meta.get("analysis")

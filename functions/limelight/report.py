@@ -89,6 +89,7 @@ class FileReport:
     analysis: dict[str, Any] | None = None  # the plan's analysis figures: tracks before and after linking, samples, shots
     regions: int = 0  # regions the plan blurs whatever the tracks say (added by a reviewer)
     region_boxes: int = 0  # frames x regions blurred
+    render: dict[str, Any] | None = None  # {"mode": "smart" | "full", "reason", GOPs / frames / seconds copied and re-encoded}
 
     def add_box(self, track_id: int, frame: int, box, blurred: bool, shown_as: str | None = None) -> None:
         """One frame of a track; a box left unblurred names the consented person it was shown as."""
@@ -129,6 +130,7 @@ class FileReport:
             "damage": self.damage.as_dict() if self.damage else None,
             "analysis": self.analysis,
             "regions": self.regions,
+            "render": self.render,
         }
 
     def ordered_tracks(self) -> list[TrackRecord]:
