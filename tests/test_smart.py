@@ -228,3 +228,13 @@ def test_avcc_records_and_nal_units_round_trip():
     assert length_prefixed(units[2:], 4) == b"\x00\x00\x00\x06\x65\x88\x00\x00\x03\x01"
     with pytest.raises(ValueError):
         AvcConfig.parse(b"\x00\x00\x00\x01" + sps)
+
+
+def test_a_video_whose_picture_size_changes_mid_stream_is_rendered_in_full(tmp_path):
+    # (its later pictures' parameter sets travel in-band: copied, they would keep their own size
+    # where the full render scales every picture to the first one's)
+    from tests.media import size_switching_clip
+
+    clip = size_switching_clip(tmp_path / "switch.mp4", frames=30)
+    reason = smart_refusal(clip, tmp_path / "out.mp4", EncodeOptions(), 60)
+    assert reason is not None and "change mid-stream" in reason

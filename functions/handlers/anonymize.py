@@ -31,13 +31,14 @@ from handlers.common import (
     segment_report_key,
     within_storage,
 )
-from handlers.exceptions import ConfigurationError, SegmentFailedError
+from handlers.exceptions import ConfigurationError, SegmentFailedError, SmartRenderUnavailableError
 from limelight.detector import Detector, model_metadata
 from limelight.errors import LimeLightError
 from limelight.formats import photo_output_suffix
 from limelight.pipeline import AnonymizeOptions, Anonymizer
 from limelight.recognizer import Gallery, Recognizer
 from limelight.redact import Mode, RedactError, RedactOptions
+from limelight.smart import SmartRenderError
 
 logger = Logger()
 tracer = Tracer()
@@ -133,9 +134,19 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         s3.download_file(cfg.work_bucket, key, str(src))
         consent = recognizer(cfg, job_id, work) if event.get("gallery") else None
         options = job_options(cfg.options, event.get("options"))
-        engine = Anonymizer(detector(), consent, segment_options(options, event.get("picture"), event.get("skip_before")))
+        if (event.get("render") or {}).get("mode") == "smart" and not photo:
+            # The whole video's GOPs are closed H.264 and its segments start on keyframes: this one is
+            # rendered GOP by GOP as it is (no pre-roll, its own size and rate), like every other.
+            rate = (event.get("picture") or {}).get("rate")
+            # (not a whole file: its damage is judged with the whole video's, as a full-render segment's)
+            encode = replace(options.encode, whole_file=False, **({"rate": Fraction(rate)} if rate else {}))
+            engine = Anonymizer(detector(), consent, replace(options, encode=encode, smart_segment=True))
+        else:
+            engine = Anonymizer(detector(), consent, segment_options(options, event.get("picture"), event.get("skip_before")))
         try:
             report = engine.image(src, dst) if photo else engine.video(src, dst)
+        except SmartRenderError as error:
+            raise SmartRenderUnavailableError(f"segment {index} of job {job_id}: {error}; every segment is rendered in full") from None
         except LimeLightError as error:
             raise SegmentFailedError(f"segment {index} of job {job_id}: {error}") from None
         store = jobs.JobStore(cfg.jobs_table) if event.get("api") else None

@@ -44,6 +44,12 @@ class SegmentFailedError(WorkflowError):
     """The engine could not anonymize one segment."""
 
 
+class SmartRenderUnavailableError(WorkflowError):
+    """A segment of a video rendered GOP by GOP (smart render) cannot be (a damaged GOP, a size
+    change): the workflow catches it and renders every segment in full instead, since segments
+    rendered the two ways would not join."""
+
+
 class ReassembleError(WorkflowError):
     """The processed segments could not be joined with the original audio."""
 

@@ -39,6 +39,8 @@ from limelight.errors import InputError
 from limelight.pipeline import is_photo, read_image
 from limelight.recognizer import PHOTO_SUFFIXES, KnownFacesError, load_gallery
 from limelight.segments import Segment, split
+from limelight.smart import smart_refusal
+from limelight.video import EncodeOptions
 from limelight.video import LAST_RESORT_CONTAINERS, NO_PTS_CONTAINERS, VideoInfo, audio_codecs, fits_container, output_container, probe
 
 logger = Logger()
@@ -207,6 +209,14 @@ def photo_job(cfg: Config, job_id: str, source: Source, work: Path, photo: Path,
     }
 
 
+def render_mode(video: Path) -> dict[str, Any]:
+    """How every segment of this video is rendered: "smart" (the GOPs with nothing to redact copied,
+    `limelight.smart`) when the whole video allows it, else "full", with the reason; one mode for
+    all, since segments rendered the two ways would not join."""
+    reason = smart_refusal(video, Path(f"anonymized{output_container(video)}"), EncodeOptions(), None)
+    return {"mode": "smart" if reason is None else "full", "reason": reason}
+
+
 def job_fields(event: dict[str, Any]) -> dict[str, Any]:
     """What the segments' Map and the reassembly need of the job's start: an API job's flag and
     its options (`{}`: the template's)."""
@@ -235,13 +245,15 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         download_source(source, video)
         if video.suffix in UPLOAD_PHOTO_SUFFIXES and (video.suffix != ".gif" or is_photo(video)):  # an animated GIF is a video
             record_total(cfg, event, 1)
-            result = {**photo_job(cfg, job_id, source, work, video, consent_source(cfg, event)), **job_fields(event)}
+            result = {**photo_job(cfg, job_id, source, work, video, consent_source(cfg, event)), **job_fields(event),
+                      "render": {"mode": "full", "reason": "a photo"}}
             if jobs.withdraw_if_deleted(jobs.JobStore(cfg.jobs_table) if event.get("api") else None, job_id, cfg.work_bucket):
                 raise JobStoppedError(f"job {job_id} was deleted while it was segmented; nothing of it is kept")
             return result
         try:
             info = probe(video)
             check_publishable(video, f"s3://{source.bucket}/{source.key}")
+            render = render_mode(video)
             parts_dir = work / "segments"
             parts_dir.mkdir()
             segments = split(video, parts_dir, cfg.segment_seconds, on_segment=SegmentStore(cfg, job_id, source, info))
@@ -265,6 +277,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     logger.info("video segmented", extra={"segments": len(segments), "frames": info.frame_count, "seconds": round(info.duration, 3)})
     return {
         **job_fields(event),
+        "render": render,
         "job_id": job_id,
         "source": source.as_dict(),
         "segment_count": len(segments),

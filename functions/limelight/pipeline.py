@@ -43,6 +43,7 @@ from limelight.smart import SmartRenderError, smart_refusal, smart_render
 from limelight.tracker import TrackerOptions
 from limelight.formats import CONTAINER_SUFFIXES, IMAGE_SUFFIXES, KEEP_CONTAINER, NAME_MAX, photo_output_suffix, publish_bytes
 from limelight.video import (
+    DecodeDamage,
     EncodeOptions,
     Frame,
     VideoInfo,
@@ -102,6 +103,10 @@ class AnonymizeOptions:
     worker_process: bool = True
     # Re-encode every frame (the render before smart render), not only the GOPs with a face to redact.
     full_render: bool = False
+    # A segment of the serverless workflow whose video is smart-rendered: smart render or an error
+    # (SmartRenderError), never a full render, and x264's parameter sets always listed, so that
+    # every segment's stream has the same sample entry and they join.
+    smart_segment: bool = False
 
     def __post_init__(self) -> None:
         if self.detect_workers is not None and (isinstance(self.detect_workers, bool) or not isinstance(self.detect_workers, int)
@@ -119,6 +124,7 @@ class AnonymizeOptions:
             "mark_faces": self.mark_faces,
             "detect_workers": self.detect_workers,
             "full_render": self.full_render,
+            "smart_segment": self.smart_segment,
         }
 
 
@@ -240,7 +246,8 @@ class Anonymizer:
         info = info or probe(src)
         started = time.perf_counter()
         sampling = self.options.recognition.at_rate(float(info.fps))
-        analysis, tracks = self.analyze_frames(decode(src, self.options.encode), sampling, quarter_turns(info.rotation),
+        damage = DecodeDamage()
+        analysis, tracks = self.analyze_frames(decode(src, self.options.encode, damage), sampling, quarter_turns(info.rotation),
                                                float(info.sample_aspect_ratio or 1), progress)
         sar = info.sample_aspect_ratio
         di = self._detector_input(self._detectors())
@@ -250,7 +257,9 @@ class Anonymizer:
                    "rotation": info.rotation, "pixel_aspect": f"{sar.numerator}:{sar.denominator}" if sar else "1:1"},
             tracks=tracks,
             meta={"analysis": {**analysis.figures(), "tracks": len(tracks), "seconds": round(time.perf_counter() - started, 3)},
-                  "detector_input": None if di is None else list(di)},
+                  "detector_input": None if di is None else list(di),
+                  # A damaged video is rendered in full, where lost frames are stood in for and reported.
+                  **({"damage": damage.as_dict()} if damage else {})},
         )
 
     def analyze_frames(self, frames: Iterable[Frame], sampling: SamplingOptions, turns: int = 0, sar: float = 1.0,
@@ -305,7 +314,12 @@ class Anonymizer:
         plan.check_input(src)
         total = plan.input["frames"]
         started = time.perf_counter()
-        reason = "--full-render" if self.options.full_render else smart_refusal(src, dst, self.options.encode, total, self.options.mark_faces)
+        if self.options.full_render:
+            reason = "--full-render"
+        elif plan.meta.get("damage"):
+            reason = "the video is damaged (the full render stands in for its lost frames and reports them)"
+        else:
+            reason = smart_refusal(src, dst, self.options.encode, total, self.options.mark_faces, segment=self.options.smart_segment)
         if reason is None:
             report = self._report(src, dst, plan)
             try:
@@ -314,6 +328,8 @@ class Anonymizer:
                 reason = f"smart render stopped: {error}"
             else:
                 return self._finish(report, plan, started)
+        if self.options.smart_segment:
+            raise SmartRenderError(f"{src}: this segment cannot be smart-rendered like the others ({reason})")
         report = self._report(src, dst, plan)
         report.render = {"mode": "full", "reason": reason}
         boxes_at = plan.frames()
@@ -352,7 +368,8 @@ class Anonymizer:
             redacted[index + 1] = redacted[index] + any(blurred for _, _, blurred, _ in entries)
         pixels = plan.frames()
         stats = smart_render(src, dst, total, lambda first, n: bool(redacted[min(first + n, total)] - redacted[first]),
-                             lambda frame: self._hide(frame, pixels(frame.index)), self.options.encode, progress)
+                             lambda frame: self._hide(frame, pixels(frame.index)), self.options.encode, progress,
+                             parameter_sets=self.options.smart_segment)
         report.frames = stats.frames
         report.dropped_streams = list(stats.dropped_streams)
         return {"mode": "smart", "reason": None, **stats.as_dict()}

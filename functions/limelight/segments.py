@@ -609,5 +609,18 @@ def merge_reports(parts: Sequence[tuple[int, dict[str, Any]]], *, input_name: st
         # Each segment was analyzed (tracks over the segment, decided from their samples) then rendered.
         "analysis": {key: sum(int((part.get("analysis") or {}).get(key, 0)) for _, part in parts)
                      for key in ("tracker_tracks", "linked_tracks", "tracks", "samples")},
+        "render": _merged_render([part.get("render") for _, part in parts]),
         "tracks": tracks,
     }
+
+
+def _merged_render(renders: list[dict[str, Any] | None]) -> dict[str, Any] | None:
+    """The segments' `render` as one: smart with the GOPs, frames and seconds summed when every
+    segment was smart-rendered, else the first full render's reason."""
+    if not renders or any(r is None for r in renders):
+        return None
+    if all(r["mode"] == "smart" for r in renders):
+        keys = ("gops_copied", "gops_encoded", "frames_copied", "frames_encoded", "seconds_copied", "seconds_encoded")
+        return {"mode": "smart", "reason": None, **{k: round(sum(r[k] for r in renders), 3) if k.startswith("seconds")
+                                                   else sum(r[k] for r in renders) for k in keys}}
+    return {"mode": "full", "reason": next(r["reason"] for r in renders if r["mode"] == "full")}

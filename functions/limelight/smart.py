@@ -206,7 +206,18 @@ def length_prefixed(units: Iterable[bytes], size: int) -> bytes:
 
 
 # -- refusing what it cannot do -----------------------------------------------------------------------
-def _layout(container: av.container.InputContainer, video: av.video.stream.VideoStream) -> _Layout:
+def _units(data: bytes, length_size: int) -> Iterable[bytes]:
+    """The NAL units of a length-prefixed (avc1) packet."""
+    pos = 0
+    while pos + length_size <= len(data):
+        n = int.from_bytes(data[pos:pos + length_size], "big")
+        yield data[pos + length_size:pos + length_size + n]
+        pos += length_size + n
+
+
+def _layout(container: av.container.InputContainer, video: av.video.stream.VideoStream, config: AvcConfig | None = None) -> _Layout:
+    """Packet timestamps and keyframes; with `config`, SmartRenderError for a keyframe carrying a
+    parameter set the sample entry does not hold (the picture changes size or settings mid-stream)."""
     layout = _Layout()
     for packet in container.demux(video):
         if packet.size == 0:
@@ -214,21 +225,27 @@ def _layout(container: av.container.InputContainer, video: av.video.stream.Video
         if packet.pts is None or packet.dts is None:
             raise SmartRenderError("packets without timestamps")
         if packet.is_keyframe:
+            if config is not None:
+                for unit in _units(bytes(packet), config.length_size):
+                    if unit and unit[0] & 31 in (_SPS, _PPS) and unit not in config.sps + config.pps:
+                        raise SmartRenderError("its parameter sets change mid-stream (a new picture size or encoder)")
             layout.keys.append(len(layout.pts))
         layout.pts.append(packet.pts)
         layout.dts.append(packet.dts)
     return layout
 
 
-def smart_refusal(src: Path, dst: Path, options: EncodeOptions, frames: int, mark_faces: bool = False) -> str | None:
+def smart_refusal(src: Path, dst: Path, options: EncodeOptions, frames: int | None, mark_faces: bool = False,
+                  segment: bool = False) -> str | None:
     """Why `src` cannot be smart-rendered into `dst` (None: it can). Reads packet headers only,
-    and decodes the first frame (interlacing)."""
+    and decodes the first frame (interlacing). `frames`: the plan's frame count (None: not checked).
+    `segment`: `src` is a workflow segment of a video the workflow smart-renders (not a whole file)."""
     if dst.suffix.lower() not in SMART_CONTAINERS:
         return f"the output container ({dst.suffix or 'none'}) is not MP4, QuickTime or Matroska"
     if mark_faces:
         return "--mark-faces draws on every face"
-    if options.size or options.rate or options.start_pts is not None or not options.whole_file or options.pix_fmt:
-        return "a segment or a forced picture size, rate or format"
+    if options.size or options.start_pts is not None or (not options.whole_file and not segment) or options.pix_fmt:
+        return "a segment or a forced picture size or format"
     if options.crf == 0:
         return "lossless encoding (--crf 0) needs an H.264 profile other than the input's"
     try:
@@ -249,10 +266,10 @@ def smart_refusal(src: Path, dst: Path, options: EncodeOptions, frames: int, mar
                 return f"H.264 profile {cc.profile} (profile_idc {config.profile}) cannot be matched"
             if len(container.streams.video) > 1:
                 return "more than one video stream"
-            layout = _layout(container, video)
+            layout = _layout(container, video, config)
         if not layout.keys or layout.keys[0] != 0:
             return "the video does not start on a keyframe"
-        if len(layout.pts) != frames:
+        if frames is not None and len(layout.pts) != frames:
             return f"the video has {len(layout.pts)} packets for {frames} frames"
         if len(set(layout.pts)) != len(layout.pts):
             return "two frames share a timestamp"
@@ -283,7 +300,9 @@ class _Encoder:
         src = video.codec_context
         # Plain values: the stream's container is closed before the encoders are made.
         self.size, self.pix_fmt, self.sar = (src.width, src.height), src.pix_fmt, src.sample_aspect_ratio
-        self.time_base, self.rate = video.time_base, frame_rate(video)
+        # The rate x264 writes in its SPS: the whole video's for a workflow segment (`EncodeOptions.rate`),
+        # so that every segment's parameter sets are the same.
+        self.time_base, self.rate = video.time_base, options.rate or frame_rate(video)
         self.colour = (first.color_primaries, first.color_trc, first.colorspace, first.color_range)
         self.options = options
         level = f"{config.level // 10}.{config.level % 10}"
@@ -317,10 +336,15 @@ class _Encoder:
 
 
 def smart_render(src: Path, dst: Path, frames: int, redact_gop: Callable[[int, int], bool], redact: Redact,
-                 options: EncodeOptions = EncodeOptions(), progress: Callable[[int], None] | None = None) -> SmartStats:
+                 options: EncodeOptions = EncodeOptions(), progress: Callable[[int], None] | None = None,
+                 parameter_sets: bool = False) -> SmartStats:
     """Write `dst` from `src`, copying every GOP for which `redact_gop(first_frame, frames)` is False
     and re-encoding the others through `redact(frame)`; audio copied as the full render copies it.
-    Written under a temporary name, renamed when complete. Call `smart_refusal` first."""
+    Written under a temporary name, renamed when complete. Call `smart_refusal` first.
+
+    `parameter_sets`: list x264's parameter sets in the sample entry even when no GOP is
+    re-encoded, so that every smart-rendered segment of one video has the same one and they join
+    (`segments.join` copies the first segment's)."""
     started = time.perf_counter()
     _check_input_file(src)
     _check_output_path(src, dst)
@@ -348,7 +372,7 @@ def smart_render(src: Path, dst: Path, frames: int, redact_gop: Callable[[int, i
             first_frame = next(container.decode(video=0))
             # (a stream's fields must not be read once its container is closed: PyAV crashes)
             try:
-                encoder = _Encoder(video, config, first_frame, options) if any(g.redact for g in gops) else None
+                encoder = _Encoder(video, config, first_frame, options) if parameter_sets or any(g.redact for g in gops) else None
             except av.FFmpegError as error:  # x264 refuses the input's profile / level with these settings
                 raise SmartRenderError(f"libx264 cannot match the stream ({error_reason(error)})") from error
         with av.open(str(src)) as container:

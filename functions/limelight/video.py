@@ -494,14 +494,15 @@ def iter_frames(
             yield frame.index, frame.time, frame.rgb
 
 
-def decode(src: str | os.PathLike[str], options: EncodeOptions = EncodeOptions()) -> Iterator[Frame]:
+def decode(src: str | os.PathLike[str], options: EncodeOptions = EncodeOptions(), damage: DecodeDamage | None = None) -> Iterator[Frame]:
     """The `Frame`s `transcode(src, ..., options)` would pass its transform, with the same indices
-    and timestamps (damaged frames stood in for alike), decoded only: the analyze pass."""
+    and timestamps (damaged frames stood in for alike), decoded only: the analyze pass. `damage`
+    collects what a damaged video lost, as `transcode` reports it."""
     p = Path(src)
     _check_input_file(p)
     with _open_input(p) as container:
         yield from _frames(container, p, exact_rgb=options.exact_rgb, size=options.size, start_pts=options.start_pts,
-                           damage=DecodeDamage(), whole_file=options.whole_file)
+                           damage=DecodeDamage() if damage is None else damage, whole_file=options.whole_file)
 
 
 def transcode(

@@ -58,7 +58,15 @@ def test_failures_are_caught_into_the_failure_report_then_fail(definition):
     top = definition["States"]
     for name, state in top.items():
         if state["Type"] in ("Task", "Map") and name != "Write the failure report":
-            assert state["Catch"] == [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": "Write the failure report"}], name
+            assert state["Catch"][-1:] == [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": "Write the failure report"}], name
+            if state["Type"] == "Map":  # a segment that cannot be smart-rendered: every segment in full, once
+                assert state["Catch"][0] == {"ErrorEquals": ["SmartRenderUnavailableError"], "ResultPath": "$.smart_render_error",
+                                             "Next": "Render every segment in full"}
+            else:
+                assert len(state["Catch"]) == 1, name
+    fallback = top["Render every segment in full"]
+    assert fallback["Result"]["mode"] == "full" and fallback["ResultPath"] == "$.render"
+    assert fallback["Next"] == "Choose an inline or a distributed Map"
     assert top["Write the failure report"]["Next"] == "The job failed"
     assert top["The job failed"]["Type"] == "Fail"
     assert isinstance(definition["TimeoutSeconds"], int) and definition["TimeoutSeconds"] > 0
