@@ -238,3 +238,26 @@ def test_a_video_whose_picture_size_changes_mid_stream_is_rendered_in_full(tmp_p
     clip = size_switching_clip(tmp_path / "switch.mp4", frames=30)
     reason = smart_refusal(clip, tmp_path / "out.mp4", EncodeOptions(), 60)
     assert reason is not None and "change mid-stream" in reason
+
+
+def test_a_copied_stream_keeps_the_display_rotation_and_the_container_tags(tmp_path, engine):
+    # GIVEN a phone-style clip shown turned by 90 degrees, with a title tag, and no face at all
+    from limelight.video import probe
+
+    src = tmp_path / "portrait.mp4"
+    with av.open(str(src), "w") as out:
+        out.metadata["title"] = "street, 7 Dec"
+        video = out.add_stream("libx264", rate=FPS, options={"g": str(GOP)})
+        video.width, video.height, video.pix_fmt = 320, 240, "yuv420p"
+        video.set_display_rotation(90)
+        for i in range(GOP):
+            shade = np.full((240, 320, 3), 40 + 4 * i, np.uint8)
+            out.mux(video.encode(av.VideoFrame.from_ndarray(shade, format="rgb24")))
+        out.mux(video.encode(None))
+    dst = tmp_path / "out.mp4"
+    report = engine.render(src, dst, engine.analyze(src))
+    # THEN its only GOP is copied, and the copy is shown turned as the input is, with its title
+    assert report.render["gops_copied"] == 1 and video_gops(dst) == video_gops(src)
+    assert probe(dst).rotation == probe(src).rotation == 90
+    with av.open(str(dst)) as c:
+        assert c.metadata.get("title") == "street, 7 Dec"

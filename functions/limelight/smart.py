@@ -26,13 +26,11 @@ import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from fractions import Fraction
 from pathlib import Path
 
 import av
-import numpy as np
 
-from limelight.errors import InputError, OutputError
+from limelight.errors import OutputError
 from limelight.video import (
     Frame,
     EncodeOptions,
@@ -317,7 +315,6 @@ class _Encoder:
         if len(self.sps) != 1 or len(self.pps) != 1 or _sps_id(self.sps[0]) != self.param_id:
             raise SmartRenderError("x264 did not give one SPS and one PPS of its own id")
         self.extradata = bytes(probe.extradata)
-        probe.close() if hasattr(probe, "close") else None
 
     def new(self) -> av.video.codeccontext.VideoCodecContext:
         cc = av.CodecContext.create("libx264", "w")

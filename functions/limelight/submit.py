@@ -16,7 +16,6 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urlencode, urlsplit
@@ -170,14 +169,6 @@ def consent_photos(sources: list[Path], suffixes: frozenset[str]) -> dict[str, P
                     if photo.is_file() and photo.suffix.lower() in suffixes and not photo.name.startswith("."):
                         photos[f"{path.name}/{photo.name}"] = photo
     return photos
-
-
-@dataclass
-class Submitted:
-    job_id: str
-    job: dict[str, Any]
-    video: Path | None = None
-    report: Path | None = None
 
 
 def follow(client: JobClient, job_id: str, on_progress: Callable[[dict[str, Any]], None] | None = None,

@@ -22,7 +22,6 @@ import numpy as np
 import pytest
 
 from handlers import api as api_handler
-from handlers import jobs
 from infra.api import SKEW_SECONDS, Refused, principal, running
 from infra.local import EVENTS
 from infra.moto_lambda import LocalContext
