@@ -1,6 +1,6 @@
 """Cost and latency model of the workflow on AWS, from per-frame costs measured on this machine.
 
-`python -m infra.cost_model [--clip PATH] [--hours 1] [--fps 30]` measures, on the 1080p clip:
+`python -m infra.cost_model [--clip PATH] [--hours 1] [--fps 30] [--full-render]` measures, on the 1080p clip:
   c1  engine seconds per frame on 1 CPU   (stands for 1,769 MB: Lambda's one full vCPU)
   cN  engine seconds per frame on all CPUs of this machine (stands for 10,240 MB = 6 vCPUs,
       assumed no faster than that: the engine keeps ~2-3 threads busy)
@@ -42,14 +42,15 @@ DEFAULT_CLIP = CLIPS / "street_pedestrians_facenet_pytorch.mp4"
 DEFAULT_CUT_CLIP = CLIPS / "friends_yakhyo_in_video.mp4"
 
 
-def engine_seconds_per_frame(clip: Path, cpus: set[int]) -> float:
-    """Engine wall seconds per frame with the process pinned to `cpus` (no consent gallery)."""
+def engine_seconds_per_frame(clip: Path, cpus: set[int], full_render: bool = False) -> float:
+    """Engine wall seconds per frame with the process pinned to `cpus` (no consent gallery); smart
+    render unless `full_render` (the GOPs with nothing to redact copied: footage with few faces costs less)."""
     from limelight.detector import Detector
-    from limelight.pipeline import Anonymizer
+    from limelight.pipeline import AnonymizeOptions, Anonymizer
 
     os.sched_setaffinity(0, cpus)
     try:
-        engine = Anonymizer(Detector())
+        engine = Anonymizer(Detector(), None, AnonymizeOptions(full_render=full_render))
         with tempfile.TemporaryDirectory() as tmp:
             engine.video(clip, Path(tmp) / "warm.mp4")  # first run pays one-off allocations
             report = engine.video(clip, Path(tmp) / "out.mp4")
@@ -99,10 +100,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cut-clip", type=Path, default=DEFAULT_CUT_CLIP, help="clip for split + join per frame")
     parser.add_argument("--hours", type=float, default=1.0)
     parser.add_argument("--fps", type=float, default=30.0)
+    parser.add_argument("--full-render", action="store_true", help="measure the engine re-encoding every frame (as before smart render)")
     args = parser.parse_args(argv)
     all_cpus = set(range(os.cpu_count() or 1))
-    c1 = engine_seconds_per_frame(args.clip, {min(all_cpus)})
-    cn = engine_seconds_per_frame(args.clip, all_cpus)
+    c1 = engine_seconds_per_frame(args.clip, {min(all_cpus)}, args.full_render)
+    cn = engine_seconds_per_frame(args.clip, all_cpus, args.full_render)
     init, cut = cold_start_seconds(), cut_seconds_per_frame(args.cut_clip)
     load = os.getloadavg()[0]
     print(f"measured on {args.clip.name}: c1 = {c1 * 1000:.0f} ms/frame (1 CPU), c{len(all_cpus)} = {cn * 1000:.0f} ms/frame "
