@@ -72,6 +72,18 @@ def video_gops(path: Path) -> list[list[bytes]]:
     return gops
 
 
+def packets(path: Path) -> dict[int, bytes]:
+    """The video packets' bytes by pts."""
+    with av.open(str(path)) as container:
+        return {p.pts: bytes(p) for p in container.demux(video=0) if p.size}
+
+
+def copied_frames(src: Path, dst: Path) -> list[int]:
+    """Display indices of the input's frames whose packets `dst` holds byte for byte."""
+    ours, theirs = packets(src), packets(dst)
+    return [i for i, pts in enumerate(sorted(ours)) if theirs.get(pts) == ours[pts]]
+
+
 def decode_cleanly(path: Path) -> list[np.ndarray]:
     """Every frame (I420), failing on any error FFmpeg's decoder reports."""
     errors: list[str] = []
@@ -110,20 +122,22 @@ def test_faceless_gops_are_copied_byte_identical_and_the_others_reencoded(clip, 
     # GIVEN a clip whose first two GOPs hold no face, anonymized
     faces = sorted({f for t in plan.tracks if t.decision == "blur" for f in t.frames.tolist()})
     assert faces and faces[0] >= 2 * GOP  # the detector found no face in the faceless half
-    src_gops, out_gops = video_gops(clip), video_gops(dst)
-    # THEN the faceless GOPs' packets are the input's, byte for byte, and the face GOPs' are not
-    assert len(out_gops) == len(src_gops) == 4
-    assert out_gops[:2] == src_gops[:2]
-    assert all(a != b for a, b in zip(out_gops[2:], src_gops[2:]))
-    assert report.render == {"mode": "smart", "reason": None, "gops_copied": 2, "gops_encoded": 2, "frames_copied": 50,
-                             "frames_encoded": 50, "seconds_copied": 2.0, "seconds_encoded": 2.0}
+    # THEN the faceless GOPs' packets are the input's, byte for byte, and so are those of the
+    # frames of the third GOP shown before the face (decoded before any later frame); every frame
+    # from the face on is re-encoded
+    copied = copied_frames(clip, dst)
+    assert copied[:2 * GOP] == list(range(2 * GOP))
+    assert 2 * GOP < len(copied) <= faces[0] and copied == list(range(len(copied)))
+    assert report.render == {"mode": "smart", "reason": None, "gops_copied": 2, "gops_encoded": 2, "frames_copied": len(copied),
+                             "frames_encoded": 100 - len(copied), "seconds_copied": len(copied) / FPS,
+                             "seconds_encoded": (100 - len(copied)) / FPS}
     # ...and the stream decodes without an error, every frame at its time, the sound bit-exact
     before, after = decode_cleanly(clip), decode_cleanly(dst)
     assert len(after) == len(before) == 100
     assert frame_times(dst) == frame_times(clip)
     assert audio_packets(dst) == audio_packets(clip)
     # ...copied frames decode exactly as the input's; the face is hidden in every re-encoded frame
-    for i in range(2 * GOP):
+    for i in copied:
         assert np.array_equal(after[i], before[i]), i
     h = 540
     for t in plan.tracks:
@@ -141,9 +155,11 @@ def test_a_face_on_the_last_frame_of_a_gop_reencodes_that_gop_and_redacts_it(cli
     edited = Plan(plan.input, plan.tracks, [Region(GOP - 1, GOP - 1, (100.0, 100.0, 300.0, 300.0))], plan.meta)
     dst = tmp_path / "out.mp4"
     report = engine.render(clip, dst, edited)
-    src_gops, out_gops = video_gops(clip), video_gops(dst)
-    # THEN the first GOP is re-encoded, the second (no box) copied
-    assert out_gops[0] != src_gops[0] and out_gops[1] == src_gops[1]
+    # THEN the first GOP is re-encoded from that frame (or the B-frames decoded before it) on, and
+    # the second (no box) copied whole
+    copied = copied_frames(clip, dst)
+    assert GOP - 1 not in copied and set(range(GOP, 2 * GOP)) <= set(copied)
+    assert 0 < len([i for i in copied if i < GOP]) < GOP
     assert report.render["gops_encoded"] == 3 and report.render["gops_copied"] == 1
     before, after = decode_cleanly(clip), decode_cleanly(dst)
     region = (slice(100, 300), slice(100, 300))
@@ -210,7 +226,7 @@ def test_the_cli_says_how_much_was_copied_and_the_report_says_how_it_was_rendere
     out, report = tmp_path / "out.mp4", tmp_path / "r.json"
     result = CliRunner().invoke(main, ["anonymize", str(clip), "-o", str(out), "--report", str(report)])
     assert result.exit_code == 0, result.output
-    assert "2.0 s copied as they were, 2.0 s re-encoded (2 + 2 GOPs)" in result.output
+    assert "s copied as they were" in result.output and "re-encoded (2 + 2 GOPs)" in result.output
     assert json.loads(report.read_text())["files"][0]["render"]["mode"] == "smart"
     result = CliRunner().invoke(main, ["anonymize", str(clip), "-o", str(tmp_path / "full.mp4"), "--full-render", "--report", str(report)])
     assert result.exit_code == 0 and "copied" not in result.output
@@ -257,7 +273,19 @@ def test_a_copied_stream_keeps_the_display_rotation_and_the_container_tags(tmp_p
     dst = tmp_path / "out.mp4"
     report = engine.render(src, dst, engine.analyze(src))
     # THEN its only GOP is copied, and the copy is shown turned as the input is, with its title
-    assert report.render["gops_copied"] == 1 and video_gops(dst) == video_gops(src)
+    assert report.render["gops_copied"] == 1 and packets(dst) == packets(src)
     assert probe(dst).rotation == probe(src).rotation == 90
     with av.open(str(dst)) as c:
         assert c.metadata.get("title") == "street, 7 Dec"
+
+
+def test_the_copied_part_of_a_gop_holds_exactly_the_frames_shown_before_the_first_to_redact():
+    from limelight.smart import copied_prefix
+
+    # decode order I0 P3 B1 B2 P6 B4 B5 (2 B-frames), the GOP starting at frame 10
+    shown = [10, 13, 11, 12, 16, 14, 15]
+    assert copied_prefix(shown, 10, None) == 7  # nothing to redact: all of it
+    assert copied_prefix(shown, 10, 14) == 4  # I0 P3 B1 B2: frames 10-13
+    assert copied_prefix(shown, 10, 13) == 1  # P3 is decoded before B1, B2: only I0 can go
+    assert copied_prefix(shown, 10, 12) == 1
+    assert copied_prefix(shown, 10, 10) == 0  # the first frame itself: all re-encoded

@@ -367,7 +367,11 @@ class Anonymizer:
             self._record(index, entries, report)
             redacted[index + 1] = redacted[index] + any(blurred for _, _, blurred, _ in entries)
         pixels = plan.frames()
-        stats = smart_render(src, dst, total, lambda first, n: bool(redacted[min(first + n, total)] - redacted[first]),
+        def first_redacted(first: int, n: int) -> int | None:
+            at = int(np.searchsorted(redacted, redacted[first] + 1)) - 1  # first frame >= `first` with a box to redact
+            return at if redacted[min(first + n, total)] > redacted[first] else None
+
+        stats = smart_render(src, dst, total, first_redacted,
                              lambda frame: self._hide(frame, pixels(frame.index)), self.options.encode, progress,
                              parameter_sets=self.options.smart_segment)
         report.frames = stats.frames

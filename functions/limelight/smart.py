@@ -65,12 +65,36 @@ class SmartRenderError(Exception):
 
 @dataclass
 class Gop:
-    """One GOP of the input: its packets' decode timestamps, and its frames (display order indices)."""
+    """One GOP of the input: its first frame (display order index), its frame count, its packets'
+    decode timestamps, and how many of its packets (in decode order) are copied: all of them when
+    it has nothing to redact, else those of the frames shown before the first one to redact (when
+    no later frame is decoded among them), the rest re-encoded from an IDR frame."""
 
     first_frame: int
     frames: int
     dts: list[int]
-    redact: bool = False
+    copied: int = 0
+
+    @property
+    def redact(self) -> bool:
+        return self.copied < self.frames
+
+
+def copied_prefix(shown: list[int], first: int, redact_from: int | None) -> int:
+    """How many packets of a GOP (their frames' display indices `shown`, in decode order, the GOP's
+    first frame `first`) can be copied before re-encoding from `redact_from` (None: nothing to
+    redact): the longest decode-order prefix that holds exactly the frames `first`, `first + 1`,
+    ... before `redact_from` (B-frames shown later but decoded earlier end it sooner)."""
+    if redact_from is None:
+        return len(shown)
+    best, top = 0, -1
+    for k, index in enumerate(shown):
+        top = max(top, index)
+        if top >= redact_from:
+            break
+        if top == first + k:  # the first k + 1 packets are exactly frames first .. first + k
+            best = k + 1
+    return best
 
 
 @dataclass
@@ -332,11 +356,12 @@ class _Encoder:
         return cc
 
 
-def smart_render(src: Path, dst: Path, frames: int, redact_gop: Callable[[int, int], bool], redact: Redact,
+def smart_render(src: Path, dst: Path, frames: int, first_redacted: Callable[[int, int], int | None], redact: Redact,
                  options: EncodeOptions = EncodeOptions(), progress: Callable[[int], None] | None = None,
                  parameter_sets: bool = False) -> SmartStats:
-    """Write `dst` from `src`, copying every GOP for which `redact_gop(first_frame, frames)` is False
-    and re-encoding the others through `redact(frame)`; audio copied as the full render copies it.
+    """Write `dst` from `src`, copying every GOP for which `first_redacted(first_frame, frames)` (the
+    first frame of the GOP with a box to redact) is None, and re-encoding the others from that frame
+    on (`copied_prefix`) through `redact(frame)`; audio copied as the full render copies it.
     Written under a temporary name, renamed when complete. Call `smart_refusal` first.
 
     `parameter_sets`: list x264's parameter sets in the sample entry even when no GOP is
@@ -354,10 +379,9 @@ def smart_render(src: Path, dst: Path, frames: int, redact_gop: Callable[[int, i
     bounds = layout.keys + [len(layout.pts)]
     gops = []
     for a, b in zip(bounds, bounds[1:]):
-        first = min(index_of[layout.pts[p]] for p in range(a, b))
-        gop = Gop(first, b - a, layout.dts[a:b])
-        gop.redact = bool(redact_gop(first, b - a))
-        gops.append(gop)
+        shown = [index_of[layout.pts[p]] for p in range(a, b)]
+        first = min(shown)
+        gops.append(Gop(first, b - a, layout.dts[a:b], copied_prefix(shown, first, first_redacted(first, b - a))))
 
     tmp = temporary_path(dst)
     stats = SmartStats()
@@ -383,14 +407,13 @@ def smart_render(src: Path, dst: Path, frames: int, redact_gop: Callable[[int, i
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    rate = float(rate or 0) or None
-    for gop in gops:
-        seconds = gop.frames / rate if rate else 0.0
-        if gop.redact:
-            stats.gops_encoded, stats.frames_encoded, stats.seconds_encoded = stats.gops_encoded + 1, stats.frames_encoded + gop.frames, stats.seconds_encoded + seconds
-        else:
-            stats.gops_copied, stats.frames_copied, stats.seconds_copied = stats.gops_copied + 1, stats.frames_copied + gop.frames, stats.seconds_copied + seconds
-    stats.frames = stats.frames_copied + stats.frames_encoded
+    per_frame = 1 / float(rate) if rate else 0.0
+    stats.gops_encoded = sum(g.redact for g in gops)
+    stats.gops_copied = len(gops) - stats.gops_encoded
+    stats.frames_copied = sum(g.copied for g in gops)
+    stats.frames = sum(g.frames for g in gops)
+    stats.frames_encoded = stats.frames - stats.frames_copied
+    stats.seconds_copied, stats.seconds_encoded = stats.frames_copied * per_frame, stats.frames_encoded * per_frame
     stats.seconds = time.perf_counter() - started
     return stats
 
@@ -428,12 +451,12 @@ def _write(container: av.container.InputContainer, tmp: Path, dst: Path, gops: l
         in_video = 0
 
         def flush(gop: Gop, packets: list[av.Packet]) -> int:
-            if not gop.redact:
-                for packet in packets:
-                    packet.stream = ov
-                    out.mux(packet)
-                return len(packets)
-            return _encode_gop(gop, packets, ov, out, config, encoder, index_of, redact, video)
+            for packet in packets[:gop.copied]:
+                packet.stream = ov
+                out.mux(packet)
+            if gop.redact:
+                _encode_gop(gop, packets, ov, out, config, encoder, index_of, redact, video)
+            return len(packets)
 
         for packet in container.demux(video, *audio):
             if packet.stream.index != video.index:
@@ -473,8 +496,9 @@ def _write(container: av.container.InputContainer, tmp: Path, dst: Path, gops: l
 
 def _encode_gop(gop: Gop, packets: list[av.Packet], ov: av.video.stream.VideoStream, out: av.container.OutputContainer,
                 config: AvcConfig, encoder: _Encoder, index_of: dict[int, int], redact: Redact,
-                video: av.video.stream.VideoStream) -> int:
-    """Decode one closed GOP, redact it, encode it as one IDR-started GOP, mux it with the input's dts."""
+                video: av.video.stream.VideoStream) -> None:
+    """Decode one closed GOP, redact its frames from its first re-encoded one (`gop.copied` packets in,
+    their frames already copied) and encode them from an IDR frame, muxed with the input's dts."""
     decoder = av.CodecContext.create("h264", "r")
     decoder.extradata = bytes(video.codec_context.extradata)
     enc = encoder.new()
@@ -486,6 +510,8 @@ def _encode_gop(gop: Gop, packets: list[av.Packet], ov: av.video.stream.VideoStr
         index = index_of.get(frame.pts)
         if index is None:
             raise SmartRenderError(f"a decoded frame's timestamp {frame.pts} is not one of the input's")
+        if index < gop.first_frame + gop.copied:
+            return  # shown before the re-encoded part: its packet was copied
         held = Frame(index, frame.pts, float(frame.pts * video.time_base), yuv=frame.to_ndarray(),
                      pix_fmt=frame.format.name, colorspace=frame.colorspace, color_range=frame.color_range)
         redact(held)
@@ -508,11 +534,12 @@ def _encode_gop(gop: Gop, packets: list[av.Packet], ov: av.video.stream.VideoStr
     encoded.extend(enc.encode(None))
     if bytes(enc.extradata or b"") != encoder.extradata:
         raise SmartRenderError("x264 gave a GOP other parameter sets than its probe")
-    if count != gop.frames or len(encoded) != gop.frames:
-        raise SmartRenderError(f"a GOP of {gop.frames} frames decoded to {count} and encoded to {len(encoded)}")
+    wanted = gop.frames - gop.copied
+    if count != wanted or len(encoded) != wanted:
+        raise SmartRenderError(f"{wanted} frames of a GOP to re-encode decoded to {count} and encoded to {len(encoded)}")
     if not encoded[0].is_keyframe:
         raise SmartRenderError("a re-encoded GOP does not start on a keyframe")
-    for packet, dts in zip(encoded, gop.dts):
+    for packet, dts in zip(encoded, gop.dts[gop.copied:]):
         units = [u for u in annexb_units(bytes(packet)) if u[0] & 31 not in (_SPS, _PPS)]
         data = length_prefixed(units, config.length_size)
         copy = av.Packet(data)
@@ -521,4 +548,3 @@ def _encode_gop(gop: Gop, packets: list[av.Packet], ov: av.video.stream.VideoStr
         copy.is_keyframe = packet.is_keyframe
         copy.stream = ov
         out.mux(copy)
-    return gop.frames
