@@ -107,7 +107,8 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     if source.get("key"):
         for key in published_keys(cfg.output_prefix, job_id, source["key"]):
             s3.delete_object(Bucket=cfg.output_bucket, Key=key)
-    if event.get("api") or _is_api_job(job_id, source):
+    api = bool(event.get("api")) or _is_api_job(job_id, source)
+    if api:
         store = jobs.JobStore(cfg.jobs_table)
         if not store.update(job_id, [jobs.AWAITING_UPLOAD, jobs.RUNNING], set_={"status": jobs.FAILED, "error": {"name": error_type, "message": message}}):
             record = store.get(job_id)
@@ -123,7 +124,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         Body=json.dumps(document, indent=2).encode(),
         ContentType="application/json",
     )
-    if (event.get("api") or _is_api_job(job_id, source)) and jobs.JobStore(cfg.jobs_table).is_deleted(job_id):
+    if api and jobs.JobStore(cfg.jobs_table).is_deleted(job_id):
         s3.delete_object(Bucket=cfg.output_bucket, Key=key)  # deleted while the report was written: erasure wins
         return {"job_id": job_id, "failure_key": None, "error": error_type, "deleted": True}
     jobs.emit(jobs.JOB_FAILED, {"job_id": job_id, "status": jobs.FAILED, "source": {k: source.get(k) for k in ("bucket", "key")},

@@ -223,6 +223,13 @@ def job_fields(event: dict[str, Any]) -> dict[str, Any]:
     return {"api": bool(event.get("api")), "options": event.get("options") or {}}
 
 
+def withdraw_if_deleted(cfg: Config, event: dict[str, Any]) -> None:
+    """After writing the segments: an API job deleted meanwhile loses them, and the step stops."""
+    job_id = event["job_id"]
+    if jobs.withdraw_if_deleted(jobs.JobStore(cfg.jobs_table) if event.get("api") else None, job_id, cfg.work_bucket):
+        raise JobStoppedError(f"job {job_id} was deleted while it was segmented; nothing of it is kept")
+
+
 def record_total(cfg: Config, event: dict[str, Any], total: int) -> None:
     """An API job's progress: how many segments it has (the Map adds those done)."""
     if event.get("api"):
@@ -247,8 +254,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
             record_total(cfg, event, 1)
             result = {**photo_job(cfg, job_id, source, work, video, consent_source(cfg, event)), **job_fields(event),
                       "render": {"mode": "full", "reason": "a photo"}}
-            if jobs.withdraw_if_deleted(jobs.JobStore(cfg.jobs_table) if event.get("api") else None, job_id, cfg.work_bucket):
-                raise JobStoppedError(f"job {job_id} was deleted while it was segmented; nothing of it is kept")
+            withdraw_if_deleted(cfg, event)
             return result
         try:
             info = probe(video)
@@ -270,8 +276,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         ContentType="application/json",
     )
     record_total(cfg, event, len(segments))
-    if jobs.withdraw_if_deleted(jobs.JobStore(cfg.jobs_table) if event.get("api") else None, job_id, cfg.work_bucket):
-        raise JobStoppedError(f"job {job_id} was deleted while it was segmented; nothing of it is kept")
+    withdraw_if_deleted(cfg, event)
     metrics.add_metric(name="Segments", unit=MetricUnit.Count, value=len(segments))
     metrics.add_metric(name="VideoSeconds", unit=MetricUnit.Seconds, value=round(info.duration, 3))
     logger.info("video segmented", extra={"segments": len(segments), "frames": info.frame_count, "seconds": round(info.duration, 3)})

@@ -104,11 +104,10 @@ def fail_api_job(cfg: Config, job_id: str, source: Source, name: str, message: s
                                     "error": {"name": name, "message": message}})
 
 
-def start_api_job(source: Source, size: int | None, cfg: Config) -> str:
-    """Start the API job this upload belongs to: "started", "duplicate" or "ignored"."""
-    job_id = jobs.api_job_of(source.key, cfg.input_prefix)
+def start_api_job(source: Source, job_id: str, size: int | None, cfg: Config) -> str:
+    """Start the API job `job_id` this upload belongs to: "started", "duplicate" or "ignored"."""
     store = jobs.JobStore(cfg.jobs_table)
-    record = store.get(job_id) if job_id else None
+    record = store.get(job_id)
     if record is None or record["status"] == jobs.DELETED:
         # Erased (or never created): what arrives for it is deleted, not kept.
         client("s3").delete_object(Bucket=source.bucket, Key=source.key, **({"VersionId": source.version_id} if source.version_id else {}))
@@ -151,9 +150,10 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
             ignored += 1
             logger.info("object ignored", extra={"bucket": source.bucket, "key": source.key})
             continue
-        job_id = jobs.api_job_of(source.key, cfg.input_prefix) or source.job_id
-        if job_id != source.job_id:
-            outcome = start_api_job(source, obj.size, cfg)
+        api_job = jobs.api_job_of(source.key, cfg.input_prefix)
+        job_id = api_job or source.job_id
+        if api_job:
+            outcome = start_api_job(source, api_job, obj.size, cfg)
             if outcome == "ignored":
                 ignored += 1
                 logger.info("API upload not started", extra={"job_id": job_id, "key": source.key})

@@ -50,6 +50,7 @@ from limelight.video import (
     open_media,
     probe,
     published_tags,
+    copy_container_tags,
     temporary_path,
 )
 
@@ -64,9 +65,6 @@ __all__ = ["JoinStats", "Segment", "join", "merge_reports", "split"]
 # the video's own container (FLV's Sorenson Spark).
 SEGMENT_SUFFIX = ".mp4"
 SEGMENT_SUFFIXES = (".mp4", ".mov", ".mkv")
-
-# Container tags describing the old file/encoder rather than the content; the muxer writes its own.
-_DROPPED_CONTAINER_TAGS = frozenset({"major_brand", "minor_version", "compatible_brands", "encoder"})
 
 # Largest start shift `join` repairs: an MP4 edit list rounded to its 1/1000 s movie time scale.
 _MAX_SHIFT = Fraction(1, 1000)
@@ -524,9 +522,7 @@ def join(segment_paths: Iterable[str | os.PathLike[str]], original: str | os.Pat
 
 def _output_streams(out: av.container.OutputContainer, source: av.container.InputContainer, template: av.video.stream.VideoStream):
     """The joined file's streams: video like the processed segments, audio copies of the original's."""
-    for key, value in published_tags(source.metadata, _DROPPED_CONTAINER_TAGS).items():
-        out.metadata[key] = value
-    out.set_chapters(source.chapters())
+    copy_container_tags(out, source)
     video = out.add_stream_from_template(template)
     video.time_base = template.time_base
     # The original's frame rate, not the one the segments' H.264 states (1 / time base: 60000 fps for

@@ -34,9 +34,10 @@ from limelight.errors import OutputError
 from limelight.video import (
     Frame,
     EncodeOptions,
-    _name_channel_layout,
     audio_streams,
     check_audio_damage,
+    copy_audio_streams,
+    copy_container_tags,
     dropped_streams,
     error_reason,
     exact_start_options,
@@ -47,7 +48,6 @@ from limelight.video import (
     temporary_path,
     _check_input_file,
     _check_output_path,
-    _DROPPED_CONTAINER_TAGS,
     _DROPPED_VIDEO_TAGS,
 )
 
@@ -428,9 +428,7 @@ def _write(container: av.container.InputContainer, tmp: Path, dst: Path, gops: l
     except (av.FFmpegError, OSError, ValueError) as error:
         raise OutputError(f"{dst}: cannot create output ({error_reason(error)})") from error
     try:
-        for key, value in published_tags(container.metadata, _DROPPED_CONTAINER_TAGS).items():
-            out.metadata[key] = value
-        out.set_chapters(container.chapters())
+        copy_container_tags(out, container)
         ov = out.add_stream_from_template(video)
         ov.metadata.update(published_tags(video.metadata, _DROPPED_VIDEO_TAGS))
         ov.disposition = video.disposition
@@ -438,13 +436,7 @@ def _write(container: av.container.InputContainer, tmp: Path, dst: Path, gops: l
             merged = AvcConfig(config.profile, config.compatibility, config.level, config.length_size,
                                config.sps + encoder.sps, config.pps + encoder.pps, config.tail)
             ov.codec_context.extradata = merged.build()
-        outs = {}
-        for ia in audio:
-            oa = out.add_stream_from_template(ia)
-            _name_channel_layout(oa, ia)
-            oa.metadata.update(published_tags(ia.metadata))
-            oa.disposition = ia.disposition
-            outs[ia.index] = oa
+        outs = copy_audio_streams(out, container, dst)
         stats.dropped_streams = dropped_streams(container)
 
         gop_index, held, done = -1, [], 0

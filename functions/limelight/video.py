@@ -1278,6 +1278,32 @@ def _name_channel_layout(out: av.audio.stream.AudioStream, src: av.audio.stream.
         out.codec_context.layout = _DEFAULT_LAYOUTS[channels]
 
 
+def copy_container_tags(out: av.container.OutputContainer, src: av.container.InputContainer) -> None:
+    """The input's container tags that are published (`published_tags`) and its chapter marks (a long
+    recording's marks, like its title tag)."""
+    for key, value in published_tags(src.metadata, _DROPPED_CONTAINER_TAGS).items():
+        out.metadata[key] = value
+    out.set_chapters(src.chapters())
+
+
+def copy_audio_streams(out: av.container.OutputContainer, src: av.container.InputContainer, dst: Path) -> dict[int, av.audio.stream.AudioStream]:
+    """A stream copy of each of the input's audio streams (tags, disposition, a named channel
+    layout), by input stream index; OutputError naming the codec the container cannot take."""
+    copies: dict[int, av.audio.stream.AudioStream] = {}
+    for ia in audio_streams(src):
+        try:
+            oa = out.add_stream_from_template(ia)
+        except (av.FFmpegError, ValueError) as error:
+            raise OutputError(
+                f"{dst}: cannot copy audio codec {ia.codec_context.name!r} into this container ({error_reason(error)})"
+            ) from error
+        _name_channel_layout(oa, ia)
+        oa.metadata.update(published_tags(ia.metadata))
+        oa.disposition = ia.disposition
+        copies[ia.index] = oa
+    return copies
+
+
 class _Writer:
     """Output container: libx264 video stream plus stream copies of the input's audio.
 
@@ -1313,9 +1339,7 @@ class _Writer:
             raise
 
     def _setup_streams(self, src: av.container.InputContainer) -> None:
-        for key, value in published_tags(src.metadata, _DROPPED_CONTAINER_TAGS).items():
-            self._out.metadata[key] = value
-        self._out.set_chapters(src.chapters())  # a long recording's marks (like its title tag)
+        copy_container_tags(self._out, src)
         iv = self._in_video
         rate = self._options.rate or frame_rate(iv)
         try:
@@ -1326,19 +1350,7 @@ class _Writer:
         # dict would be forwarded to the codec context by PyAV's __setattr__, so update in place.
         self._video.metadata.update(published_tags(iv.metadata, _DROPPED_VIDEO_TAGS))
         self._video.disposition = iv.disposition
-        self._audio: dict[int, av.audio.stream.AudioStream] = {}
-        for ia in audio_streams(src):
-            try:
-                oa = self._out.add_stream_from_template(ia)
-            except (av.FFmpegError, ValueError) as error:
-                raise OutputError(
-                    f"{self.dst}: cannot copy audio codec {ia.codec_context.name!r} "
-                    f"into this container ({error_reason(error)})"
-                ) from error
-            _name_channel_layout(oa, ia)
-            oa.metadata.update(published_tags(ia.metadata))
-            oa.disposition = ia.disposition
-            self._audio[ia.index] = oa
+        self._audio = copy_audio_streams(self._out, src, self.dst)
         self.dropped = dropped_streams(src)
 
     def start(self, first: av.VideoFrame, size: tuple[int, int]) -> None:
