@@ -24,7 +24,7 @@ help:
 	@echo "make lint   - cfn-lint the SAM template"
 	@echo "make cloud-demo VIDEO=clip.mp4 [KNOWN=dir] OUT=out.mp4 - the AWS workflow, locally on moto"
 	@echo "make api    - the job API on 127.0.0.1:\$$LIMELIGHT_API_PORT (8787) over the local workflow (limelight submit --api URL)"
-	@echo "make sam-local-invoke-<start|segment|anonymize|reassemble|failure|api> - sam local invoke (needs Docker and aws-sam-cli)"
+	@echo "make sam-local-invoke-<start|segment|anonymize|join|reassemble|failure|api> - sam local invoke (needs Docker and aws-sam-cli)"
 	@echo "    (failure takes EVENT=execution_timed_out.json too: a timed-out job's EventBridge event)"
 
 $(VENV)/bin/python:
@@ -90,6 +90,8 @@ sam-local-invoke-segment: sam-build
 	$(SAM) local invoke SegmentFunction -e infra/events/segment.json $(if $(ENV),--env-vars $(ENV))
 sam-local-invoke-anonymize: sam-build
 	$(SAM) local invoke AnonymizeFunction -e infra/events/anonymize.json $(if $(ENV),--env-vars $(ENV))
+sam-local-invoke-join: sam-build
+	$(SAM) local invoke JoinFunction -e infra/events/join.json $(if $(ENV),--env-vars $(ENV))
 sam-local-invoke-reassemble: sam-build
 	$(SAM) local invoke ReassembleFunction -e infra/events/reassemble.json $(if $(ENV),--env-vars $(ENV))
 sam-local-invoke-api: sam-build

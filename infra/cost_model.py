@@ -9,11 +9,11 @@
 and prints, for segment lengths L and both memory sizes, the model of infra/README.md:
 
   N       = ceil(D / L)                     segments (keyframe cuts: each at least L long)
-  T_seg   = init (first wave only) + L * fps * c(M) + o
+  T_seg   = init (first wave only) + L * fps * c(M) + 2 o   (analyze and render: two invocations)
   waves   = ceil(N / P),  P = min(MapMaxConcurrency, 40 inline | account limit distributed)
-  latency = T_split + T_join + T_s3 + init + waves * (L * fps * c(M) + o)
-  cost    = N * (L * fps * c(M) + o) * M / 1024 * GBs_price + cold * init * M / 1024 * GBs_price
-            + N * request_price + transitions * transition_price
+  latency = T_split + T_join + T_s3 + 2 init + waves * (L * fps * c(M) + 2 o) + T_tracks
+  cost    = N * (L * fps * c(M) + 2 o) * M / 1024 * GBs_price + cold * init * M / 1024 * GBs_price
+            + (2 N + 5) * request_price + transitions * transition_price
 """
 
 from __future__ import annotations
@@ -32,8 +32,10 @@ from infra.template import REPO
 GB_SECOND = 0.0000166667  # USD, Lambda x86, us-east-1
 REQUEST = 0.20 / 1_000_000  # USD per invocation
 TRANSITION = 0.025 / 1000  # USD per Step Functions standard state transition
-PER_SEGMENT_OVERHEAD = 1.0  # s: download/upload of a segment + engine start (estimate, see README)
-TRANSITIONS_PER_SEGMENT = 3  # Map iteration: iteration start, task, iteration end (approximate)
+PER_SEGMENT_OVERHEAD = 1.0  # s: download/upload of a segment + engine start, per invocation (estimate, see README)
+INVOCATIONS_PER_SEGMENT = 2  # the analyze Map's and the render Map's
+TRANSITIONS_PER_SEGMENT = 3 * INVOCATIONS_PER_SEGMENT  # per Map iteration: iteration start, task, iteration end (approximate)
+TRACKS_JOIN_SECONDS = (2.0, 0.02)  # the join step: fixed (start, gallery) + per segment (one small edges file read)
 BYTES_PER_SECOND = 10e6 / 8  # 1080p30 H.264 at ~10 Mbit/s: 4.5 GB per hour
 S3_BYTES_PER_SECOND = 150e6  # one Lambda's S3 throughput (assumption, see README)
 CLIPS = Path(os.environ.get("LIMELIGHT_DATA", REPO.parent / "shared" / "data")) / "videos" / "clips"
@@ -82,15 +84,18 @@ def cut_seconds_per_frame(clip: Path) -> float:
 def model(c: float, memory_mb: int, seconds: float, fps: float, segment_s: float, init: float, cut: float, concurrency: int) -> dict:
     frames = seconds * fps
     n = math.ceil(seconds / segment_s)
-    per_segment = segment_s * fps * c + PER_SEGMENT_OVERHEAD
+    per_segment = segment_s * fps * c + INVOCATIONS_PER_SEGMENT * PER_SEGMENT_OVERHEAD
     parallel = min(concurrency, n)
     waves = math.ceil(n / parallel)
-    # The segment function downloads the video and uploads the segments; reassembly downloads
-    # the original (for its audio) and the segments and uploads the result.
-    transfer = 5 * seconds * BYTES_PER_SECOND / S3_BYTES_PER_SECOND
-    latency = cut * frames + transfer + init + waves * per_segment
+    # The segment function downloads the video and uploads the segments; each segment is downloaded
+    # by its analysis and by its render; reassembly downloads the original (for its audio) and the
+    # segments and uploads the result.
+    transfer = 6 * seconds * BYTES_PER_SECOND / S3_BYTES_PER_SECOND
+    tracks = TRACKS_JOIN_SECONDS[0] + TRACKS_JOIN_SECONDS[1] * n
+    latency = cut * frames + transfer + INVOCATIONS_PER_SEGMENT * init + waves * per_segment + tracks
     gb = memory_mb / 1024
-    cost = n * per_segment * gb * GB_SECOND + parallel * init * gb * GB_SECOND + (n + 4) * REQUEST + (n * TRANSITIONS_PER_SEGMENT + 8) * TRANSITION
+    cost = (n * per_segment * gb * GB_SECOND + INVOCATIONS_PER_SEGMENT * parallel * init * gb * GB_SECOND + tracks * GB_SECOND
+            + (INVOCATIONS_PER_SEGMENT * n + 5) * REQUEST + (n * TRANSITIONS_PER_SEGMENT + 10) * TRANSITION)
     return {"segments": n, "waves": waves, "latency_s": latency, "cost_usd": cost, "lambda_s": n * per_segment}
 
 

@@ -54,7 +54,7 @@ if str(REPO / "functions") not in sys.path:
 from handlers import common  # noqa: E402
 
 EVENTS = REPO / "infra" / "events"
-HANDLER_MODULES = ("handlers.start", "handlers.segment", "handlers.anonymize", "handlers.reassemble", "handlers.failure", "handlers.api")
+HANDLER_MODULES = ("handlers.start", "handlers.segment", "handlers.anonymize", "handlers.join", "handlers.reassemble", "handlers.failure", "handlers.api")
 _ROLE_POLICY = json.dumps({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}]})
 
 

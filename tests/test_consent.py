@@ -246,7 +246,7 @@ def test_a_second_detection_of_a_shown_face_does_not_blur_it():
     part = track("blur", (50, 80), (120, 110, 190, 200))
     part.boxes[20:] = (400, 100, 470, 190)
     stranger = track("blur", (0, 100), (210, 100, 300, 220))
-    out = analyze._without_duplicates([shown, part, stranger])
+    out = analyze.without_duplicates([shown, part, stranger])
     # THEN only the frames where the blurred box lies on her face are dropped
     assert [t.frames.tolist() for t in out] == [list(range(100)), list(range(70, 80)), list(range(100))]
     assert out[1].evidence["duplicate_frames"] == 20

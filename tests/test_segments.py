@@ -386,6 +386,28 @@ def test_split_rejects_a_non_positive_target(tmp_path):
         split(tmp_path / "any.mp4", tmp_path, 0)
 
 
+def test_merge_reports_counts_a_track_joined_across_a_cut_once():
+    # GIVEN a kept face whose track crosses the cut at frame 10 (the join gave both pieces id 4),
+    # and a stranger in the second segment
+    def part(frames, tracks):
+        return {"frames": frames, "seconds": 1.0, "tracks": tracks}
+
+    before = {"track": 3, "first_frame": 8, "last_frame": 9, "frames": 2, "decision": "kept as ada", "joined": 4,
+              "boxes": [[8, 1, 2, 3, 4, 0], [9, 1, 2, 3, 4, 0]], "shown_as": {"ada": 2}, "frames_blurred": 0}
+    after = {**before, "track": 0, "first_frame": 0, "last_frame": 2, "frames": 3,
+             "boxes": [[0, 1, 2, 3, 4, 0], [1, 1, 2, 3, 4, 0], [2, 1, 2, 3, 4, 0]], "shown_as": {"ada": 3}}
+    stranger = {"track": 1, "first_frame": 1, "last_frame": 1, "frames": 1, "decision": "blurred", "frames_blurred": 1,
+                "boxes": [[1, 5, 6, 7, 8, 1]], "shown_as": {}}
+    merged = merge_reports([(0, part(10, [before])), (10, part(5, [after, stranger]))], input_name="a", output_name="b")
+    # THEN the face is one track over both segments, its frames and shown frames summed
+    assert (merged["faces"], merged["kept"], merged["blurred"]) == (2, 1, 1)
+    face = merged["tracks"][0]
+    assert (face["segments"], face["first_frame"], face["last_frame"], face["frames"]) == ([0, 1], 8, 12, 5)
+    assert [row[0] for row in face["boxes"]] == [8, 9, 10, 11, 12]
+    assert face["shown_as"] == {"ada": 5} and merged["shown"] == {"ada": 5}
+    assert (merged["tracks"][1]["track"], merged["tracks"][1]["segments"]) == (1, [1])
+
+
 def test_merge_reports_numbers_frames_and_tracks_for_the_whole_video():
     def part(frames, tracks):
         return {"frames": frames, "seconds": 1.0, "tracks": tracks}
@@ -399,7 +421,7 @@ def test_merge_reports_numbers_frames_and_tracks_for_the_whole_video():
     assert (merged["frames"], merged["faces"], merged["kept"], merged["blurred"], merged["segments"]) == (18, 3, 2, 1, 2)
     # each consented person's shown frames, summed over the segments' tracks
     assert merged["shown"] == {"ada": 3}
-    assert [(t["track"], t["segment"], t["first_frame"]) for t in merged["tracks"]] == [(0, 0, 0), (1, 1, 15), (2, 1, 10)]
+    assert [(t["track"], t["segments"], t["first_frame"]) for t in merged["tracks"]] == [(0, [0], 0), (1, [1], 15), (2, [1], 10)]
     assert merged["tracks"][1]["boxes"] == [[15, 1, 2, 3, 4, 1]]
     assert merged["fps"] == 9.0
     # the display rotation (segments keep the original's) tells how the boxes' frames are shown

@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import functools
 import hashlib
+import json
 import os
 import shutil
 import tempfile
@@ -130,6 +131,30 @@ def processed_key(job_id: str, index: int, suffix: str = ".mp4") -> str:
 
 def segment_report_key(job_id: str, index: int) -> str:
     return f"{JOB_PREFIX}{job_id}/reports/{index:05d}.json"
+
+
+def segment_plan_key(job_id: str, index: int) -> str:
+    """A segment's plan as analyzed (boxes and decisions; the render Map reads it)."""
+    return f"{JOB_PREFIX}{job_id}/plans/{index:05d}.json"
+
+
+def segment_edges_key(job_id: str, index: int) -> str:
+    """What the join needs of a segment's analysis (`limelight.join.SegmentEdges`: the tracks near
+    its ends with their samples' encodings, its end frames' 64x36 grey thumbnails)."""
+    return f"{JOB_PREFIX}{job_id}/edges/{index:05d}.npz"
+
+
+def join_key(job_id: str) -> str:
+    """The decisions of the tracks crossing segment cuts (`limelight.join.join_segments`)."""
+    return f"{JOB_PREFIX}{job_id}/joined.json"
+
+
+def read_json(bucket: str, key: str) -> Any:
+    return json.loads(client("s3").get_object(Bucket=bucket, Key=key)["Body"].read())
+
+
+def put_json(bucket: str, key: str, doc: Any) -> None:
+    client("s3").put_object(Bucket=bucket, Key=key, Body=json.dumps(doc, separators=(",", ":")).encode(), ContentType="application/json")
 
 
 def segment_list_key(job_id: str) -> str:

@@ -32,6 +32,7 @@ from handlers.common import (
     output_keys,
     processed_key,
     segment_list_key,
+    read_json,
     segment_report_key,
     within_storage,
 )
@@ -68,10 +69,6 @@ RETENTION_TAG = "limelight-retention=api-job"
 @cache
 def config() -> Config:
     return Config.from_env()
-
-
-def read_json(bucket: str, key: str) -> Any:
-    return json.loads(client("s3").get_object(Bucket=bucket, Key=key)["Body"].read())
 
 
 def merged_report(cfg: Config, job_id: str, source: Source, listing: list[dict[str, Any]], video_key: str,

@@ -24,7 +24,7 @@ from limelight.recognizer import Recognizer, face_crop
 from limelight.tracker import Tracker, TrackerOptions
 from limelight.video import Frame
 
-__all__ = ["Analysis", "SamplingOptions", "link", "quality"]
+__all__ = ["Analysis", "SamplingOptions", "link", "quality", "without_duplicates"]
 
 
 @dataclass(frozen=True)
@@ -345,8 +345,9 @@ def plan_tracks(chains: list[list[RawTrack]], recognizer: Recognizer | None, dec
                 "best": None if thumb is None else {"frame": int(thumb[1]), "box": [round(float(v), 1) for v in thumb[2]]},
                 "fragments": len(chain),
             }
-            out.append(PlanTrack(0, SHOW if span.person else BLUR, span.person, frames[sel], boxes[sel], evidence))
-    out = _without_duplicates(out)
+            own = [s for s in samples if span.first <= s.frame <= span.last]
+            out.append(PlanTrack(0, SHOW if span.person else BLUR, span.person, frames[sel], boxes[sel], evidence, own))
+    out = without_duplicates(out)
     out.sort(key=lambda t: (t.first, float(t.boxes[0][0])))
     for i, t in enumerate(out):
         t.id = i
@@ -359,7 +360,7 @@ def plan_tracks(chains: list[list[RawTrack]], recognizer: Recognizer | None, dec
 DUPLICATE_COVER = 0.7
 
 
-def _without_duplicates(tracks: list[PlanTrack]) -> list[PlanTrack]:
+def without_duplicates(tracks: list[PlanTrack]) -> list[PlanTrack]:
     """The tracks with the frames of blurred tracks that duplicate a shown track's face removed."""
     shown = [t for t in tracks if t.decision == SHOW]
     if not shown:
@@ -385,6 +386,7 @@ def _without_duplicates(tracks: list[PlanTrack]) -> list[PlanTrack]:
         if drop.all():
             continue
         if drop.any():
-            t = PlanTrack(t.id, t.decision, t.person, t.frames[~drop], t.boxes[~drop], {**t.evidence, "duplicate_frames": int(drop.sum())})
+            t = PlanTrack(t.id, t.decision, t.person, t.frames[~drop], t.boxes[~drop], {**t.evidence, "duplicate_frames": int(drop.sum())},
+                          t.samples)
         out.append(t)
     return out

@@ -69,6 +69,10 @@ class ShotChangeDetector:
     def __init__(self, threshold: float = 20.0):
         self.threshold = threshold
         self._prev: np.ndarray | None = None
+        # The first and last frames' thumbnails on the 0-255 scale: the serverless workflow's
+        # join compares one segment's last with the next one's first (`limelight.join`).
+        self.first: np.ndarray | None = None
+        self.last: np.ndarray | None = None
 
     def __call__(self, frame: Frame) -> bool:
         # An interlaced frame is judged by its top field: a cut between its two fields would
@@ -84,7 +88,14 @@ class ShotChangeDetector:
         thumb = thumb.astype(np.int16)
         cut = self._prev is not None and float(np.abs(thumb - self._prev).mean()) * 255 / levels > self.threshold
         self._prev = thumb
+        self.last = thumb.astype(np.float32) * (255 / levels)
+        if self.first is None:
+            self.first = self.last
         return cut
+
+    def is_cut(self, before: np.ndarray, after: np.ndarray) -> bool:
+        """Whether two thumbnails (`first` / `last`, of two segments) are a cut apart."""
+        return float(np.abs(after - before).mean()) > self.threshold
 
 
 @dataclass(frozen=True)
@@ -247,8 +258,9 @@ class Anonymizer:
         started = time.perf_counter()
         sampling = self.options.recognition.at_rate(float(info.fps))
         damage = DecodeDamage()
+        shots = ShotChangeDetector()
         analysis, tracks = self.analyze_frames(decode(src, self.options.encode, damage), sampling, quarter_turns(info.rotation),
-                                               float(info.sample_aspect_ratio or 1), progress)
+                                               float(info.sample_aspect_ratio or 1), progress, shots)
         sar = info.sample_aspect_ratio
         di = self._detector_input(self._detectors())
         return Plan(
@@ -260,10 +272,12 @@ class Anonymizer:
                   "detector_input": None if di is None else list(di),
                   # A damaged video is rendered in full, where lost frames are stood in for and reported.
                   **({"damage": damage.as_dict()} if damage else {})},
+            edges=None if shots.first is None else (shots.first, shots.last),
         )
 
     def analyze_frames(self, frames: Iterable[Frame], sampling: SamplingOptions, turns: int = 0, sar: float = 1.0,
-                       progress: Callable[[int], None] | None = None) -> tuple[Analysis, list]:
+                       progress: Callable[[int], None] | None = None,
+                       shots: ShotChangeDetector | None = None) -> tuple[Analysis, list]:
         """`analyze` on decoded frames: the finished `Analysis` and the plan's tracks."""
         detectors = self._detectors()
         idle: queue.SimpleQueue[Detector] = queue.SimpleQueue()
@@ -283,7 +297,7 @@ class Anonymizer:
                 encoder = stack.enter_context(FaceEncoder(processes=self.options.worker_process))
                 encoder.start()  # before the detection threads: the worker forks from a quiet process
             analysis = Analysis(self.options.tracker, sampling, encoder, self.recognizer, turns, sar)
-            shots = ShotChangeDetector()
+            shots = shots or ShotChangeDetector()
             pool = stack.enter_context(ThreadPoolExecutor(max_workers=len(detectors), thread_name_prefix="detect"))
             # Frames t..t+k-1 are detected on k threads (LiteRT releases the GIL) while the next is
             # decoded; they are tracked in order.

@@ -66,6 +66,9 @@ class PlanTrack:
     frames: np.ndarray  # (N,) int, strictly increasing
     boxes: np.ndarray  # (N, 4) float32 x1 y1 x2 y2
     evidence: dict[str, Any] = field(default_factory=dict)  # recognition, best sample, fragments
+    # The recognition samples behind the decision (`consent.Sample`, encodings included): in memory
+    # only, for joining a segment's tracks with the next one's (`limelight.join`); never written.
+    samples: list = field(default_factory=list, repr=False, compare=False)
 
     @property
     def first(self) -> int:
@@ -96,6 +99,9 @@ class Plan:
     tracks: list[PlanTrack]
     regions: list[Region] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)  # settings, model, shots: for the reader
+    # The first and last frames' 64x36 grey thumbnails (`ShotChangeDetector`): in memory only, for
+    # telling whether a segment's cut is also a shot cut (`limelight.join`); never written.
+    edges: tuple | None = field(default=None, repr=False, compare=False)
 
     def frames(self) -> "Callable[[int], list[tuple[int, np.ndarray, bool, str | None]]]":
         """A lookup for frames asked in increasing order: frame -> [(track id, box, blurred,

@@ -556,25 +556,38 @@ def merge_reports(parts: Sequence[tuple[int, dict[str, Any]]], *, input_name: st
     """One video report from per-segment ones (`FileReport.as_dict()` of each segment).
 
     `parts`: (start_frame, report) in segment order. Frame numbers become whole-video ones
-    (start_frame added), tracks are renumbered in order and say which segment they come from
-    (a face crossing a cut is two tracks, each decided on its own samples). Counts are summed.
+    (start_frame added), tracks are renumbered in order and say which segments they come from:
+    the pieces of a track the join decided as one across cuts (the same `joined` id) are one
+    track. Counts are summed.
     `dropped_streams`: the original's streams the joined output leaves out, `damage` what of its
     audio a damaged original lost (`JoinStats`); with the segments' undecodable frames it makes the
     report's `damage`.
     """
     tracks: list[dict[str, Any]] = []
+    joined: dict[int, dict[str, Any]] = {}
     frames, seconds = 0, 0.0
     for segment, (start_frame, part) in enumerate(parts):
         frames += int(part["frames"])
         seconds += float(part["seconds"])
         for track in part["tracks"]:
             moved = dict(track)
-            moved["track"] = len(tracks)
-            moved["segment"] = segment
             for key in ("first_frame", "last_frame"):
                 if moved.get(key) is not None:
                     moved[key] = moved[key] + start_frame
             moved["boxes"] = [[row[0] + start_frame, *row[1:]] for row in track["boxes"]]
+            whole = joined.get(track["joined"]) if track.get("joined") is not None else None
+            if whole is not None:  # the next piece of a track that crosses a cut
+                whole["segments"].append(segment)
+                whole["boxes"].extend(moved["boxes"])
+                whole["last_frame"] = moved["last_frame"]
+                for key in ("frames", "frames_blurred"):
+                    whole[key] = whole.get(key, 0) + moved.get(key, 0)
+                whole["shown_as"] = dict(Counter(whole.get("shown_as", {})) + Counter(moved.get("shown_as", {})))
+                continue
+            moved["track"] = len(tracks)
+            moved["segments"] = [segment]
+            if track.get("joined") is not None:
+                joined[track["joined"]] = moved
             tracks.append(moved)
     kept = sum(1 for t in tracks if t["decision"] != "blurred")
     shown = sum((Counter(track.get("shown_as", {})) for track in tracks), Counter())

@@ -153,8 +153,8 @@ def test_the_whole_flow_keeps_only_the_consenting_person_and_the_video_timing_an
     assert job["progress"] == {"segments_done": 3, "segments_total": 3}
     assert {status for status, _ in seen} >= {"RUNNING", "SUCCEEDED"}
     assert [done for _, done in seen] == sorted(done for _, done in seen) and seen[-1][1] == 3
-    # ...one track per person in each segment (tracks are not yet joined across segment cuts)
-    assert job["faces"] == {"kept": 3, "blurred": 3}
+    # ...one track per person, over all three segments (joined at the cuts)
+    assert job["faces"] == {"kept": 1, "blurred": 1}
     # ...its result downloads through the link it answered: frames, timestamps and sound unchanged
     out = tmp_path / "result.mp4"
     download(job["result"]["video_url"], out)
@@ -273,7 +273,7 @@ def test_every_job_end_puts_one_event_for_other_workflows(service, alice, media,
     assert failed["status"] == "FAILED" and failed["error"]["name"] == "InvalidVideoError"
     events = {e["detail"]["job_id"]: e for e in service.cloud.job_events()}
     assert events[ok]["source"] == "limelight" and events[ok]["detail-type"] == "Job Succeeded"
-    assert events[ok]["detail"]["faces"] == {"kept": 0, "blurred": 6}  # two people, three segments
+    assert events[ok]["detail"]["faces"] == {"kept": 0, "blurred": 2}  # two people, each one track over three segments
     assert events[ok]["detail"]["output"]["video_key"].endswith("two people_anonymized.mp4")
     assert events[bad]["detail-type"] == "Job Failed" and events[bad]["detail"]["error"]["name"] == "InvalidVideoError"
     assert "url" not in json.dumps(events).lower()  # keys and counts, never a link
@@ -411,11 +411,11 @@ def test_limelight_submit_runs_a_job_end_to_end(service, media, tmp_path):
     run = subprocess.run([sys.executable, "-m", "limelight.cli", "submit", str(clip), "--known-faces", str(known), "-o", str(out),
                           "--report", str(tmp_path / "r.json")], env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr
-    assert "3 kept, 3 blurred" in run.stdout and str(out) in run.stdout  # each person once per segment
+    assert "2 faces: 1 kept, 1 blurred" in run.stdout and str(out) in run.stdout  # each person once, over three segments
     assert_same_timing_and_audio(out, clip)
     distances = _identifiable(out, faces, 40)
     assert distances["astronaut"] <= 0.5 and distances["grace_hopper"] > 0.6
-    assert json.loads((tmp_path / "r.json").read_text())["files"][0]["kept"] == 3
+    assert json.loads((tmp_path / "r.json").read_text())["files"][0]["kept"] == 1
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".part")] == []
 
 

@@ -45,10 +45,14 @@ def test_asl_placeholders_are_exactly_the_template_substitutions(stack):
 
 def test_every_task_invokes_lambda_keeps_only_the_payload_and_retries_service_errors(definition):
     tasks = [(name, state) for name, state in states(definition) if state["Type"] == "Task"]
-    assert len(tasks) == 5  # segment, anonymize (inline and distributed), reassemble, failure report
+    # segment, analyze and render (each inline and distributed), join, reassemble, failure report
+    assert len(tasks) == 8
     for name, task in tasks:
         assert task["Resource"] == "arn:aws:states:::lambda:invoke", name
-        assert task["OutputPath"] == "$.Payload", name
+        if name == "Join the tracks that cross the segment cuts":  # adds its count to the state, keeps the rest
+            assert task["ResultSelector"] == {"tracks.$": "$.Payload.joined"} and task["ResultPath"] == "$.joined"
+        else:
+            assert task["OutputPath"] == "$.Payload", name
         retried = {error for retrier in task["Retry"] for error in retrier["ErrorEquals"]}
         assert LAMBDA_ERRORS <= retried, name
         assert all(r["BackoffRate"] > 1 and r["MaxAttempts"] >= 3 for r in task["Retry"]), name
@@ -59,14 +63,14 @@ def test_failures_are_caught_into_the_failure_report_then_fail(definition):
     for name, state in top.items():
         if state["Type"] in ("Task", "Map") and name != "Write the failure report":
             assert state["Catch"][-1:] == [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": "Write the failure report"}], name
-            if state["Type"] == "Map":  # a segment that cannot be smart-rendered: every segment in full, once
+            if name.startswith("Render the segments"):  # a segment that cannot be smart-rendered: every segment in full, once
                 assert state["Catch"][0] == {"ErrorEquals": ["SmartRenderUnavailableError"], "ResultPath": "$.smart_render_error",
                                              "Next": "Render every segment in full"}
             else:
                 assert len(state["Catch"]) == 1, name
     fallback = top["Render every segment in full"]
     assert fallback["Result"]["mode"] == "full" and fallback["ResultPath"] == "$.render"
-    assert fallback["Next"] == "Choose an inline or a distributed Map"
+    assert fallback["Next"] == "Choose how to map the analysis"  # analyzed again as the full render decodes
     assert top["Write the failure report"]["Next"] == "The job failed"
     assert top["The job failed"]["Type"] == "Fail"
     assert isinstance(definition["TimeoutSeconds"], int) and definition["TimeoutSeconds"] > 0
@@ -79,8 +83,17 @@ def test_maps_are_bounded_and_the_distributed_one_reads_the_segment_list_from_s3
         assert state["MaxConcurrency"] == int(stack.parameter("MapMaxConcurrency"))
         assert state["ResultPath"] is None  # results would grow the payload with the segment count
         assert state["ItemSelector"]["job_id.$"] == "$.job_id"
-    reader = maps["Anonymize the segments with a distributed Map"]["ItemReader"]
-    assert reader["Parameters"]["Bucket"] == stack.physical_name("WorkBucket")
+    assert sorted(maps) == ["Analyze the segments in parallel", "Analyze the segments with a distributed Map",
+                            "Render the segments in parallel", "Render the segments with a distributed Map"]
+    for name, state in maps.items():
+        assert state["ItemSelector"]["phase"] == name.split()[0].lower()  # analyze / render
+        if "distributed" in name:
+            assert state["ItemReader"]["Parameters"]["Bucket"] == stack.physical_name("WorkBucket")
+    # The analysis, the join and the render follow each other, inline or distributed alike.
+    top = definition["States"]
+    assert {top[m]["Next"] for m in maps if m.startswith("Analyze")} == {"Join the tracks that cross the segment cuts"}
+    assert top["Join the tracks that cross the segment cuts"]["Next"] == "Choose how to map the render"
+    assert {top[m]["Next"] for m in maps if m.startswith("Render")} == {"Reassemble the video with its original audio"}
 
 
 def test_state_names_are_sentences(definition):
@@ -96,7 +109,8 @@ def test_template_passes_cfn_lint_with_the_sam_transform():
 
 def test_functions_share_one_image_and_name_their_handler(stack):
     functions = stack.of_type("AWS::Serverless::Function")
-    assert sorted(functions) == ["AnonymizeFunction", "ApiFunction", "FailureFunction", "ReassembleFunction", "SegmentFunction", "StartFunction"]
+    assert sorted(functions) == ["AnonymizeFunction", "ApiFunction", "FailureFunction", "JoinFunction", "ReassembleFunction", "SegmentFunction",
+                               "StartFunction"]
     for logical in functions:
         resource = stack.resources[logical]
         assert resource["Properties"]["PackageType"] == "Image"

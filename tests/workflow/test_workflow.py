@@ -4,6 +4,7 @@ failure report and nothing else."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import PurePosixPath
 from urllib.parse import unquote_plus
@@ -12,7 +13,7 @@ import av
 import numpy as np
 import pytest
 
-from handlers.common import failure_key, output_keys, processed_key
+from handlers.common import failure_key, join_key, output_keys, processed_key
 from infra.local import read_event
 from infra.moto_lambda import Fault
 from limelight.segments import join, split
@@ -67,7 +68,19 @@ def test_hamilton_upload_gives_one_output_with_original_timing_audio_and_only_li
     assert merged["kept"] == decisions.count("kept as lin-manuel-miranda")
     # ...each segment analyzed whole before it was rendered: tracks linked, decided from their samples
     assert merged["analysis"]["tracker_tracks"] >= merged["analysis"]["linked_tracks"] > 0
-    assert merged["analysis"]["samples"] > 0 and merged["analysis"]["tracks"] == len(merged["tracks"])
+    assert merged["analysis"]["samples"] > 0
+    # ...and a face crossing a segment cut is one track, decided once from the samples of both sides:
+    # Lin kept on both sides of a cut, the others blurred on both sides
+    crossing = [t for t in merged["tracks"] if len(t["segments"]) > 1]
+    joins = json.loads(cloud.s3.get_object(Bucket=cloud.work_bucket, Key=join_key(result.job_id))["Body"].read())
+    assert joins["joined"] >= len(crossing) > 0
+    assert any(t["decision"] == "kept as lin-manuel-miranda" for t in crossing)
+    assert any(t["decision"] == "blurred" for t in crossing)
+    for t in crossing:
+        blurred = {row[5] for row in t["boxes"]}
+        assert blurred == ({1} if t["decision"] == "blurred" else {0}), t["track"]
+        assert t["frames"] == len(t["boxes"]) and t["last_frame"] - t["first_frame"] + 1 >= t["frames"]
+    assert merged["analysis"]["tracks"] == len(merged["tracks"]) + sum(len(t["segments"]) - 1 for t in crossing)
 
 
 def test_segment_failing_once_is_retried_and_the_output_is_identical(cloud, synthetic_clip, tmp_path):
@@ -83,13 +96,15 @@ def test_segment_failing_once_is_retried_and_the_output_is_identical(cloud, synt
         key = processed_key(payload["job_id"], 1)
         first_attempt["bytes"] = cloud.s3.get_object(Bucket=cloud.work_bucket, Key=key)["Body"].read()
 
-    cloud.lambdas.faults.append(Fault(anonymize, matches=lambda p: p["index"] == 1, on_fault=snapshot))
+    cloud.lambdas.faults.append(Fault(anonymize, matches=lambda p: p["index"] == 1 and p["phase"] == "render", on_fault=snapshot))
     # WHEN the same video is uploaded again under another key
     retried = run_job(cloud, event_for_upload(cloud, "s3_put_video.json", data, key="uploads/retried.mp4"))
-    # THEN the Retry ran segment 1 twice, overwriting the same key with the same video
+    # THEN the Retry rendered segment 1 twice (after analyzing it once), overwriting the same key with the same video
     assert retried.status == "SUCCEEDED"
     runs = [c for c in cloud.lambdas.calls(anonymize) if c.payload["job_id"] == retried.job_id and c.payload["index"] == 1]
-    assert [c.error for c in runs] == [None, "Lambda.ServiceException", None]
+    # (the first render ran, then the service failed: its answer was lost)
+    assert [(c.payload["phase"], c.error) for c in runs] == [("analyze", None), ("render", None), ("render", "Lambda.ServiceException"),
+                                                             ("render", None)]
     final = cloud.s3.get_object(Bucket=cloud.work_bucket, Key=processed_key(retried.job_id, 1))["Body"].read()
     (tmp_path / "first.mp4").write_bytes(first_attempt["bytes"])
     (tmp_path / "final.mp4").write_bytes(final)
