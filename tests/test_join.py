@@ -103,9 +103,20 @@ def test_tracks_that_do_not_continue_across_the_cut_are_not_joined(people, case)
     left = segment(100, [left_track], shots=shots, thumbs=(SCENE, SCENE))
     right = segment(60, [right_track], thumbs=(thumbs[1], SCENE))
     result, (a, b) = joined([left, right], recognizer)
-    # THEN nothing is joined: the face after the cut keeps its own decision (blurred: no sample)
-    assert result["joined"] == 0 and result["segments"] == {}
+    # THEN nothing is linked: ann stays as she was, the face after the cut keeps its own decision
+    # (blurred: no sample), its first box backfilled over the cut's last 3 frames (as the whole
+    # video's track would be) unless the cut is a shot cut
     assert decisions(b) == [(BLUR, None, 0, 5)]
+    assert a.tracks[0].decision == SHOW and "joined" not in a.tracks[0].evidence
+    backfill = [t for t in a.tracks if t.decision == BLUR]
+    # (within the shot: from 99 where a shot starts there; none where it would cover ann's face,
+    # since a blurred box over a shown face is taken for a second detection of it)
+    expected = {"shot cut at the segment cut": [], "ended in an earlier shot": [(99, 99)], "much larger": []}.get(case, [(97, 99)])
+    assert [(t.first, t.last) for t in backfill] == expected
+    if case == "shot cut at the segment cut":
+        assert result["segments"] == {}
+    for t in backfill:
+        assert np.array_equal(t.boxes[0], right_track.boxes[0]) and t.evidence["joined"] == b.tracks[0].evidence["joined"]
 
 
 def test_a_track_over_three_segments_is_one_track(people):
@@ -148,3 +159,87 @@ def test_edges_keep_only_the_tracks_near_the_ends_and_round_trip_through_npz(peo
     assert np.array_equal(edges.thumbs[0], SCENE)
     # ...and a plan written as JSON never holds the encodings
     assert "encoding" not in str(plan.as_dict())
+
+
+def test_frames_between_the_pieces_are_filled_as_the_cli_fills_a_gap_even_through_a_segment_without_the_face(people):
+    recognizer, faces = people
+    # GIVEN a stranger detected up to frame 95 of a 100-frame segment, not at all in the next
+    # (10 frames: a keyframe every third of a second), and again from frame 4 of the one after,
+    # 10 px further right
+    first = segment(100, [track(0, 60, 95, samples=[sample(recognizer, faces, 70, "stranger")])])
+    middle = segment(10, [])
+    last = segment(50, [track(0, 4, 30, box=(110, 100, 190, 180))])
+    result, plans = joined([first, middle, last], recognizer)
+    # THEN one blurred track covers the gap: frames 96-99, the whole middle segment and 0-3 after,
+    # its boxes moving step by step from the last detected box to the next one
+    assert result["joined"] == 1
+    assert [decisions(p) for p in plans] == [[(BLUR, None, 60, 99)], [(BLUR, None, 0, 9)], [(BLUR, None, 0, 30)]]
+    gap = np.concatenate([plans[0].tracks[0].boxes[-4:, 0], plans[1].tracks[0].boxes[:, 0], plans[2].tracks[0].boxes[:4, 0]])
+    assert np.allclose(gap, 100 + 10 * np.arange(1, 19) / 19, atol=0.06)
+    assert plans[1].tracks[0].evidence["filled"] and plans[1].tracks[0].evidence["joined"] == 0
+
+
+def test_a_consented_face_undetected_through_a_short_segment_is_shown_through_it(people):
+    recognizer, faces = people
+    first = segment(100, [track(0, 40, 97, samples=[sample(recognizer, faces, f, "ann") for f in (45, 60, 80)], decision=SHOW, person="ann")])
+    middle = segment(10, [])
+    last = segment(50, [track(0, 2, 30, samples=[sample(recognizer, faces, 20, "ann")], decision=BLUR)])
+    result, plans = joined([first, middle, last], recognizer)
+    assert [decisions(p) for p in plans] == [[(SHOW, "ann", 40, 99)], [(SHOW, "ann", 0, 9)], [(SHOW, "ann", 0, 30)]]
+
+
+def _iou(a, b):
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    return w * h / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h)
+
+
+def _boxes(plans, starts, decision):
+    out: dict[int, list] = {}
+    for plan, start in zip(plans, starts):
+        for t in plan.tracks:
+            if t.decision == decision:
+                for f, b in zip(t.frames, t.boxes):
+                    out.setdefault(int(f) + start, []).append(b)
+    return out
+
+
+def _uncovered(whole, parts):
+    return sum(1 for f, boxes in whole.items() for b in boxes if not any(_iou(b, p) > 0.3 for p in parts.get(f, [])))
+
+
+def test_segments_of_a_real_clip_joined_blur_what_the_whole_videos_analysis_blurs_and_keep_lin(clip, shared_file, tmp_path):
+    from limelight.detector import Detector
+    from limelight.pipeline import Anonymizer
+    from limelight.recognizer import Recognizer, load_gallery
+    from limelight.segments import split
+    from limelight.video import probe
+
+    # GIVEN the hamilton clip (a keyframe every 2 s) cut on keyframes as the workflow cuts it, with
+    # Lin-Manuel Miranda's photo as the consent
+    source = clip("hamilton_white_house_short_clip.mp4")
+    known = tmp_path / "known"
+    known.mkdir()
+    (known / "lin.png").write_bytes(shared_file("videos/known_faces/hamilton_white_house/lin-manuel-miranda.png").read_bytes())
+    engine = Anonymizer(Detector(), Recognizer(load_gallery(known)))
+    segments = split(source, tmp_path, 2.0)
+    # WHEN each segment is analyzed on its own, its edges pass through the files the workflow
+    # stores, and the tracks are joined at the cuts
+    plans = [engine.analyze(s.path) for s in segments]
+    sampling = engine.options.recognition.at_rate(float(probe(source).fps))
+    edges = [SegmentEdges.load(SegmentEdges.of(p, sampling).save(tmp_path / f"{i}.npz")) for i, p in enumerate(plans)]
+    result = join_segments(edges, engine.recognizer, sampling=sampling)
+    final = [apply_join(p, result["segments"].get(str(i))) for i, p in enumerate(plans)]
+    whole = engine.analyze(source)
+    starts = [s.start_frame for s in segments]
+    # THEN every face the whole video's analysis blurs is blurred in the segments too (without the
+    # join, the frames around the cuts are not: the tracker's hold, backfill and gaps stop there)
+    assert len(segments) >= 4 and result["joined"] > 0
+    blurred = _boxes([whole], [0], BLUR)
+    assert _uncovered(blurred, _boxes(plans, starts, BLUR)) > 0
+    assert _uncovered(blurred, _boxes(final, starts, BLUR)) == 0
+    # ...and Lin is shown wherever the whole video's analysis shows him, across the cuts
+    shown = _boxes([whole], [0], SHOW)
+    assert sum(map(len, shown.values())) > 100
+    assert _uncovered(shown, _boxes(final, starts, SHOW)) == 0
+    assert all(t.person == "lin" for p in final for t in p.tracks if t.decision == SHOW)

@@ -159,6 +159,7 @@ class Analysis:
         self.size: tuple[int, int] | None = None  # (width, height) of the frames
         self.samples = 0
         self.raw_tracks = self.linked_tracks = 0
+        self.unconfirmed: list[RawTrack] = []
 
     def figures(self) -> dict:
         """For the plan and the report: tracks before and after linking, samples, shot starts."""
@@ -249,7 +250,11 @@ class Analysis:
             self._flush(self.frames, every=True)
             self._claim(None)
         score, frames = self.confirm
-        return [t for t in self.tracks.values() if len(t.frames) and (t.peak >= score or t.detected >= frames)]
+        confirmed = [t for t in self.tracks.values() if len(t.frames) and (t.peak >= score or t.detected >= frames)]
+        # The others are never drawn; a segment of the serverless workflow still hands those near its
+        # ends to the join, where the rest of the track may lie across the cut (`limelight.join`).
+        self.unconfirmed = [t for t in self.tracks.values() if len(t.frames) and not (t.peak >= score or t.detected >= frames)]
+        return confirmed
 
 
 def link(tracks: list[RawTrack], sampling: SamplingOptions) -> list[list[RawTrack]]:

@@ -35,7 +35,7 @@ from limelight.detector import Detector
 from limelight.encoder_worker import FaceEncoder, usable_cpus
 from limelight.errors import InputError, OutputError
 from limelight.native import captured_stderr
-from limelight.plan import Plan, PlanError, fingerprint
+from limelight.plan import BLUR, Plan, PlanError, PlanTrack, fingerprint
 from limelight.recognizer import Decision, Recognizer, encode_face
 from limelight.redact import RedactOptions, mark, redact, redact_planes
 from limelight.report import FileReport
@@ -273,6 +273,8 @@ class Anonymizer:
                   # A damaged video is rendered in full, where lost frames are stood in for and reported.
                   **({"damage": damage.as_dict()} if damage else {})},
             edges=None if shots.first is None else (shots.first, shots.last),
+            pending=[PlanTrack(-1 - k, BLUR, None, np.asarray(t.frames, np.int64), np.frombuffer(t.coords, np.float32).reshape(-1, 4),
+                               {"peak": t.peak, "detected": t.detected}) for k, t in enumerate(analysis.unconfirmed)],
         )
 
     def analyze_frames(self, frames: Iterable[Frame], sampling: SamplingOptions, turns: int = 0, sar: float = 1.0,

@@ -102,6 +102,9 @@ class Plan:
     # The first and last frames' 64x36 grey thumbnails (`ShotChangeDetector`): in memory only, for
     # telling whether a segment's cut is also a shot cut (`limelight.join`); never written.
     edges: tuple | None = field(default=None, repr=False, compare=False)
+    # The tracks the analysis did not confirm (too weak, too short; ids < 0): in memory only, for the
+    # join, which blurs those continuing a confirmed track across a cut; never written or rendered.
+    pending: list = field(default_factory=list, repr=False, compare=False)
 
     def frames(self) -> "Callable[[int], list[tuple[int, np.ndarray, bool, str | None]]]":
         """A lookup for frames asked in increasing order: frame -> [(track id, box, blurred,
