@@ -349,6 +349,7 @@ def plan_tracks(chains: list[list[RawTrack]], recognizer: Recognizer | None, dec
                     "best_distance": None if span.best_distance is None else round(span.best_distance, 3)},
                 "best": None if thumb is None else {"frame": int(thumb[1]), "box": [round(float(v), 1) for v in thumb[2]]},
                 "fragments": len(chain),
+                "peak_score": round(max(t.peak for t in chain), 3),  # the detector's best score for it
             }
             own = [s for s in samples if span.first <= s.frame <= span.last]
             out.append(PlanTrack(0, SHOW if span.person else BLUR, span.person, frames[sel], boxes[sel], evidence, own))
