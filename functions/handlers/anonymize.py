@@ -210,6 +210,8 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
             if jobs.withdraw_if_deleted(store, job_id, cfg.work_bucket):
                 logger.info("job deleted meanwhile, its intermediates withdrawn")
                 return {**result, "deleted": True}
+            if store is not None:
+                store.update(job_id, [jobs.AWAITING_UPLOAD, jobs.RUNNING], add={"segments_analyzed": {f"{index:05d}"}})
             metrics.add_metric(name="FramesAnalyzed", unit=MetricUnit.Count, value=result["frames"])
             logger.info("segment analyzed", extra={"frames": result["frames"], "tracks": result["tracks"]})
             return result

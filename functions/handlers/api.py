@@ -257,7 +257,8 @@ def describe(record: dict[str, Any], with_links: bool) -> dict[str, Any]:
         "created_at": record["created_at"],
         "options": record.get("options") or {},
         "consent": record.get("consent") or [],
-        "progress": {"segments_done": len(done), "segments_total": int(record.get("segments_total") or 0)},
+        "progress": {"segments_analyzed": len(record.get("segments_analyzed") or []), "segments_done": len(done),
+                     "segments_total": int(record.get("segments_total") or 0)},
     }
     if record.get("faces") is not None:
         answer["faces"] = record["faces"]

@@ -525,11 +525,11 @@ def submit(input_path, known_faces, api_url, wait, output, report_path, mode, sh
     if not wait:
         click.echo(f"job {job_id} submitted ({len(photos)} consent photos); follow it: GET {client.url}/jobs/{job_id}")
         return
-    with tqdm(total=0, unit="segment", desc="anonymize", leave=False, disable=None) as bar:
-        def show(state):
+    with tqdm(total=0, unit="step", desc="analyze + render", leave=False, disable=None) as bar:
+        def show(state):  # every segment is analyzed, then rendered: two steps each
             progress = state.get("progress") or {}
-            bar.total = max(progress.get("segments_total") or 0, bar.total or 0)
-            bar.n = progress.get("segments_done") or 0
+            bar.total = max(2 * (progress.get("segments_total") or 0), bar.total or 0)
+            bar.n = (progress.get("segments_analyzed") or 0) + (progress.get("segments_done") or 0)
             bar.refresh()
         job = follow(client, job_id, show)
     if job["status"] == "FAILED":

@@ -147,12 +147,15 @@ def test_the_whole_flow_keeps_only_the_consenting_person_and_the_video_timing_an
     job_id = _submit(alice, clip, {"grace_hopper.jpg": photos["grace_hopper"]})
     # WHEN it is followed to its end
     seen = []
-    job = follow(alice, job_id, lambda state: seen.append((state["status"], state["progress"]["segments_done"])), interval=0.2, timeout=600)
-    # THEN it succeeded, and its progress was seen moving through the segments
+    job = follow(alice, job_id, lambda state: seen.append((state["status"], state["progress"]["segments_analyzed"],
+                                                          state["progress"]["segments_done"])), interval=0.2, timeout=600)
+    # THEN it succeeded, and its progress was seen moving through the segments, analyzed then rendered
     assert job["status"] == "SUCCEEDED", job
-    assert job["progress"] == {"segments_done": 3, "segments_total": 3}
-    assert {status for status, _ in seen} >= {"RUNNING", "SUCCEEDED"}
-    assert [done for _, done in seen] == sorted(done for _, done in seen) and seen[-1][1] == 3
+    assert job["progress"] == {"segments_analyzed": 3, "segments_done": 3, "segments_total": 3}
+    assert {status for status, *_ in seen} >= {"RUNNING", "SUCCEEDED"}
+    steps = [(analyzed, done) for _, analyzed, done in seen]
+    assert steps == sorted(steps) and steps[-1] == (3, 3)
+    assert all(done == 0 or analyzed == 3 for analyzed, done in steps)  # the render Map starts after every analysis
     # ...one track per person, over all three segments (joined at the cuts)
     assert job["faces"] == {"kept": 1, "blurred": 1}
     # ...its result downloads through the link it answered: frames, timestamps and sound unchanged
