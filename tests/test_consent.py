@@ -250,3 +250,56 @@ def test_a_second_detection_of_a_shown_face_does_not_blur_it():
     # THEN only the frames where the blurred box lies on her face are dropped
     assert [t.frames.tolist() for t in out] == [list(range(100)), list(range(70, 80)), list(range(100))]
     assert out[1].evidence["duplicate_frames"] == 20
+
+
+class _ScriptedFaces:
+    """A fake detector: a face on the frames listed (the frame's pixel value is its index)."""
+
+    def __init__(self, faces: set[int], calls: list[int]):
+        self.faces, self.calls = faces, calls
+
+    def replica(self, num_threads):
+        return _ScriptedFaces(self.faces, self.calls)
+
+    def input_size(self, height, width):
+        return height, width
+
+    def __call__(self, rgb, frame_size=None):
+        i = int(rgb[0, 0, 0])
+        self.calls.append(i)
+        if i not in self.faces:
+            return np.zeros((0, 5), np.float32)
+        x = 10.0 if i < 100 else 120.0  # the face of frame 101 stands elsewhere: no link to the others
+        return np.array([[x, 10.0, x + 20.0, 30.0, 0.9]], np.float32)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_while_no_face_is_near_every_other_frame_is_detected_and_a_face_is_still_found_on_every_frame_it_is_on(workers):
+    from limelight.video import Frame
+
+    # GIVEN 120 frames of an empty scene but for a face on frames 30-33 and 80-81, and one on
+    # frame 101 alone
+    faces = set(range(30, 34)) | {80, 81} | {101}
+    frames = [Frame(index=i, pts=i, time=i / 25, rgb=np.full((40, 160, 3), i, np.uint8)) for i in range(120)]
+
+    def run(idle_skip):
+        calls: list[int] = []
+        engine = Anonymizer(_ScriptedFaces(faces, calls), None, AnonymizeOptions(detect_workers=workers, idle_skip=idle_skip))
+        analysis, tracks = engine.analyze_frames(iter(frames), SamplingOptions())
+        covered = {int(f) for t in tracks for f in t.frames}
+        return calls, analysis, covered
+
+    dense_calls, _, dense = run(False)
+    calls, analysis, covered = run(True)
+    # THEN far fewer frames were detected, each at most once ...
+    assert sorted(dense_calls) == list(range(120))
+    assert len(calls) == len(set(calls)) and len(calls) <= 90 and analysis.skipped == 120 - len(calls)
+    assert analysis.figures()["frames_skipped"] == analysis.skipped
+    # ... yet every frame with a face was detected, and its track covers what the dense run covers
+    assert set(range(30, 34)) | {80, 81} <= set(calls)
+    assert {f for f in dense if f < 95} == {f for f in covered if f < 95}
+    # ... and a face on one frame alone is the only thing that can be missed (here it was: frame 101
+    # was left out, its neighbours had none)
+    assert 101 in dense and (101 in covered) == (101 in calls)
+    # ... while a face was near (frames 30-44 and 80-93), no frame was left out
+    assert set(range(30, 44)) <= set(calls)

@@ -160,11 +160,12 @@ class Analysis:
         self.samples = 0
         self.raw_tracks = self.linked_tracks = 0
         self.unconfirmed: list[RawTrack] = []
+        self.skipped = 0  # frames left undetected while no face was near (`AnonymizeOptions.idle_skip`)
 
     def figures(self) -> dict:
         """For the plan and the report: tracks before and after linking, samples, shot starts."""
         return {"tracker_tracks": self.raw_tracks, "linked_tracks": self.linked_tracks, "samples": self.samples,
-                "shots": list(self.shot_starts)}
+                "frames_skipped": self.skipped, "shots": list(self.shot_starts)}
 
     def add(self, frame: Frame, detections: np.ndarray, cut: bool) -> None:
         i = frame.index
