@@ -243,3 +243,21 @@ def test_segments_of_a_real_clip_joined_blur_what_the_whole_videos_analysis_blur
     assert sum(map(len, shown.values())) > 100
     assert _uncovered(shown, _boxes(final, starts, SHOW)) == 0
     assert all(t.person == "lin" for p in final for t in p.tracks if t.decision == SHOW)
+
+
+def test_a_face_walking_through_many_short_segments_is_one_track(people):
+    recognizer, faces = people
+    # GIVEN 201 segments of 10 frames (a keyframe every third of a second), ann walking right
+    # through all of them (undetected in every fifth), and a stranger standing still throughout
+    plans = []
+    for k in range(201):
+        tracks = [] if k % 5 == 4 else [track(0, 0, 9, box=(100 + 2 * k, 100, 180 + 2 * k, 180),
+                                              samples=[sample(recognizer, faces, 5, "ann")] if k % 7 == 0 else [])]
+        tracks.append(track(len(tracks), 0, 9, box=(400, 200, 460, 260)))
+        plans.append(segment(10, tracks))
+    result, final = joined(plans, recognizer)
+    # THEN two joined tracks: ann shown in every segment (filled where undetected), the stranger blurred
+    assert result["joined"] == 2
+    for p in final:
+        assert sorted((t.decision, t.person) for t in p.tracks) == [(BLUR, None), (SHOW, "ann")]
+        assert all(len(t.frames) == 10 for t in p.tracks)

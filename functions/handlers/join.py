@@ -7,6 +7,7 @@ the joined tracks' decisions, which every segment's render applies to its plan.
 from __future__ import annotations
 
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import cache
@@ -34,6 +35,7 @@ from limelight.join import JOIN_VERSION, SegmentEdges, join_segments
 from limelight.pipeline import AnonymizeOptions
 from limelight.recognizer import Gallery, Recognizer
 
+DOWNLOADS = 16  # the segments' edges files fetched at once
 logger = Logger()
 tracer = Tracer()
 metrics = Metrics()
@@ -68,12 +70,16 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     s3 = client("s3")
     with tempfile.TemporaryDirectory(prefix="limelight-") as tmp:
         work = Path(tmp)
-        edges = []
-        for item in listing:
-            path = work / f"{int(item['index']):05d}.npz"
-            s3.download_file(cfg.work_bucket, segment_edges_key(job_id, int(item["index"])), str(path))
-            edges.append(SegmentEdges.load(path))
-            path.unlink()
+        def fetch(index: int) -> SegmentEdges:
+            path = work / f"{index:05d}.npz"
+            s3.download_file(cfg.work_bucket, segment_edges_key(job_id, index), str(path))
+            try:
+                return SegmentEdges.load(path)
+            finally:
+                path.unlink()
+
+        with ThreadPoolExecutor(max_workers=DOWNLOADS) as pool:  # a long video has thousands of small files
+            edges = list(pool.map(fetch, [int(item["index"]) for item in listing]))
         consent = None
         if event.get("gallery"):
             s3.download_file(cfg.work_bucket, gallery_key(job_id), str(work / "gallery.npz"))

@@ -207,12 +207,22 @@ def _links(edges: list[SegmentEdges], starts: np.ndarray, cuts: list[bool], samp
         if any(not t.pending for t in pieces) or max(t.peak for t in pieces) >= tracker.confirm_score \
                 or sum(t.detected for t in pieces) >= tracker.confirm_frames:
             chains.append(chain)
+    starting: dict[int, list[list[tuple[int, int]]]] = {}  # chains by the segment they start in
+    for chain in chains:
+        starting.setdefault(chain[0][0], []).append(chain)
+
+    def later(i: int, end: int):  # the chains starting in segment i or a later one within link_gap
+        j = i
+        while j < len(edges) and int(starts[j]) <= end + sampling.link_gap:
+            yield from starting.get(j, [])
+            j += 1
+
     second: list[tuple] = []
     for ca in chains:
         (i, _), a = ca[-1], tracks[ca[-1]]
-        for cb in chains:
+        for cb in later(i, int(starts[i]) + a.last):
             (j, _), b = cb[0], tracks[cb[0]]
-            if cb is ca or j < i or (j == i and not (a.pending or b.pending or len(ca) > 1 or len(cb) > 1)):
+            if cb is ca or (j == i and not (a.pending or b.pending or len(ca) > 1 or len(cb) > 1)):
                 continue
             gap = int(starts[j]) + b.first - int(starts[i]) - a.last
             if j > i:  # in the whole video a's hold and b's backfill, cut off here, would have narrowed the gap
