@@ -32,6 +32,7 @@ from handlers.common import (
     read_json,
     segment_edges_key,
     segment_plan_key,
+    video_sampling,
     UPLOAD_PHOTO_SUFFIXES,
     client,
     env,
@@ -130,10 +131,9 @@ def job_options(options: AnonymizeOptions, chosen: dict[str, Any] | None) -> Ano
 PHASES = ("analyze", "render", "anonymize")
 
 
-def engine(cfg: Config, event: dict[str, Any], consent: Recognizer | None, photo: bool) -> Anonymizer:
-    """The engine for this job's segments, the same in both passes (so that the render decodes the
-    frames the analysis numbered)."""
-    options = job_options(cfg.options, event.get("options"))
+def engine(options: AnonymizeOptions, event: dict[str, Any], consent: Recognizer | None, photo: bool) -> Anonymizer:
+    """The engine for this job's segments (`options`: the job's), the same in both passes (so that
+    the render decodes the frames the analysis numbered)."""
     if (event.get("render") or {}).get("mode") == "smart" and not photo:
         # The whole video's GOPs are closed H.264 and its segments start on keyframes: this one is
         # rendered GOP by GOP as it is (no pre-roll, its own size and rate), like every other.
@@ -144,18 +144,12 @@ def engine(cfg: Config, event: dict[str, Any], consent: Recognizer | None, photo
     return Anonymizer(detector(), consent, segment_options(options, event.get("picture"), event.get("skip_before")))
 
 
-def sampling(engine: Anonymizer, event: dict[str, Any]):
-    """The recognition sampling of the whole video's frame rate (the join's `link_gap`)."""
-    rate = (event.get("picture") or {}).get("rate")
-    return engine.options.recognition.at_rate(float(Fraction(rate)) if rate else 0.0)
-
-
 def analyze(cfg: Config, event: dict[str, Any], engine: Anonymizer, src: Path, work: Path) -> dict[str, Any]:
     """The analyze pass: the segment's plan and edges stored for the join and the render."""
     job_id, index = event["job_id"], int(event["index"])
     plan = engine.analyze(src)
     put_json(cfg.work_bucket, segment_plan_key(job_id, index), plan.as_dict())
-    edges = SegmentEdges.of(plan, sampling(engine, event)).save(work / "edges.npz")
+    edges = SegmentEdges.of(plan, video_sampling(engine.options.recognition, event)).save(work / "edges.npz")
     client("s3").upload_file(str(edges), cfg.work_bucket, segment_edges_key(job_id, index))
     return {"job_id": job_id, "index": index, "frames": plan.input["frames"], "tracks": len(plan.tracks)}
 
@@ -192,7 +186,8 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         dst = work / f"anonymized{photo_output_suffix(suffix) if photo else '.mp4'}"
         s3.download_file(cfg.work_bucket, key, str(src))
         consent = recognizer(cfg, job_id, work) if event.get("gallery") else None
-        anonymizer = engine(cfg, event, consent, photo)
+        options = job_options(cfg.options, event.get("options"))
+        anonymizer = engine(options, event, consent, photo)
         try:
             if phase == "analyze":
                 result = analyze(cfg, event, anonymizer, src, work)
@@ -220,7 +215,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
             logger.info("job deleted meanwhile, segment not stored")
             return {"job_id": job_id, "index": index, "deleted": True}
         s3.upload_file(str(dst), cfg.work_bucket, processed_key(job_id, index, dst.suffix))
-    part = {"settings": job_options(cfg.options, event.get("options")).settings(), "model": model_metadata(), "file": report.as_dict()}
+    part = {"settings": options.settings(), "model": model_metadata(), "file": report.as_dict()}
     put_json(cfg.work_bucket, segment_report_key(job_id, index), part)
     if jobs.withdraw_if_deleted(store, job_id, cfg.work_bucket):
         logger.info("job deleted meanwhile, its intermediates withdrawn")

@@ -20,6 +20,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from fractions import Fraction
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable
 
@@ -28,6 +29,7 @@ from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
 
 from handlers.exceptions import ConfigurationError, SourceChangedError, StorageExceededError, UnexpectedError, WorkflowError
+from limelight.analyze import SamplingOptions
 from limelight.segments import SEGMENT_SUFFIX
 from limelight.formats import CONTAINER_SUFFIXES, IMAGE_SUFFIXES, KEEP_CONTAINER, PHOTO_OUTPUT_SUFFIXES
 
@@ -147,6 +149,13 @@ def segment_edges_key(job_id: str, index: int) -> str:
 def join_key(job_id: str) -> str:
     """The decisions of the tracks crossing segment cuts (`limelight.join.join_segments`)."""
     return f"{JOB_PREFIX}{job_id}/joined.json"
+
+
+def video_sampling(sampling: SamplingOptions, event: dict[str, Any]) -> SamplingOptions:
+    """`sampling` at the whole video's frame rate (the segment step's `picture`): the analysis of
+    every segment and the join count `link_gap` in the same frames."""
+    rate = (event.get("picture") or {}).get("rate")
+    return sampling.at_rate(float(Fraction(rate)) if rate else 0.0)
 
 
 def read_json(bucket: str, key: str) -> Any:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from fractions import Fraction
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from handlers.common import (
     read_json,
     segment_edges_key,
     segment_list_key,
+    video_sampling,
 )
 from handlers.exceptions import JobStoppedError
 from limelight.join import JOIN_VERSION, SegmentEdges, join_segments
@@ -85,8 +85,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
             s3.download_file(cfg.work_bucket, gallery_key(job_id), str(work / "gallery.npz"))
             consent = Recognizer(Gallery.load(work / "gallery.npz"))
     options = AnonymizeOptions()
-    rate = (event.get("picture") or {}).get("rate")
-    result = join_segments(edges, consent, sampling=options.recognition.at_rate(float(Fraction(rate)) if rate else 0.0),
+    result = join_segments(edges, consent, sampling=video_sampling(options.recognition, event),
                            decisions=options.decisions)
     put_json(cfg.work_bucket, join_key(job_id), result)
     if jobs.withdraw_if_deleted(jobs.JobStore(cfg.jobs_table) if event.get("api") else None, job_id, cfg.work_bucket):

@@ -27,8 +27,10 @@ from typing import Any
 
 import numpy as np
 
-from limelight.analyze import SamplingOptions, without_duplicates
+from limelight.analyze import SamplingOptions, _side, without_duplicates
+from limelight.anchors import iou_matrix
 from limelight.consent import DecisionOptions, Sample, decide
+from limelight.pipeline import ShotChangeDetector
 from limelight.plan import BLUR, SHOW, Plan, PlanTrack
 from limelight.recognizer import Recognizer
 from limelight.tracker import TrackerOptions
@@ -131,16 +133,11 @@ class SegmentEdges:
             return cls(int(z["frames"]), [int(s) for s in z["shots"]], (thumbs[0], thumbs[1]) if len(thumbs) == 2 else None, tracks)
 
 
-def _side(box: np.ndarray) -> float:
-    return float((box[2] - box[0] + box[3] - box[1]) / 2)
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    w = max(0.0, float(min(a[2], b[2]) - max(a[0], b[0])))
-    h = max(0.0, float(min(a[3], b[3]) - max(a[1], b[1])))
-    inter = w * h
-    union = float((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1])) - inter
-    return inter / union if union > 0 else 0.0
+def _confirmed(pieces: list[EdgeTrack], tracker: TrackerOptions) -> bool:
+    """The tracker's confirmation of one track made of these pieces: one confirmed by its segment,
+    or together one detection scoring `confirm_score` or `confirm_frames` detections."""
+    return (any(not t.pending for t in pieces) or max(t.peak for t in pieces) >= tracker.confirm_score
+            or sum(t.detected for t in pieces) >= tracker.confirm_frames)
 
 
 def _greedy(candidates: list[tuple]) -> list[tuple[tuple[int, int], tuple[int, int]]]:
@@ -161,8 +158,7 @@ def _links(edges: list[SegmentEdges], starts: np.ndarray, cuts: list[bool], samp
 
     1. The tracker's own continuity: a piece that ends at a cut and one that starts just after it
        (within `tracker.max_gap`, boxes the tracker would follow: IoU, or a small shift between boxes
-       of similar size) are one tracker track, confirmed if any piece is or if together they have
-       the detections (`tracker.confirm_score`, `confirm_frames`).
+       of similar size) are one tracker track, kept only when confirmed (`_confirmed`).
     2. `analyze.link`'s fragments: a confirmed track continues one that ended at most `link_gap`
        frames before it, in the same shot, near its last box and of a similar size (nearest in time,
        then in place, first), across cuts, or within a segment where one of them was confirmed only
@@ -191,22 +187,21 @@ def _links(edges: list[SegmentEdges], starts: np.ndarray, cuts: list[bool], samp
                 if not 1 <= gap <= tracker.max_gap + 1 or not same_shot(i, a, i + 1, b):
                     continue
                 side_a, side_b, shift = geometry(a, b)
-                iou = _iou(a.boxes[-1], b.boxes[0])
+                iou = float(iou_matrix(a.boxes[-1:], b.boxes[:1])[0, 0])
                 if iou >= tracker.iou_threshold or (min(side_a, side_b) >= max(side_a, side_b) / 2 and shift <= tracker.max_shift):
                     first.append((gap, -iou, shift, (i, a.id), (i + 1, b.id)))
-    links = _greedy(first)
-    after, before = dict(links), {b: a for a, b in links}
-    chains = []
+    after = dict(_greedy(first))
+    before = {b: a for a, b in after.items()}
+    chains, links = [], []  # the confirmed tracker tracks, and the links within them
     for key in sorted(tracks):
         if key in before:
             continue
         chain = [key]
         while chain[-1] in after:
             chain.append(after[chain[-1]])
-        pieces = [tracks[k] for k in chain]
-        if any(not t.pending for t in pieces) or max(t.peak for t in pieces) >= tracker.confirm_score \
-                or sum(t.detected for t in pieces) >= tracker.confirm_frames:
+        if _confirmed([tracks[k] for k in chain], tracker):
             chains.append(chain)
+            links += list(zip(chain, chain[1:]))
     starting: dict[int, list[list[tuple[int, int]]]] = {}  # chains by the segment they start in
     for chain in chains:
         starting.setdefault(chain[0][0], []).append(chain)
@@ -239,11 +234,11 @@ def _links(edges: list[SegmentEdges], starts: np.ndarray, cuts: list[bool], samp
 
 def join_segments(edges: list[SegmentEdges], recognizer: Recognizer | None, *, sampling: SamplingOptions = SamplingOptions(),
                   decisions: DecisionOptions = DecisionOptions(), tracker: TrackerOptions = TrackerOptions(),
-                  shot_threshold: float = 20.0) -> dict[str, Any]:
+                  shots: ShotChangeDetector = ShotChangeDetector()) -> dict[str, Any]:
     """The joined tracks of a video's segments (in order), as the JSON `apply_join` takes:
     `{"limelight_join": 1, "joined": n, "segments": {"<index>": {"tracks": {"<track id>": [piece, ...]},
     "added": [piece, ...]}}}`. A piece is `{"first", "last" (segment frames), "decision", "person",
-    "recognition", "joined", "fill": [[frame, x1, y1, x2, y2], ...]}`: the frames of the track it
+    "recognition" (absent: the track's own), "joined", "fill": [[frame, x1, y1, x2, y2], ...]}`: the frames of the track it
     takes, with the boxes filled in between its pieces; `added` pieces hold boxes the segment's plan
     has not: filled in a segment between two pieces (the face went undetected through it), or of a
     track the segment did not confirm (weak, or too short before the cut) that continues a confirmed
@@ -252,7 +247,7 @@ def join_segments(edges: list[SegmentEdges], recognizer: Recognizer | None, *, s
     video (`tracker.hold`, `tracker.backfill`) where the cut cut it off. Tracks that cross no cut
     keep their own decisions."""
     starts = np.concatenate([[0], np.cumsum([e.frames for e in edges])]).astype(np.int64)
-    cuts = [False] + [a.thumbs is not None and b.thumbs is not None and float(np.abs(b.thumbs[0] - a.thumbs[1]).mean()) > shot_threshold
+    cuts = [False] + [a.thumbs is not None and b.thumbs is not None and shots.is_cut(a.thumbs[1], b.thumbs[0])
                       for a, b in zip(edges, edges[1:])]
     links = _links(edges, starts, cuts, sampling, tracker)
     parent: dict[tuple[int, int], tuple[int, int]] = {}
@@ -272,35 +267,29 @@ def join_segments(edges: list[SegmentEdges], recognizer: Recognizer | None, *, s
     out: dict[str, dict[str, Any]] = {}
     joined = 0
     for members in sorted(groups.values()):
-        pieces_of = [tracks[k] for k in members]
-        if all(t.pending for t in pieces_of) and not (max(t.peak for t in pieces_of) >= tracker.confirm_score
-                                                      or sum(t.detected for t in pieces_of) >= tracker.confirm_frames):
-            continue  # weak, short pieces that are not a confirmed track together either
         samples = [Sample(int(starts[i] + s.frame), s.encoding, s.name, s.distance) for i, tid in members for s in tracks[i, tid].samples]
         first = min(int(starts[i]) + tracks[i, tid].first for i, tid in members)
         last = max(int(starts[i]) + tracks[i, tid].last for i, tid in members)
         spans = decide(samples, first, last, recognizer, decisions)
         ids = list(range(joined, joined + len(spans)))
         joined += len(spans)
-        # Each member's whole-video frame range and the boxes filled between it and the next piece.
-        ranges: dict[tuple[int, int] | int, list] = {}
+        # Each member's whole-video frame range and the boxes it gains (a pending piece: all of its
+        # own; every piece: those filled between it and the next), and those of the segments between.
+        ranges: dict[tuple[int, int] | int, list] = {
+            (i, tid): [int(starts[i]) + t.first, int(starts[i]) + t.last,
+                       [[int(f), *(round(float(v), 1) for v in b)] for f, b in zip(t.frames, t.boxes)] if t.pending else []]
+            for i, tid in members for t in [tracks[i, tid]]}
         for i, tid in members:
-            t = tracks[i, tid]
-            own = [[int(f), *(round(float(v), 1) for v in b)] for f, b in zip(t.frames, t.boxes)] if t.pending else []
-            entry = ranges.setdefault((i, tid), [int(starts[i]) + t.first, int(starts[i]) + t.last, []])
-            entry[2].extend(own)
             if (i, tid) not in nxt:
                 continue
             j, uid = nxt[i, tid]
-            u = tracks[j, uid]
+            t, u = tracks[i, tid], tracks[j, uid]
             g0, g1 = int(starts[i]) + t.last, int(starts[j]) + u.first
             a, b = t.boxes[-1].astype(np.float64), u.boxes[0].astype(np.float64)
             for g in range(g0 + 1, g1):
                 box = a + (b - a) * (g - g0) / (g1 - g0)
                 seg = int(np.searchsorted(starts, g, side="right")) - 1
-                key: tuple[int, int] | int = (i, tid) if seg == i else (j, uid) if seg == j else seg
-                target = ranges.setdefault(key, [g, g, []]) if key != (j, uid) else \
-                    ranges.setdefault(key, [int(starts[j]) + u.first, int(starts[j]) + u.last, []])
+                target = ranges.setdefault((i, tid) if seg == i else (j, uid) if seg == j else seg, [g, g, []])
                 target[0], target[1] = min(target[0], g), max(target[1], g)
                 target[2].append([g - int(starts[seg]), *(round(float(v), 1) for v in box)])
         for key, (lo, hi, fill) in ranges.items():
@@ -367,16 +356,14 @@ def _extend_ends(edges: list[SegmentEdges], starts: np.ndarray, cuts: list[bool]
                 piece = next((p for p in pieces or [] if p["first"] <= frame <= p["last"]), None)
                 if not frames or (piece["decision"] if piece else t.decision) != BLUR:
                     continue
-                if piece is None:  # the track becomes one joined track with what it gains
-                    piece = {"first": t.first, "last": t.last, "decision": BLUR, "person": None, "recognition": None,
-                             "joined": joined, "fill": []}
+                if piece is None:  # the track becomes one joined track with what it gains (its evidence kept)
+                    piece = {"first": t.first, "last": t.last, "decision": BLUR, "person": None, "joined": joined, "fill": []}
                     joined += 1
                     pieces = out.setdefault(str(i), {"tracks": {}, "added": []})["tracks"][str(t.id)] = [piece]
-                    piece["keep_recognition"] = True
                 for seg in sorted({segment_of(g) for g in frames}):
                     rows = [[g - int(starts[seg]), *(round(float(v), 1) for v in box)] for g in frames if segment_of(g) == seg]
                     out.setdefault(str(seg), {"tracks": {}, "added": []})["added"].append(
-                        {"first": rows[0][0], "last": rows[-1][0], "decision": BLUR, "person": None, "recognition": piece["recognition"],
+                        {"first": rows[0][0], "last": rows[-1][0], "decision": BLUR, "person": None, "recognition": piece.get("recognition"),
                          "joined": piece["joined"], "held": True, "fill": rows})
     return joined
 
@@ -396,8 +383,8 @@ def apply_join(plan: Plan, joins: dict[str, Any] | None) -> Plan:
         if not len(frames):
             return None
         order = np.argsort(frames, kind="stable")
-        own = {} if p.get("keep_recognition") else {"recognition": p["recognition"]}
-        return PlanTrack(0, p["decision"], p["person"], frames[order], boxes[order], {**evidence, **own, "joined": p["joined"]})
+        decided = {"recognition": p["recognition"]} if "recognition" in p else {}  # else the track's own stays
+        return PlanTrack(0, p["decision"], p["person"], frames[order], boxes[order], {**evidence, **decided, "joined": p["joined"]})
 
     for t in plan.tracks:
         mine = pieces.get(str(t.id))

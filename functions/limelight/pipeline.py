@@ -70,10 +70,8 @@ class ShotChangeDetector:
     def __init__(self, threshold: float = 20.0):
         self.threshold = threshold
         self._prev: np.ndarray | None = None
-        # The first and last frames' thumbnails on the 0-255 scale: the serverless workflow's
-        # join compares one segment's last with the next one's first (`limelight.join`).
-        self.first: np.ndarray | None = None
-        self.last: np.ndarray | None = None
+        self._levels = 255
+        self._first: tuple[np.ndarray, int] | None = None  # the first frame's thumbnail and its levels
 
     def __call__(self, frame: Frame) -> bool:
         # An interlaced frame is judged by its top field: a cut between its two fields would
@@ -88,14 +86,23 @@ class ShotChangeDetector:
             levels = 255
         thumb = thumb.astype(np.int16)
         cut = self._prev is not None and float(np.abs(thumb - self._prev).mean()) * 255 / levels > self.threshold
-        self._prev = thumb
-        self.last = thumb.astype(np.float32) * (255 / levels)
-        if self.first is None:
-            self.first = self.last
+        self._prev, self._levels = thumb, levels
+        if self._first is None:
+            self._first = (thumb, levels)
         return cut
 
+    # The first and last frames' thumbnails on the 0-255 scale (None before a frame): the serverless
+    # workflow's join compares one segment's last with the next one's first (`limelight.join`).
+    @property
+    def first(self) -> np.ndarray | None:
+        return None if self._first is None else self._first[0].astype(np.float32) * (255 / self._first[1])
+
+    @property
+    def last(self) -> np.ndarray | None:
+        return None if self._prev is None else self._prev.astype(np.float32) * (255 / self._levels)
+
     def is_cut(self, before: np.ndarray, after: np.ndarray) -> bool:
-        """Whether two thumbnails (`first` / `last`, of two segments) are a cut apart."""
+        """Whether two such thumbnails (one segment's `last`, the next one's `first`) are a cut apart."""
         return float(np.abs(after - before).mean()) > self.threshold
 
 
